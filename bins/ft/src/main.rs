@@ -1,0 +1,5 @@
+//! `ft`: fine-tune large language models.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! # ft-data
+//!
+//! The data path of `ft`, from a user's dataset file to the `input_ids` / `labels` that training
+//! consumes, byte-exact with XTuner's behaviour:
+//!
+//! file → [`formats`] (records) → [`template`] (segments) → [`encode`] (ids + labels) →
+//! [`pack`] (fixed-length rows) → [`batch`] (padded batches).
+//!
+//! ```
+//! use ft_data::record::{Conversation, Turn};
+//! use ft_data::template::{Segment, Template};
+//!
+//! let template = Template::resolve("qwen_chat", None).unwrap();
+//! let conversation = Conversation { conversation: vec![Turn::new("Hi", "Hello!")], ..Default::default() };
+//! let segments = template.segments(&conversation, None).unwrap();
+//! assert_eq!(segments[2], Segment::Answer { text: "Hello!<|im_end|>".into(), loss: true });
+//! ```
+//!
+//! This crate has no Burn dependency.
+
+pub mod encode;
+pub mod error;
+pub mod formats;
+pub mod record;
+pub mod template;
+pub mod tokenizer;
+
+pub use error::{DataError, Result};
