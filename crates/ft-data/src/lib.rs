@@ -18,9 +18,14 @@
 //!
 //! This crate has no Burn dependency.
 
+pub mod assistant;
+pub mod batch;
+pub mod config;
+pub mod dataset;
 pub mod encode;
 pub mod error;
 pub mod formats;
+pub mod pack;
 pub mod record;
 pub mod template;
 pub mod tokenizer;

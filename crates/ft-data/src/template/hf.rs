@@ -32,6 +32,15 @@ impl HfTemplate {
         }
     }
 
+    /// The model's own template, from its tokenizer (`None` when it has no `chat_template`).
+    pub fn from_tokenizer(tokenizer: &crate::tokenizer::FtTokenizer) -> Option<Self> {
+        let special = tokenizer.special();
+        let content = |t: &Option<crate::tokenizer::SpecialToken>| t.as_ref().map(|t| t.content.clone()).unwrap_or_default();
+        tokenizer
+            .chat_template()
+            .map(|source| Self::new(source, content(&special.bos), content(&special.eos)))
+    }
+
     /// The Jinja source.
     pub fn source(&self) -> &str {
         &self.source

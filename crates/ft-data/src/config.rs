@@ -1,0 +1,100 @@
+//! The `[data]` section of the training TOML.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+use crate::formats::DatasetFormat;
+
+/// `[data]`: which files, how to read, render, cut and pack them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset files (JSON array or JSON Lines), relative to the config file.
+    pub files: Vec<PathBuf>,
+    /// `conversation`, `alpaca`, `openai`, `llava` or `text`; detected from the first record
+    /// when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Template name (`ft templates`), `hf`, or a path to a `.toml` template. Absent: `hf` when
+    /// the model has a `chat_template`.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// System text for samples whose first turn has none.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Samples are cut to this many tokens (head kept); packed rows have this length.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Pack samples into rows of `max_length`.
+    #[serde(default = "default_true")]
+    pub pack: bool,
+    /// Shuffle samples (seeded) before packing.
+    #[serde(default = "default_true")]
+    pub shuffle_before_pack: bool,
+    /// Seed for shuffling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Skip malformed records (counted and reported) instead of stopping.
+    #[serde(default)]
+    pub skip_bad_records: bool,
+}
+
+fn default_max_length() -> usize {
+    2048
+}
+fn default_true() -> bool {
+    true
+}
+
+impl DataConfig {
+    /// A config for `files` with every other key at its default.
+    pub fn new(files: Vec<PathBuf>) -> Self {
+        Self {
+            files,
+            format: None,
+            template: None,
+            system: None,
+            max_length: default_max_length(),
+            pack: true,
+            shuffle_before_pack: true,
+            seed: 0,
+            skip_bad_records: false,
+        }
+    }
+
+    /// Checks values and resolves relative file paths against `base_dir`.
+    pub fn validate(&mut self, base_dir: &Path) -> Result<()> {
+        if self.files.is_empty() {
+            return Err(DataError::Config {
+                key: "data.files".into(),
+                message: "list at least one dataset file".into(),
+            });
+        }
+        if self.max_length < 2 {
+            return Err(DataError::Config {
+                key: "data.max_length".into(),
+                message: format!("must be at least 2, found {}", self.max_length),
+            });
+        }
+        self.format()?;
+        for file in &mut self.files {
+            if file.is_relative() {
+                *file = base_dir.join(&*file);
+            }
+            if !file.exists() {
+                return Err(DataError::Config {
+                    key: "data.files".into(),
+                    message: format!("{} does not exist", file.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed `format`, if given.
+    pub fn format(&self) -> Result<Option<DatasetFormat>> {
+        self.format.as_deref().map(DatasetFormat::parse).transpose()
+    }
+}

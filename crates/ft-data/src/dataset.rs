@@ -1,0 +1,160 @@
+//! The whole data path for a `[data]` config: read every file, render, encode, drop what has
+//! nothing to train on, and (optionally) shuffle and pack, with statistics for `ft data preview`.
+
+use crate::config::DataConfig;
+use crate::encode::{EncodedSample, conversation_segments, encode_segments};
+use crate::error::{DataError, Result};
+use crate::formats::load_file;
+use crate::pack::{PackedRow, pack, shuffled_indices};
+use crate::record::Origin;
+use crate::template::Template;
+use crate::tokenizer::FtTokenizer;
+
+/// An encoded sample and where it came from.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Ids and labels.
+    pub encoded: EncodedSample,
+    /// Source file and line.
+    pub origin: Origin,
+    /// Image path, for LLaVA samples.
+    pub image: Option<String>,
+}
+
+/// Counts over a prepared dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DatasetStats {
+    /// Records read (after skipping bad ones).
+    pub records: usize,
+    /// Malformed records skipped (`skip_bad_records`).
+    pub skipped_bad: usize,
+    /// Records whose conversation was empty (e.g. alpaca `<nooutput>`).
+    pub empty: usize,
+    /// Samples dropped because no token was supervised (e.g. a prompt longer than `max_length`).
+    pub dropped_unsupervised: usize,
+    /// Samples cut to `max_length`.
+    pub truncated: usize,
+    /// Samples kept.
+    pub samples: usize,
+    /// Tokens in kept samples.
+    pub tokens: usize,
+    /// Supervised tokens in kept samples.
+    pub supervised_tokens: usize,
+    /// Rows after packing (= samples when packing is off).
+    pub rows: usize,
+}
+
+/// A dataset ready for batching.
+#[derive(Debug, Clone)]
+pub struct PreparedDataset {
+    /// Kept samples in dataset order.
+    pub samples: Vec<Sample>,
+    /// Training rows: packed (shuffled first if asked), or one per sample.
+    pub rows: Vec<PackedRow>,
+    /// Statistics.
+    pub stats: DatasetStats,
+    /// Warnings about skipped records, each naming file and line.
+    pub warnings: Vec<String>,
+}
+
+/// Resolves the template a config asks for, defaulting to the model's own (`hf`).
+pub fn resolve_template(config: &DataConfig, tokenizer: &FtTokenizer) -> Result<Template> {
+    let hf = crate::template::HfTemplate::from_tokenizer(tokenizer);
+    match config.template.as_deref() {
+        Some(name) => Template::resolve(name, hf.as_ref()),
+        None if hf.is_some() => Template::resolve("hf", hf.as_ref()),
+        None => Err(DataError::Config {
+            key: "data.template".into(),
+            message: format!(
+                "the model has no chat_template; set a template, one of: {}",
+                crate::template::template_names().join(", ")
+            ),
+        }),
+    }
+}
+
+/// Reads, renders and encodes every file of `config`; packs when `config.pack`.
+pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template) -> Result<PreparedDataset> {
+    let format = config.format()?;
+    let mut stats = DatasetStats::default();
+    let mut samples = Vec::new();
+    let mut warnings = Vec::new();
+    for file in &config.files {
+        let loaded = load_file(file, format, config.skip_bad_records)?;
+        stats.skipped_bad += loaded.skipped.len();
+        warnings.extend(loaded.skipped.iter().map(|e| format!("skipped: {e}")));
+        stats.empty += loaded.empty;
+        stats.records += loaded.records.len() + loaded.empty;
+        for record in loaded.records {
+            let segments = conversation_segments(&record.conversation, template, config.system.as_deref())
+                .map_err(|e| with_origin(e, &record.origin))?;
+            let encoded = encode_segments(&segments, tokenizer, config.max_length)?;
+            if encoded.supervised_tokens() == 0 {
+                stats.dropped_unsupervised += 1;
+                continue;
+            }
+            stats.truncated += usize::from(encoded.truncated);
+            stats.tokens += encoded.len();
+            stats.supervised_tokens += encoded.supervised_tokens();
+            samples.push(Sample {
+                encoded,
+                origin: record.origin,
+                image: record.conversation.image,
+            });
+        }
+    }
+    stats.samples = samples.len();
+    if samples.is_empty() {
+        let files: Vec<String> = config.files.iter().map(|f| f.display().to_string()).collect();
+        return Err(DataError::EmptyDataset(format!(
+            "{} ({} records, {} dropped with no supervised token, {} empty)",
+            files.join(", "),
+            stats.records,
+            stats.dropped_unsupervised,
+            stats.empty
+        )));
+    }
+    let rows = if config.pack {
+        let order: Vec<usize> = if config.shuffle_before_pack {
+            shuffled_indices(samples.len(), config.seed)
+        } else {
+            (0..samples.len()).collect()
+        };
+        let ordered: Vec<EncodedSample> = order.iter().map(|&i| samples[i].encoded.clone()).collect();
+        pack(&ordered, config.max_length)
+    } else {
+        samples.iter().map(|s| PackedRow::single(&s.encoded)).collect()
+    };
+    stats.rows = rows.len();
+    Ok(PreparedDataset {
+        samples,
+        rows,
+        stats,
+        warnings,
+    })
+}
+
+fn with_origin(e: DataError, origin: &Origin) -> DataError {
+    DataError::Record {
+        path: origin.file.clone(),
+        line: origin.line,
+        message: e.to_string(),
+    }
+}
+
+/// A histogram of sample lengths: `buckets` equal-width bins over `[0, max_length]`, as
+/// `(upper_bound, count)`.
+pub fn length_histogram(samples: &[Sample], max_length: usize, buckets: usize) -> Vec<(usize, usize)> {
+    let buckets = buckets.max(1);
+    let width = max_length.div_ceil(buckets).max(1);
+    let mut counts = vec![0usize; buckets];
+    for s in samples {
+        let b = (s.encoded.len().saturating_sub(1) / width).min(buckets - 1);
+        counts[b] += 1;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (((i + 1) * width).min(max_length), c))
+        .collect()
+}
