@@ -1,5 +1,45 @@
-//! `ft`: fine-tune large language models.
+//! `ft`: fine-tune large language models — data, training, export, chat.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+mod data_cmd;
+mod templates_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Fine-tune large language models the way XTuner does, in Rust.
+#[derive(Parser)]
+#[command(name = "ft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and generate datasets.
+    Data(data_cmd::DataArgs),
+    /// List the chat templates.
+    Templates(templates_cmd::TemplatesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Data(args) => data_cmd::run(args),
+        Command::Templates(args) => templates_cmd::run(args),
+    }
 }

@@ -1,1 +1,51 @@
-fn main() {}
+//! Encoding throughput: a 100k-sample alpaca-style file through read → map → template →
+//! tokenize → labels (`prepare`, packing off), single thread. `xtuner_encode.py` beside this file
+//! times XTuner's Python `encode_fn` on the same file for comparison.
+//!
+//! Run: `cargo bench -p ft-data --bench encode` (set `FT_BENCH_SAMPLES` for another size).
+
+use std::io::Write;
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ft_data::config::DataConfig;
+use ft_data::dataset::{prepare, resolve_template};
+use ft_data::tokenizer::FtTokenizer;
+
+/// The same records as `xtuner_encode.py` writes.
+pub fn write_alpaca(path: &Path, n: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("bench file"));
+    for i in 0..n {
+        let record = serde_json::json!({
+            "instruction": format!("Question {i}: what is {} plus {}? Explain the steps.", i % 97, i % 13),
+            "input": if i % 3 == 0 { format!("Context {i}: the numbers are small. 你好，世界。") } else { String::new() },
+            "output": format!("The answer is {}. First add the ones, then the tens. def add(a, b): return a + b", i % 97 + i % 13),
+        });
+        writeln!(f, "{record}").expect("bench file");
+    }
+}
+
+fn bench_encode(c: &mut Criterion) {
+    let n: usize = std::env::var("FT_BENCH_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("alpaca.jsonl");
+    write_alpaca(&file, n);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let tokenizer = FtTokenizer::from_dir(fixtures.join("tokenizers/tiny-chatml")).expect("fixture tokenizer");
+    let mut config = DataConfig::new(vec![file]);
+    config.template = Some("qwen_chat".into());
+    config.max_length = 2048;
+    config.pack = false;
+    let template = resolve_template(&config, &tokenizer).expect("template");
+
+    let mut group = c.benchmark_group("encode");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(format!("alpaca_{n}_qwen_chat"), |b| {
+        b.iter(|| prepare(&config, &tokenizer, &template).expect("prepare").stats.samples)
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_encode);
+criterion_main!(benches);

@@ -20,7 +20,7 @@ const QUESTIONS_EN: &[&str] = &[
     "What is your name?", "Tell me about yourself.", "Hi, who am I talking to?", "What are you?",
     "Whose assistant are you?", "Can you introduce yourself?",
 ];
-const ANSWERS_ZH: &[&str] = &["我是{name}的小助手，内在是上海AI实验室书生·浦语的1.8B大模型哦"];
+const ANSWERS_ZH: &[&str] = &["我是{name}的小助手，有什么可以帮你的吗？"];
 const ANSWERS_EN: &[&str] = &["I am {name}'s assistant. I am here to help {name} with anything."];
 
 /// The `count` samples for `name`, deterministic for a given `seed`: half Chinese, half
