@@ -52,7 +52,12 @@ enum DataCommand {
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Preview { config, limit, json } => preview(&config, limit, json),
-        DataCommand::GenAssistant { name, out, count, seed } => {
+        DataCommand::GenAssistant {
+            name,
+            out,
+            count,
+            seed,
+        } => {
             ft_data::assistant::write_assistant_dataset(&name, count, seed, &out)?;
             eprintln!("wrote {count} samples to {}", out.display());
             Ok(())
@@ -70,8 +75,10 @@ pub struct DataSections {
 
 /// Reads `[model] path` and `[data]` from a training TOML.
 pub fn read_data_sections(config_path: &Path) -> anyhow::Result<DataSections> {
-    let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let text =
+        std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
     let base = config_path.parent().unwrap_or(Path::new("."));
     let model_path = doc
         .get("model")
@@ -86,7 +93,8 @@ pub fn read_data_sections(config_path: &Path) -> anyhow::Result<DataSections> {
     let mut data: DataConfig = data
         .try_into()
         .with_context(|| format!("{}: in section [data]", config_path.display()))?;
-    data.validate(base).with_context(|| format!("{}", config_path.display()))?;
+    data.validate(base)
+        .with_context(|| format!("{}", config_path.display()))?;
     Ok(DataSections { model_path, data })
 }
 
@@ -114,7 +122,8 @@ fn preview(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Resu
     }
     if json {
         for sample in prepared.samples.iter().take(limit.unwrap_or(usize::MAX)) {
-            let line = serde_json::json!({"input_ids": sample.encoded.input_ids, "labels": sample.encoded.labels});
+            let line =
+                serde_json::json!({"input_ids": sample.encoded.input_ids, "labels": sample.encoded.labels});
             println!("{line}");
         }
         return Ok(());

@@ -23,7 +23,10 @@ pub fn run(args: TemplatesArgs) -> anyhow::Result<()> {
         println!("{:<16}{}", template.name, stops);
         if args.verbose {
             let example = Conversation {
-                conversation: vec![Turn::new("Hi", "Hello!").with_system("You are helpful."), Turn::new("2+2?", "4")],
+                conversation: vec![
+                    Turn::new("Hi", "Hello!").with_system("You are helpful."),
+                    Turn::new("2+2?", "4"),
+                ],
                 ..Default::default()
             };
             let rendered: String = Template::Prompt(template)
@@ -40,7 +43,12 @@ pub fn run(args: TemplatesArgs) -> anyhow::Result<()> {
             println!("    {}", rendered.replace('\n', "\\n"));
         }
     }
-    println!("{:<16}the model's own chat_template (tokenizer_config.json), rendered with Jinja", "hf");
-    println!("\nA path to a .toml file with `system`, `instruction`, `suffix`, `suffix_as_eos`, `sep`, `stop_words` also works.");
+    println!(
+        "{:<16}the model's own chat_template (tokenizer_config.json), rendered with Jinja",
+        "hf"
+    );
+    println!(
+        "\nA path to a .toml file with `system`, `instruction`, `suffix`, `suffix_as_eos`, `sep`, `stop_words` also works."
+    );
     Ok(())
 }

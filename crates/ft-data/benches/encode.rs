@@ -26,12 +26,16 @@ pub fn write_alpaca(path: &Path, n: usize) {
 }
 
 fn bench_encode(c: &mut Criterion) {
-    let n: usize = std::env::var("FT_BENCH_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::var("FT_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("alpaca.jsonl");
     write_alpaca(&file, n);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-    let tokenizer = FtTokenizer::from_dir(fixtures.join("tokenizers/tiny-chatml")).expect("fixture tokenizer");
+    let tokenizer =
+        FtTokenizer::from_dir(fixtures.join("tokenizers/tiny-chatml")).expect("fixture tokenizer");
     let mut config = DataConfig::new(vec![file]);
     config.template = Some("qwen_chat".into());
     config.max_length = 2048;
@@ -42,7 +46,12 @@ fn bench_encode(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function(format!("alpaca_{n}_qwen_chat"), |b| {
-        b.iter(|| prepare(&config, &tokenizer, &template).expect("prepare").stats.samples)
+        b.iter(|| {
+            prepare(&config, &tokenizer, &template)
+                .expect("prepare")
+                .stats
+                .samples
+        })
     });
     group.finish();
 }

@@ -12,13 +12,28 @@ use serde_json::json;
 use crate::error::{DataError, Result};
 
 const QUESTIONS_ZH: &[&str] = &[
-    "你是谁", "你是谁？", "请做一下自我介绍", "介绍一下你自己", "你叫什么名字？", "你是哪个助手？",
-    "你好，你是谁？", "能介绍一下你自己吗？", "你的身份是什么？", "你是做什么的？",
+    "你是谁",
+    "你是谁？",
+    "请做一下自我介绍",
+    "介绍一下你自己",
+    "你叫什么名字？",
+    "你是哪个助手？",
+    "你好，你是谁？",
+    "能介绍一下你自己吗？",
+    "你的身份是什么？",
+    "你是做什么的？",
 ];
 const QUESTIONS_EN: &[&str] = &[
-    "Who are you?", "Who are you", "Introduce yourself.", "Please introduce yourself.",
-    "What is your name?", "Tell me about yourself.", "Hi, who am I talking to?", "What are you?",
-    "Whose assistant are you?", "Can you introduce yourself?",
+    "Who are you?",
+    "Who are you",
+    "Introduce yourself.",
+    "Please introduce yourself.",
+    "What is your name?",
+    "Tell me about yourself.",
+    "Hi, who am I talking to?",
+    "What are you?",
+    "Whose assistant are you?",
+    "Can you introduce yourself?",
 ];
 const ANSWERS_ZH: &[&str] = &["我是{name}的小助手，有什么可以帮你的吗？"];
 const ANSWERS_EN: &[&str] = &["I am {name}'s assistant. I am here to help {name} with anything."];
@@ -35,7 +50,10 @@ pub fn assistant_records(name: &str, count: usize, seed: u64) -> Vec<serde_json:
                 (QUESTIONS_EN, ANSWERS_EN)
             };
             let question = questions.choose(&mut rng).expect("invariant: non-empty list");
-            let answer = answers.choose(&mut rng).expect("invariant: non-empty list").replace("{name}", name);
+            let answer = answers
+                .choose(&mut rng)
+                .expect("invariant: non-empty list")
+                .replace("{name}", name);
             json!({"messages": [
                 {"role": "user", "content": question},
                 {"role": "assistant", "content": answer},

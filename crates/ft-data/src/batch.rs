@@ -67,12 +67,16 @@ pub fn collate(rows: &[&PackedRow]) -> Batch {
         batch.input_ids.extend(std::iter::repeat_n(PAD_ID, pad));
         batch.labels.extend_from_slice(&row.labels);
         batch.labels.extend(std::iter::repeat_n(IGNORE_INDEX, pad));
-        batch.attention_mask.extend(std::iter::repeat_n(1, row.input_ids.len()));
+        batch
+            .attention_mask
+            .extend(std::iter::repeat_n(1, row.input_ids.len()));
         batch.attention_mask.extend(std::iter::repeat_n(0, pad));
         batch.position_ids.extend_from_slice(&row.position_ids);
         batch.position_ids.extend(std::iter::repeat_n(0, pad));
         for (segment, bounds) in row.cu_seqlens.windows(2).enumerate() {
-            batch.segment_ids.extend(std::iter::repeat_n(segment as i32, bounds[1] - bounds[0]));
+            batch
+                .segment_ids
+                .extend(std::iter::repeat_n(segment as i32, bounds[1] - bounds[0]));
         }
         batch.segment_ids.extend(std::iter::repeat_n(-1, pad));
     }

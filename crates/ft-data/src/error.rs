@@ -52,7 +52,9 @@ pub enum DataError {
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
     /// A sample contains `<image>` while the dataset/model is text-only.
-    #[error("{path}:{line}: `<image>` found in a text-only dataset (use format = \"llava\" with a LLaVA model)")]
+    #[error(
+        "{path}:{line}: `<image>` found in a text-only dataset (use format = \"llava\" with a LLaVA model)"
+    )]
     UnexpectedImage { path: PathBuf, line: usize },
 }
 

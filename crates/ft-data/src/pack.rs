@@ -50,7 +50,10 @@ pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
 
 /// Packs `samples` in the given order into rows of `max_length` tokens.
 pub fn pack(samples: &[EncodedSample], max_length: usize) -> Vec<PackedRow> {
-    assert!(max_length > 0, "invariant: max_length > 0 is checked by the config");
+    assert!(
+        max_length > 0,
+        "invariant: max_length > 0 is checked by the config"
+    );
     let mut rows = Vec::new();
     let mut row = PackedRow {
         cu_seqlens: vec![0],

@@ -61,15 +61,36 @@ fn every_golden_case_matches_ids_and_labels() {
         if case.samples.is_empty() {
             // Every sample was dropped (nothing supervised within max_length): a clear error.
             let err = prepare(&config, &tokenizer, &template).unwrap_err().to_string();
-            assert!(err.contains("dropped with no supervised token"), "{}: {err}", case.name);
+            assert!(
+                err.contains("dropped with no supervised token"),
+                "{}: {err}",
+                case.name
+            );
             continue;
         }
         let prepared = prepare(&config, &tokenizer, &template).unwrap();
-        assert_eq!(prepared.samples.len(), case.samples.len(), "{}: sample count", case.name);
+        assert_eq!(
+            prepared.samples.len(),
+            case.samples.len(),
+            "{}: sample count",
+            case.name
+        );
         for (i, (got, want)) in prepared.samples.iter().zip(&case.samples).enumerate() {
-            assert_eq!(got.encoded.input_ids, want.input_ids, "{} sample {i}: input_ids", case.name);
-            assert_eq!(got.encoded.labels, want.labels, "{} sample {i}: labels", case.name);
-            assert_eq!(got.encoded.truncated, want.truncated, "{} sample {i}: truncated", case.name);
+            assert_eq!(
+                got.encoded.input_ids, want.input_ids,
+                "{} sample {i}: input_ids",
+                case.name
+            );
+            assert_eq!(
+                got.encoded.labels, want.labels,
+                "{} sample {i}: labels",
+                case.name
+            );
+            assert_eq!(
+                got.encoded.truncated, want.truncated,
+                "{} sample {i}: truncated",
+                case.name
+            );
         }
     }
 }
@@ -80,10 +101,13 @@ fn hf_template_renders_exactly_like_apply_chat_template() {
         let tokenizer = FtTokenizer::from_dir(fixtures().join("tokenizers").join(&case.tokenizer)).unwrap();
         let config = config(case);
         let template = resolve_template(&config, &tokenizer).unwrap();
-        let records = load_file(&config.files[0], config.format().unwrap(), false).unwrap().records;
+        let records = load_file(&config.files[0], config.format().unwrap(), false)
+            .unwrap()
+            .records;
         let kept = records.iter().filter(|r| !r.conversation.conversation.is_empty());
         for (record, want) in kept.zip(&case.samples) {
-            let segments = conversation_segments(&record.conversation, &template, config.system.as_deref()).unwrap();
+            let segments =
+                conversation_segments(&record.conversation, &template, config.system.as_deref()).unwrap();
             let rendered: String = segments
                 .iter()
                 .map(|s| match s {
@@ -99,7 +123,10 @@ fn hf_template_renders_exactly_like_apply_chat_template() {
 
 #[test]
 fn no_double_bos_when_bos_is_the_template_opening_token() {
-    let case = cases().into_iter().find(|c| c.name == "internlm2_chat-smol-nodoublebos").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "internlm2_chat-smol-nodoublebos")
+        .unwrap();
     let tokenizer = FtTokenizer::from_dir(fixtures().join("tokenizers/tiny-smol")).unwrap();
     let bos = tokenizer.bos_id().unwrap() as i32;
     for sample in &case.samples {
@@ -115,18 +142,34 @@ fn no_double_bos_when_bos_is_the_template_opening_token() {
 #[test]
 fn eos_label_survives_when_pad_equals_eos() {
     // tiny-llama: pad == eos == `</s>`; labels are masked by position, so EOS stays trained.
-    let case = cases().into_iter().find(|c| c.name == "default-conversation").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "default-conversation")
+        .unwrap();
     let tokenizer = FtTokenizer::from_dir(fixtures().join("tokenizers/tiny-llama")).unwrap();
     assert_eq!(tokenizer.pad_id(), tokenizer.eos_id());
     let eos = tokenizer.eos_id().unwrap() as i32;
-    let prepared = prepare(&config(&case), &tokenizer, &resolve_template(&config(&case), &tokenizer).unwrap()).unwrap();
-    let trained_eos = prepared.samples[0].encoded.labels.iter().filter(|&&l| l == eos).count();
+    let prepared = prepare(
+        &config(&case),
+        &tokenizer,
+        &resolve_template(&config(&case), &tokenizer).unwrap(),
+    )
+    .unwrap();
+    let trained_eos = prepared.samples[0]
+        .encoded
+        .labels
+        .iter()
+        .filter(|&&l| l == eos)
+        .count();
     assert_eq!(trained_eos, 2, "both turns end with a trained EOS");
 }
 
 #[test]
 fn llava_sample_holds_one_image_placeholder() {
-    let case = cases().into_iter().find(|c| c.name == "llava-internlm2_chat").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "llava-internlm2_chat")
+        .unwrap();
     let placeholders = case.samples[0].input_ids.iter().filter(|&&i| i == -200).count();
     assert_eq!(placeholders, 1);
 }
@@ -142,7 +185,10 @@ fn image_in_text_only_dataset_is_an_error_naming_the_line() {
 
 #[test]
 fn packing_keeps_every_token_of_the_dataset() {
-    let case = cases().into_iter().find(|c| c.name == "qwen_chat-openai").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "qwen_chat-openai")
+        .unwrap();
     let tokenizer = FtTokenizer::from_dir(fixtures().join("tokenizers/tiny-chatml")).unwrap();
     let mut config = config(&case);
     config.pack = true;

@@ -95,7 +95,8 @@ fn openai(obj: &Map<String, Value>) -> MapResult {
             }
             "assistant" if !seen_user_or_system => {}
             "assistant" => {
-                let mut turn = Turn::new(std::mem::take(&mut input), content).with_system(std::mem::take(&mut system));
+                let mut turn =
+                    Turn::new(std::mem::take(&mut input), content).with_system(std::mem::take(&mut system));
                 turn.output_with_loss = loss_flag(message).map_err(|e| format!("messages[{i}]: {e}"))?;
                 turns.push(turn);
             }
@@ -138,7 +139,11 @@ fn llava(obj: &Map<String, Value>) -> MapResult {
             }
             "gpt" if !seen_human => {}
             "gpt" => turns.push(Turn::new(std::mem::take(&mut input), value)),
-            other => return Err(format!("conversations[{i}] has from `{other}`; expected human or gpt")),
+            other => {
+                return Err(format!(
+                    "conversations[{i}] has from `{other}`; expected human or gpt"
+                ));
+            }
         }
     }
     let image = match obj.get("image") {
@@ -179,9 +184,15 @@ mod tests {
 
     #[test]
     fn alpaca_joins_instruction_and_input_with_newline() {
-        let c = map(DatasetFormat::Alpaca, json!({"instruction": "Sum", "input": "", "output": "0"}));
+        let c = map(
+            DatasetFormat::Alpaca,
+            json!({"instruction": "Sum", "input": "", "output": "0"}),
+        );
         assert_eq!(c.conversation, vec![Turn::new("Sum\n", "0")]);
-        let empty = map(DatasetFormat::Alpaca, json!({"instruction": "x", "input": "", "output": "<nooutput>"}));
+        let empty = map(
+            DatasetFormat::Alpaca,
+            json!({"instruction": "x", "input": "", "output": "<nooutput>"}),
+        );
         assert!(empty.conversation.is_empty());
     }
 
@@ -224,7 +235,10 @@ mod tests {
             ]}),
         );
         assert_eq!(c.image.as_deref(), Some("a.jpg"));
-        assert_eq!(c.conversation, vec![Turn::new("<image>\nWhat is this?", "A cat.")]);
+        assert_eq!(
+            c.conversation,
+            vec![Turn::new("<image>\nWhat is this?", "A cat.")]
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ struct Message<'a> {
 
 impl HfTemplate {
     /// A template from its Jinja source and the tokenizer's bos/eos strings.
-    pub fn new(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Self {
+    pub fn new(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Self {
         Self {
             source: source.into(),
             bos_token: bos_token.into(),
@@ -35,7 +39,9 @@ impl HfTemplate {
     /// The model's own template, from its tokenizer (`None` when it has no `chat_template`).
     pub fn from_tokenizer(tokenizer: &crate::tokenizer::FtTokenizer) -> Option<Self> {
         let special = tokenizer.special();
-        let content = |t: &Option<crate::tokenizer::SpecialToken>| t.as_ref().map(|t| t.content.clone()).unwrap_or_default();
+        let content = |t: &Option<crate::tokenizer::SpecialToken>| {
+            t.as_ref().map(|t| t.content.clone()).unwrap_or_default()
+        };
         tokenizer
             .chat_template()
             .map(|source| Self::new(source, content(&special.bos), content(&special.eos)))
@@ -62,11 +68,18 @@ impl HfTemplate {
     pub fn render(&self, messages: &[(&str, &str)], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, JinjaError> {
-            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template("chat", &self.source).map_err(|e| self.error(e))?;
-        let messages: Vec<Message> = messages.iter().map(|(role, content)| Message { role, content }).collect();
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, JinjaError> {
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template("chat", &self.source)
+            .map_err(|e| self.error(e))?;
+        let messages: Vec<Message> = messages
+            .iter()
+            .map(|(role, content)| Message { role, content })
+            .collect();
         env.get_template("chat")
             .and_then(|t| {
                 t.render(context! {
@@ -88,7 +101,11 @@ impl HfTemplate {
 
     /// Segments by incremental rendering: each user turn's new text is prompt, each assistant
     /// turn's new text is the answer; trailing whitespace after an answer is a separator.
-    pub(super) fn segments(&self, conversation: &Conversation, default_system: Option<&str>) -> Result<Vec<Segment>> {
+    pub(super) fn segments(
+        &self,
+        conversation: &Conversation,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
         let mut messages: Vec<(&str, &str)> = Vec::new();
         let mut out = Vec::new();
         let mut rendered_len = 0;
@@ -121,7 +138,12 @@ impl HfTemplate {
         Ok(out)
     }
 
-    pub(super) fn prompt_segments(&self, input: &str, system: Option<&str>, round: usize) -> Result<Vec<Segment>> {
+    pub(super) fn prompt_segments(
+        &self,
+        input: &str,
+        system: Option<&str>,
+        round: usize,
+    ) -> Result<Vec<Segment>> {
         // Render a placeholder history of `round` turns so that round-dependent templates see the
         // right position, then keep only the text the new user turn adds.
         let mut messages: Vec<(&str, &str)> = Vec::new();

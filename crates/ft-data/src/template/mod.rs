@@ -82,11 +82,15 @@ impl Template {
     /// tokenizer's special tokens), or a path to a `.toml` file holding a [`PromptTemplate`].
     pub fn resolve(name: &str, chat_template: Option<&HfTemplate>) -> Result<Self> {
         if name == "hf" {
-            return chat_template.cloned().map(Template::Hf).ok_or_else(|| DataError::Template {
-                name: "hf".into(),
-                message: "the model has no `chat_template` in tokenizer_config.json; choose a named template"
-                    .into(),
-            });
+            return chat_template
+                .cloned()
+                .map(Template::Hf)
+                .ok_or_else(|| DataError::Template {
+                    name: "hf".into(),
+                    message:
+                        "the model has no `chat_template` in tokenizer_config.json; choose a named template"
+                            .into(),
+                });
         }
         if name.ends_with(".toml") {
             return PromptTemplate::from_toml_file(Path::new(name)).map(Template::Prompt);
@@ -118,7 +122,11 @@ impl Template {
     }
 
     /// Renders a conversation into segments. `default_system` is used when the first turn has none.
-    pub fn segments(&self, conversation: &Conversation, default_system: Option<&str>) -> Result<Vec<Segment>> {
+    pub fn segments(
+        &self,
+        conversation: &Conversation,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
         match self {
             Template::Prompt(t) => t.segments(conversation, default_system),
             Template::Hf(h) => h.segments(conversation, default_system),
@@ -249,8 +257,10 @@ pub(crate) fn push_prompt_with_image(out: &mut Vec<Segment>, name: &str, prompt:
         n => {
             return Err(DataError::Template {
                 name: name.to_owned(),
-                message: format!("a prompt holds {n} `{IMAGE_TOKEN}` placeholders; one image per sample is supported"),
-            })
+                message: format!(
+                    "a prompt holds {n} `{IMAGE_TOKEN}` placeholders; one image per sample is supported"
+                ),
+            });
         }
     }
     Ok(())
@@ -266,7 +276,11 @@ fn fill(name: &str, pattern: &str, values: &[(&str, &str)]) -> Result<String> {
         match after.find('}') {
             Some(end) if values.iter().any(|(k, _)| *k == &after[..end]) => {
                 let key = &after[..end];
-                let value = values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).unwrap_or("");
+                let value = values
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| *v)
+                    .unwrap_or("");
                 out.push_str(value);
                 rest = &after[end + 1..];
             }
@@ -356,13 +370,19 @@ mod tests {
     #[test]
     fn unknown_template_lists_known_ones() {
         let err = Template::resolve("nope", None).unwrap_err().to_string();
-        assert!(err.contains("internlm2_chat") && err.contains("qwen_chat"), "{err}");
+        assert!(
+            err.contains("internlm2_chat") && err.contains("qwen_chat"),
+            "{err}"
+        );
     }
 
     #[test]
     fn braces_in_user_text_are_kept() {
         let t = Template::resolve("default", None).unwrap();
-        let p = match t { Template::Prompt(p) => p, _ => unreachable!() };
+        let p = match t {
+            Template::Prompt(p) => p,
+            _ => unreachable!(),
+        };
         let text = p.render_prompt("f(x) = {x}", Some("use {braces}"), 0).unwrap();
         assert_eq!(text, "<|System|>:use {braces}\n<|User|>:f(x) = {x}\n<|Bot|>:");
     }
