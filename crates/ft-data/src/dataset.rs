@@ -1,6 +1,8 @@
 //! The whole data path for a `[data]` config: read every file, render, encode, drop what has
 //! nothing to train on, and (optionally) shuffle and pack, with statistics for `ft data preview`.
 
+use rayon::prelude::*;
+
 use crate::config::DataConfig;
 use crate::encode::{EncodedSample, conversation_segments, encode_segments};
 use crate::error::{DataError, Result};
@@ -85,10 +87,17 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
         warnings.extend(loaded.skipped.iter().map(|e| format!("skipped: {e}")));
         stats.empty += loaded.empty;
         stats.records += loaded.records.len() + loaded.empty;
-        for record in loaded.records {
-            let segments = conversation_segments(&record.conversation, template, config.system.as_deref())
-                .map_err(|e| with_origin(e, &record.origin))?;
-            let encoded = encode_segments(&segments, tokenizer, config.max_length)?;
+        // Encoding is independent per record: spread it over the cores, keeping file order.
+        let encoded: Vec<EncodedSample> = loaded
+            .records
+            .par_iter()
+            .map(|record| {
+                let segments = conversation_segments(&record.conversation, template, config.system.as_deref())
+                    .map_err(|e| with_origin(e, &record.origin))?;
+                encode_segments(&segments, tokenizer, config.max_length)
+            })
+            .collect::<Result<_>>()?;
+        for (record, encoded) in loaded.records.into_iter().zip(encoded) {
             if encoded.supervised_tokens() == 0 {
                 stats.dropped_unsupervised += 1;
                 continue;
