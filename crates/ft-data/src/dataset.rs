@@ -92,8 +92,9 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
             .records
             .par_iter()
             .map(|record| {
-                let segments = conversation_segments(&record.conversation, template, config.system.as_deref())
-                    .map_err(|e| with_origin(e, &record.origin))?;
+                let segments =
+                    conversation_segments(&record.conversation, template, config.system.as_deref())
+                        .map_err(|e| with_origin(e, &record.origin))?;
                 encode_segments(&segments, tokenizer, config.max_length)
             })
             .collect::<Result<_>>()?;
