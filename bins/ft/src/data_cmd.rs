@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use ft_data::config::DataConfig;
 use ft_data::dataset::{PreparedDataset, length_histogram, prepare, resolve_template};
 use ft_data::encode::{IGNORE_INDEX, IMAGE_TOKEN_INDEX};
 use ft_data::tokenizer::FtTokenizer;
@@ -65,39 +64,6 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `[model]` and `[data]` of a training config; other sections are left to the trainer.
-pub struct DataSections {
-    /// `[model] path`, resolved against the config's folder.
-    pub model_path: PathBuf,
-    /// `[data]`, validated, with resolved file paths.
-    pub data: DataConfig,
-}
-
-/// Reads `[model] path` and `[data]` from a training TOML.
-pub fn read_data_sections(config_path: &Path) -> anyhow::Result<DataSections> {
-    let text =
-        std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
-    let base = config_path.parent().unwrap_or(Path::new("."));
-    let model_path = doc
-        .get("model")
-        .and_then(|m| m.get("path"))
-        .and_then(|p| p.as_str())
-        .with_context(|| format!("{}: missing key `model.path`", config_path.display()))?;
-    let model_path = base.join(model_path);
-    let data = doc
-        .get("data")
-        .cloned()
-        .with_context(|| format!("{}: missing section `[data]`", config_path.display()))?;
-    let mut data: DataConfig = data
-        .try_into()
-        .with_context(|| format!("{}: in section [data]", config_path.display()))?;
-    data.validate(base)
-        .with_context(|| format!("{}", config_path.display()))?;
-    Ok(DataSections { model_path, data })
-}
-
 /// Loads the tokenizer of a model folder.
 pub fn load_tokenizer(model_path: &Path) -> anyhow::Result<FtTokenizer> {
     if model_path.is_dir() {
@@ -110,7 +76,8 @@ pub fn load_tokenizer(model_path: &Path) -> anyhow::Result<FtTokenizer> {
 }
 
 fn preview(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Result<()> {
-    let DataSections { model_path, mut data } = read_data_sections(config_path)?;
+    let config = ft_train::config::TrainConfig::from_file(config_path)?;
+    let (model_path, mut data) = (config.model.path, config.data);
     let tokenizer = load_tokenizer(&model_path)?;
     let template = resolve_template(&data, &tokenizer)?;
     if json {

@@ -1,0 +1,384 @@
+//! The training TOML: `[model]`, `[data]`, `[lora]` (absent = full fine-tuning), `[train]`,
+//! `[eval]`. Unknown keys are errors naming the key; values are checked before any work starts.
+
+use std::path::{Path, PathBuf};
+
+use ft_data::config::DataConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// The whole training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The base model.
+    pub model: ModelSection,
+    /// The dataset.
+    pub data: DataConfig,
+    /// LoRA adapter; absent means full fine-tuning.
+    #[serde(default)]
+    pub lora: Option<LoraSection>,
+    /// The loop.
+    #[serde(default)]
+    pub train: TrainSection,
+    /// Sample generations during training.
+    #[serde(default)]
+    pub eval: Option<EvalSection>,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Hugging Face folder or GGUF file, relative to the config.
+    pub path: PathBuf,
+    /// Compute dtype of the frozen base: `f32`, `bf16` or `f16`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// `none` or `nf4` (QLoRA: 4-bit base).
+    #[serde(default = "default_quantization")]
+    pub quantization: String,
+    /// Quantise the NF4 absmax again (bitsandbytes' double quantisation).
+    #[serde(default = "default_true")]
+    pub double_quant: bool,
+}
+
+/// Module names to adapt: a list of names, or `"all-linear"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    /// Module-name suffixes (PEFT's matching rule).
+    List(Vec<String>),
+    /// A keyword: only `all-linear` is accepted.
+    Keyword(String),
+}
+
+/// `[lora]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// Rank.
+    #[serde(default = "default_r")]
+    pub r: usize,
+    /// Scale numerator: scale = alpha / r (alpha / √r with rsLoRA).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Dropout on the adapter input.
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+    /// Which linears get an adapter.
+    #[serde(default = "default_targets")]
+    pub target_modules: TargetModules,
+    /// rsLoRA scaling.
+    #[serde(default)]
+    pub use_rslora: bool,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Where checkpoints, logs and the final model go (relative to the config).
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// Passes over the data (ignored when `max_steps` is set).
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Optimizer steps to run; overrides `epochs`.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Rows per micro-batch.
+    #[serde(default = "default_one")]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "default_one")]
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Fraction of steps spent warming up.
+    #[serde(default = "default_warmup_ratio")]
+    pub warmup_ratio: f64,
+    /// AdamW decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// AdamW betas.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// AdamW epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Global-norm gradient clipping; 0 = off.
+    #[serde(default = "default_one_f")]
+    pub max_grad_norm: f64,
+    /// Save a checkpoint every this many optimizer steps; 0 = only at the end.
+    #[serde(default = "default_save_steps")]
+    pub save_steps: usize,
+    /// Keep at most this many checkpoints; 0 = keep all.
+    #[serde(default = "default_save_total_limit")]
+    pub save_total_limit: usize,
+    /// Seed of initialisation, dropout and shuffling.
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto`, `cuda`, `wgpu` or `cpu`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Log every this many optimizer steps.
+    #[serde(default = "default_one")]
+    pub log_steps: usize,
+}
+
+/// `[eval]`: sample answers during training (XTuner's EvaluateChatHook).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Prompts to answer.
+    pub inputs: Vec<String>,
+    /// System text for the prompts.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Answer every this many optimizer steps (and before and after training); 0 = only then.
+    #[serde(default = "default_eval_every")]
+    pub every_steps: usize,
+    /// Longest answer.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+}
+
+fn default_dtype() -> String {
+    "bf16".into()
+}
+fn default_quantization() -> String {
+    "none".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_r() -> usize {
+    64
+}
+fn default_alpha() -> f64 {
+    16.0
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_targets() -> TargetModules {
+    TargetModules::Keyword("all-linear".into())
+}
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("work_dirs/run")
+}
+fn default_epochs() -> usize {
+    3
+}
+fn default_one() -> usize {
+    1
+}
+fn default_one_f() -> f64 {
+    1.0
+}
+fn default_lr() -> f64 {
+    2e-4
+}
+fn default_warmup_ratio() -> f64 {
+    0.03
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_save_steps() -> usize {
+    500
+}
+fn default_save_total_limit() -> usize {
+    2
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_eval_every() -> usize {
+    500
+}
+fn default_max_new_tokens() -> usize {
+    600
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        toml::from_str("").expect("invariant: every [train] key has a default")
+    }
+}
+
+impl TrainConfig {
+    /// Reads, checks and resolves (paths relative to the file) a training config.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let mut config: TrainConfig = toml::from_str(&text).map_err(|e| TrainError::Config {
+            file: path.to_path_buf(),
+            key: toml_error_key(&e),
+            message: e.message().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_and_validate(path, base)?;
+        Ok(config)
+    }
+
+    fn resolve_and_validate(&mut self, file: &Path, base: &Path) -> Result<()> {
+        let err = |key: &str, message: String| TrainError::Config {
+            file: file.to_path_buf(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.model.path.is_relative() {
+            self.model.path = base.join(&self.model.path);
+        }
+        if self.train.output_dir.is_relative() {
+            self.train.output_dir = base.join(&self.train.output_dir);
+        }
+        one_of(&self.model.dtype, &["f32", "bf16", "f16"]).map_err(|m| err("model.dtype", m))?;
+        one_of(&self.model.quantization, &["none", "nf4"]).map_err(|m| err("model.quantization", m))?;
+        one_of(&self.train.device, &["auto", "cuda", "wgpu", "cpu"]).map_err(|m| err("train.device", m))?;
+        if self.model.quantization == "nf4" && self.lora.is_none() {
+            return Err(err(
+                "model.quantization",
+                "nf4 (QLoRA) trains a LoRA adapter on a frozen 4-bit base: add a [lora] section".into(),
+            ));
+        }
+        if let Some(lora) = &self.lora {
+            if lora.r == 0 {
+                return Err(err("lora.r", "must be at least 1".into()));
+            }
+            if !(0.0..1.0).contains(&lora.dropout) {
+                return Err(err(
+                    "lora.dropout",
+                    format!("must be in [0, 1), found {}", lora.dropout),
+                ));
+            }
+            if let TargetModules::Keyword(k) = &lora.target_modules
+                && k != "all-linear"
+            {
+                return Err(err(
+                    "lora.target_modules",
+                    format!("expected a list of module names or \"all-linear\", found \"{k}\""),
+                ));
+            }
+        }
+        let t = &self.train;
+        for (key, value) in [
+            ("train.batch_size", t.batch_size),
+            ("train.grad_accum", t.grad_accum),
+            ("train.log_steps", t.log_steps),
+        ] {
+            if value == 0 {
+                return Err(err(key, "must be at least 1".into()));
+            }
+        }
+        if t.max_steps.is_none() && t.epochs == 0 {
+            return Err(err(
+                "train.epochs",
+                "must be at least 1 (or set train.max_steps)".into(),
+            ));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(err(
+                "train.lr",
+                format!("must be a positive number, found {}", t.lr),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.warmup_ratio) {
+            return Err(err(
+                "train.warmup_ratio",
+                format!("must be in [0, 1], found {}", t.warmup_ratio),
+            ));
+        }
+        self.data.validate(base).map_err(|e| match e {
+            ft_data::DataError::Config { key, message } => err(&key, message),
+            other => TrainError::Data(other),
+        })?;
+        Ok(())
+    }
+}
+
+fn one_of(value: &str, allowed: &[&str]) -> std::result::Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("`{value}` is not one of {}", allowed.join(", ")))
+    }
+}
+
+/// The dotted key a TOML error points at, read from its message (`unknown field `x``) or span.
+fn toml_error_key(e: &toml::de::Error) -> String {
+    let message = e.message();
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some(end) = rest.find('`')
+    {
+        return rest[..end].to_owned();
+    }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some(end) = rest.find('`')
+    {
+        return rest[..end].to_owned();
+    }
+    "(config)".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        std::fs::write(dir.join("d.jsonl"), "{\"text\": \"hello\"}\n").unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            format!("[model]\npath = \"m\"\n[data]\nfiles = [\"d.jsonl\"]\n{body}"),
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_follow_xtuner_and_paths_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TrainConfig::from_file(&write(dir.path(), "[lora]\n")).unwrap();
+        let lora = c.lora.unwrap();
+        assert_eq!((lora.r, lora.alpha, lora.dropout), (64, 16.0, 0.1));
+        assert_eq!(lora.target_modules, TargetModules::Keyword("all-linear".into()));
+        assert_eq!(c.train.lr, 2e-4);
+        assert_eq!(c.train.max_grad_norm, 1.0);
+        assert_eq!(c.model.path, dir.path().join("m"));
+        assert_eq!(c.data.files[0], dir.path().join("d.jsonl"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = TrainConfig::from_file(&write(dir.path(), "[train]\nlearning_rate = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("learning_rate"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_allowed_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = TrainConfig::from_file(&write(dir.path(), "[train]\ndevice = \"tpu\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.device") && err.contains("cuda"), "{err}");
+        let body = "[model]\n";
+        let _ = body;
+        let path = write(dir.path(), "");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("path = \"m\"", "path = \"m\"\nquantization = \"nf4\"");
+        std::fs::write(&path, text).unwrap();
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("[lora]"), "{err}");
+    }
+}

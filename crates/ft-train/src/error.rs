@@ -1,0 +1,41 @@
+//! The one error type of `ft-train`.
+
+use std::path::PathBuf;
+
+/// What can stop a training run before or while it runs.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A config value is missing, unknown or out of range.
+    #[error("{file}: `{key}`: {message}")]
+    Config {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint is missing or unreadable.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// The data pipeline failed.
+    #[error(transparent)]
+    Data(#[from] ft_data::DataError),
+}
+
+/// Result alias for the crate.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+impl TrainError {
+    /// An I/O error tagged with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

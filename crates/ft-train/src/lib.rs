@@ -1,0 +1,10 @@
+//! # ft-train
+//!
+//! Training for `ft`: the TOML config (`[model]`, `[data]`, `[lora]`, `[train]`, `[eval]`), the
+//! learning-rate schedule, checkpoints and metrics.
+
+pub mod config;
+pub mod error;
+pub mod schedule;
+
+pub use error::{Result, TrainError};
