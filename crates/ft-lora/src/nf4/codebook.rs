@@ -54,11 +54,12 @@ pub const NF4_THRESHOLDS: [f32; 15] = [
 /// the lower code. Branch-free, so a block loop vectorises.
 #[inline(always)]
 pub fn nf4_index(scaled: f32) -> u8 {
-    let mut index = 0u8;
+    // Counted in 32-bit lanes (the width of an f32 compare mask), narrowed once.
+    let mut index = 0u32;
     for threshold in NF4_THRESHOLDS {
-        index += u8::from(scaled > threshold);
+        index += u32::from(scaled > threshold);
     }
-    index
+    index as u8
 }
 
 /// Packs 4-bit indices two per byte, element `2j` in the high nibble; an odd count gets a zero low

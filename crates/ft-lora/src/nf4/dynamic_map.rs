@@ -1,6 +1,8 @@
 //! bitsandbytes' signed dynamic 8-bit code and its CUDA quantiser (`dQuantize<0>`), used by the
 //! double quantisation of the NF4 absmax.
 
+use rayon::prelude::*;
+
 /// `bitsandbytes.functional.create_dynamic_map(signed=True)`: 256 sorted f32 values in
 /// [−0.99297, 1.0], with 0.0 at index 127 and 1.0 at index 255.
 pub const DYNAMIC_SIGNED_MAP: [f32; 256] = [
@@ -279,15 +281,13 @@ pub fn dynamic_index(x: f32) -> u8 {
     let mut val = code[pivot];
     let mut step = 64;
     while step > 0 {
-        if x > val {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += step;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= step;
-        }
+        // Selects rather than branches: the search path is data-dependent and mispredicts.
+        let above = x > val;
+        lower_pivot = if above { pivot } else { lower_pivot };
+        lower = if above { val } else { lower };
+        upper_pivot = if above { upper_pivot } else { pivot };
+        upper = if above { upper } else { val };
+        pivot = if above { pivot + step } else { pivot - step };
         val = code[pivot];
         step >>= 1;
     }
@@ -319,13 +319,18 @@ pub fn dynamic_index(x: f32) -> u8 {
 /// If `block_size` is 0.
 pub fn quantize_dynamic_blockwise(values: &[f32], block_size: usize) -> (Vec<u8>, Vec<f32>) {
     assert!(block_size > 0, "block_size must be positive");
-    let mut codes = Vec::with_capacity(values.len());
-    let mut absmax = Vec::with_capacity(values.len().div_ceil(block_size));
-    for block in values.chunks(block_size) {
-        let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let recip = 1.0 / max;
-        absmax.push(max);
-        codes.extend(block.iter().map(|&v| dynamic_index(v * recip)));
-    }
+    let mut codes = vec![0u8; values.len()];
+    let absmax = values
+        .par_chunks(block_size)
+        .zip(codes.par_chunks_mut(block_size))
+        .map(|(block, codes)| {
+            let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let recip = 1.0 / max;
+            for (code, &v) in codes.iter_mut().zip(block) {
+                *code = dynamic_index(v * recip);
+            }
+            max
+        })
+        .collect();
     (codes, absmax)
 }
