@@ -13,6 +13,6 @@ ft=target/release/ft
 $ft data gen-assistant --name "$name" --out "$out/assistant.jsonl" --count 2000
 
 # 2. Look at exactly what will be trained on (trained tokens in green) and the dataset statistics.
-sed "s|@DATA@|$PWD/$out/assistant.jsonl|; s|@MODEL@|$PWD/fixtures/tokenizers/tiny-chatml|" \
+sed "s|@DATA@|$PWD/$out/assistant.jsonl|; s|@MODEL@|$PWD/fixtures/tiny-base|" \
   examples/assistant/assistant.toml > "$out/assistant.toml"
 $ft data preview "$out/assistant.toml" --limit 2
