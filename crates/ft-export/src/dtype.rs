@@ -58,7 +58,11 @@ pub const BF16_CANONICAL_NAN: u16 = 0x7FC0;
 /// other value, never flushed). Every NaN becomes [`BF16_CANONICAL_NAN`], as in torch's scalar path
 /// (torch's vectorised CPU path writes `0xFFFF` instead; both are NaN).
 pub fn f32_to_bf16_bits(x: f32) -> u16 {
-    if x.is_nan() { BF16_CANONICAL_NAN } else { half::bf16::from_f32(x).to_bits() }
+    if x.is_nan() {
+        BF16_CANONICAL_NAN
+    } else {
+        half::bf16::from_f32(x).to_bits()
+    }
 }
 
 /// f32 → IEEE binary16 bits with round-to-nearest-even: values past 65504 that do not round back
@@ -73,10 +77,18 @@ pub fn f32_to_f16_bits(x: f32) -> u16 {
 pub fn cast_f32_into(values: &[f32], dtype: Dtype, out: &mut Vec<u8>) -> Option<()> {
     out.reserve(values.len() * dtype.size_bytes());
     match dtype {
-        Dtype::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        Dtype::F64 => values.iter().for_each(|v| out.extend_from_slice(&f64::from(*v).to_le_bytes())),
-        Dtype::BF16 => values.iter().for_each(|v| out.extend_from_slice(&f32_to_bf16_bits(*v).to_le_bytes())),
-        Dtype::F16 => values.iter().for_each(|v| out.extend_from_slice(&f32_to_f16_bits(*v).to_le_bytes())),
+        Dtype::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Dtype::F64 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&f64::from(*v).to_le_bytes())),
+        Dtype::BF16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&f32_to_bf16_bits(*v).to_le_bytes())),
+        Dtype::F16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&f32_to_f16_bits(*v).to_le_bytes())),
         _ => return None,
     }
     Some(())

@@ -51,7 +51,10 @@ pub enum ExportError {
 pub type Result<T> = std::result::Result<T, ExportError>;
 
 /// Attaches an action and a path to an `io::Error`.
-pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ExportError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ExportError {
     let path = path.into();
     move |source| ExportError::Io { action, path, source }
 }

@@ -36,7 +36,9 @@ pub fn pt_metadata() -> Map<String, Value> {
 
 /// Number of bytes `dtype × shape` needs, or `None` on overflow.
 pub fn tensor_byte_len(dtype: Dtype, shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
+    shape
+        .iter()
+        .try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
 }
 
 /// Checks a tensor name: non-empty and not the reserved `__metadata__`.
@@ -48,7 +50,10 @@ pub fn check_tensor_name(name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(ExportError::InvalidTensorName { name: name.to_string(), reason })
+    Err(ExportError::InvalidTensorName {
+        name: name.to_string(),
+        reason,
+    })
 }
 
 /// The 8-byte length prefix plus the space-padded JSON header for `entries` (in data order) and
@@ -62,7 +67,10 @@ pub fn encode_header(entries: &[TensorEntry], metadata: &Map<String, Value>) -> 
             shape: &e.shape,
             data_offsets: [e.data_offsets.0, e.data_offsets.1],
         };
-        header.insert(e.name.clone(), serde_json::to_value(entry).expect("invariant: header entry serialises"));
+        header.insert(
+            e.name.clone(),
+            serde_json::to_value(entry).expect("invariant: header entry serialises"),
+        );
     }
     let mut json = serde_json::to_vec(&Value::Object(header)).expect("invariant: header serialises");
     json.resize(json.len().div_ceil(8) * 8, b' ');
@@ -82,14 +90,20 @@ pub fn write_safetensors_file(
 ) -> Result<()> {
     let data_len: usize = chunks.iter().map(|c| c.len()).sum();
     let described = entries.last().map_or(0, |e| e.data_offsets.1);
-    assert_eq!(data_len, described, "invariant: data chunks tile the described data section");
+    assert_eq!(
+        data_len, described,
+        "invariant: data chunks tile the described data section"
+    );
     let file = std::fs::File::create(path).map_err(io_err("creating", path))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&encode_header(entries, metadata)).map_err(io_err("writing", path))?;
+    w.write_all(&encode_header(entries, metadata))
+        .map_err(io_err("writing", path))?;
     for chunk in chunks {
         w.write_all(chunk).map_err(io_err("writing", path))?;
     }
-    let file = w.into_inner().map_err(|e| io_err("writing", path)(e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("writing", path)(e.into_error()))?;
     file.sync_all().map_err(io_err("syncing", path))?;
     Ok(())
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::io_err;
-use crate::safetensors_io::{TensorEntry, check_tensor_name, pt_metadata, tensor_byte_len, write_safetensors_file};
+use crate::safetensors_io::{
+    TensorEntry, check_tensor_name, pt_metadata, tensor_byte_len, write_safetensors_file,
+};
 use crate::staging::{Overwrite, StagingDir};
 use crate::{Dtype, ExportError, Result, cast_f32_into};
 
@@ -86,7 +88,11 @@ impl ShardedWriter {
 
     /// Starts an export into `out_dir`; with [`Overwrite::Replace`] an existing folder is replaced
     /// at [`ShardedWriter::finish`].
-    pub fn with_overwrite(out_dir: impl AsRef<Path>, max_shard_bytes: u64, overwrite: Overwrite) -> Result<Self> {
+    pub fn with_overwrite(
+        out_dir: impl AsRef<Path>,
+        max_shard_bytes: u64,
+        overwrite: Overwrite,
+    ) -> Result<Self> {
         if max_shard_bytes == 0 {
             return Err(ExportError::ZeroShardSize);
         }
@@ -130,12 +136,21 @@ impl ShardedWriter {
     /// - `values.len()` must equal `shape.iter().product()`.
     pub fn add_f32(&mut self, name: &str, shape: &[usize], values: &[f32], dtype: Dtype) -> Result<()> {
         if !dtype.is_float() {
-            return Err(ExportError::UnsupportedCast { name: name.to_string(), dtype });
+            return Err(ExportError::UnsupportedCast {
+                name: name.to_string(),
+                dtype,
+            });
         }
         let len = self.check_new(name, dtype, shape)?;
         let found = values.len() * dtype.size_bytes();
         if len != found {
-            return Err(ExportError::ByteLength { name: name.to_string(), dtype, shape: shape.to_vec(), expected: len, found });
+            return Err(ExportError::ByteLength {
+                name: name.to_string(),
+                dtype,
+                shape: shape.to_vec(),
+                expected: len,
+                found,
+            });
         }
         self.place(name, dtype, shape, len, Payload::Cast(values))
     }
@@ -151,7 +166,9 @@ impl ShardedWriter {
         let shard_files: Vec<String> = if n == 1 {
             vec![SINGLE_FILE_NAME.to_string()]
         } else {
-            (1..=n).map(|k| format!("model-{k:05}-of-{n:05}.safetensors")).collect()
+            (1..=n)
+                .map(|k| format!("model-{k:05}-of-{n:05}.safetensors"))
+                .collect()
         };
         for (k, final_name) in shard_files.iter().enumerate() {
             let from = dir.join(temp_shard_name(k + 1));
@@ -165,7 +182,10 @@ impl ShardedWriter {
                 .flat_map(|(names, file)| names.iter().map(move |name| (name.as_str(), file.clone())))
                 .collect();
             let index = ShardIndex {
-                metadata: IndexMetadata { total_parameters: self.total_parameters, total_size: self.total_size },
+                metadata: IndexMetadata {
+                    total_parameters: self.total_parameters,
+                    total_size: self.total_size,
+                },
                 weight_map,
             };
             let mut json = serde_json::to_string_pretty(&index).expect("invariant: index serialises");
@@ -174,13 +194,20 @@ impl ShardedWriter {
             std::fs::write(&path, json).map_err(io_err("writing", &path))?;
         }
         let out_dir = self.staging.commit()?;
-        Ok(ExportSummary { out_dir, shard_files, total_size: self.total_size, total_parameters: self.total_parameters })
+        Ok(ExportSummary {
+            out_dir,
+            shard_files,
+            total_size: self.total_size,
+            total_parameters: self.total_parameters,
+        })
     }
 
     fn check_new(&mut self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<usize> {
         check_tensor_name(name)?;
         if self.names.contains(name) {
-            return Err(ExportError::DuplicateTensor { name: name.to_string() });
+            return Err(ExportError::DuplicateTensor {
+                name: name.to_string(),
+            });
         }
         tensor_byte_len(dtype, shape).ok_or_else(|| ExportError::ByteLength {
             name: name.to_string(),
@@ -193,7 +220,14 @@ impl ShardedWriter {
 
     /// Places a validated tensor of `len` bytes: an oversized one is written to a shard of its own;
     /// otherwise its bytes go into the current shard, flushed first if they would overflow it.
-    fn place(&mut self, name: &str, dtype: Dtype, shape: &[usize], len: usize, payload: Payload) -> Result<()> {
+    fn place(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[usize],
+        len: usize,
+        payload: Payload,
+    ) -> Result<()> {
         let entry = |begin: usize| TensorEntry {
             name: name.to_string(),
             dtype,
@@ -222,9 +256,8 @@ impl ShardedWriter {
             let begin = self.current.data.len();
             match payload {
                 Payload::Bytes(bytes) => self.current.data.extend_from_slice(bytes),
-                Payload::Cast(values) => {
-                    cast_f32_into(values, dtype, &mut self.current.data).expect("invariant: dtype is a float type")
-                }
+                Payload::Cast(values) => cast_f32_into(values, dtype, &mut self.current.data)
+                    .expect("invariant: dtype is a float type"),
             }
             debug_assert_eq!(self.current.data.len(), begin + len);
             self.current.entries.push(entry(begin));
@@ -239,7 +272,8 @@ impl ShardedWriter {
         let shard = std::mem::take(&mut self.current);
         let path = self.staging.path().join(temp_shard_name(self.written.len() + 1));
         write_safetensors_file(&path, &shard.entries, &pt_metadata(), &[&shard.data])?;
-        self.written.push(shard.entries.into_iter().map(|e| e.name).collect());
+        self.written
+            .push(shard.entries.into_iter().map(|e| e.name).collect());
         Ok(())
     }
 }

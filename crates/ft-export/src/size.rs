@@ -13,11 +13,16 @@ use crate::{ExportError, Result};
 /// assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
 /// ```
 pub fn parse_size(input: &str) -> Result<u64> {
-    let invalid = || ExportError::InvalidSize { input: input.to_string() };
+    let invalid = || ExportError::InvalidSize {
+        input: input.to_string(),
+    };
     let s = input.trim();
     let upper = s.to_ascii_uppercase();
     let number = |unit_len: usize| -> Result<u64> {
-        s[..s.len() - unit_len].trim().parse::<u64>().map_err(|_| invalid())
+        s[..s.len() - unit_len]
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| invalid())
     };
     let binary = [("GIB", 1u64 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10)];
     for (unit, factor) in binary {

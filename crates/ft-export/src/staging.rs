@@ -51,7 +51,14 @@ impl StagingDir {
         loop {
             let path = parent.join(format!(".{name}.ft-partial-{pid}-{n}"));
             match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { target, path, overwrite, committed: false }),
+                Ok(()) => {
+                    return Ok(Self {
+                        target,
+                        path,
+                        overwrite,
+                        committed: false,
+                    });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
                 Err(e) => return Err(io_err("creating", path)(e)),
             }
@@ -81,10 +88,15 @@ impl StagingDir {
         } else {
             None
         };
-        std::fs::rename(&self.path, &self.target).map_err(io_err("renaming staging folder to", &self.target))?;
+        std::fs::rename(&self.path, &self.target)
+            .map_err(io_err("renaming staging folder to", &self.target))?;
         self.committed = true;
         if let Some(old) = old {
-            let removal = if old.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) };
+            let removal = if old.is_dir() {
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::remove_file(&old)
+            };
             removal.map_err(io_err("removing the replaced output", &old))?;
         }
         Ok(self.target.clone())
@@ -102,7 +114,9 @@ impl Drop for StagingDir {
 
 fn refuse_existing(target: &Path, overwrite: Overwrite) -> Result<()> {
     if overwrite == Overwrite::Refuse && target.exists() {
-        return Err(ExportError::OutputExists { path: target.to_path_buf() });
+        return Err(ExportError::OutputExists {
+            path: target.to_path_buf(),
+        });
     }
     Ok(())
 }

@@ -5,13 +5,19 @@ use ft_export::{BF16_CANONICAL_NAN, Dtype, cast_f32_into, f32_to_bf16_bits, f32_
 use safetensors::SafeTensors;
 
 fn fixture() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/peft/float_cast.safetensors"))
-        .expect("fixture fixtures/peft/float_cast.safetensors")
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/peft/float_cast.safetensors"
+    ))
+    .expect("fixture fixtures/peft/float_cast.safetensors")
 }
 
 fn i32s(st: &SafeTensors, name: &str) -> Vec<u32> {
     let view = st.tensor(name).expect(name);
-    view.data().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    view.data()
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 #[test]
@@ -39,10 +45,22 @@ fn bf16_matches_torch_bit_for_bit_and_nan_is_canonical() {
     }
     assert_eq!(nans, 7, "the fixture's NaN cases");
     // A few documented cases, explicitly.
-    assert_eq!(f32_to_bf16_bits(f32::from_bits(0x3F80_8000)), 0x3F80, "tie, even below");
-    assert_eq!(f32_to_bf16_bits(f32::from_bits(0x3F81_8000)), 0x3F82, "tie, odd below");
+    assert_eq!(
+        f32_to_bf16_bits(f32::from_bits(0x3F80_8000)),
+        0x3F80,
+        "tie, even below"
+    );
+    assert_eq!(
+        f32_to_bf16_bits(f32::from_bits(0x3F81_8000)),
+        0x3F82,
+        "tie, odd below"
+    );
     assert_eq!(f32_to_bf16_bits(f32::MAX), 0x7F80, "f32 max rounds to inf");
-    assert_eq!(f32_to_bf16_bits(f32::from_bits(0x0001_8000)), 0x0002, "subnormal tie, odd below");
+    assert_eq!(
+        f32_to_bf16_bits(f32::from_bits(0x0001_8000)),
+        0x0002,
+        "subnormal tie, odd below"
+    );
 }
 
 #[test]
@@ -52,10 +70,18 @@ fn f16_matches_torch_bit_for_bit_including_nan_payloads() {
     let input = i32s(&st, "input_bits");
     let torch = i32s(&st, "f16_bits");
     for (i, (&x, &t)) in input.iter().zip(&torch).enumerate() {
-        assert_eq!(u32::from(f32_to_f16_bits(f32::from_bits(x))), t, "element {i}: f32 {x:#010x}");
+        assert_eq!(
+            u32::from(f32_to_f16_bits(f32::from_bits(x))),
+            t,
+            "element {i}: f32 {x:#010x}"
+        );
     }
     assert_eq!(f32_to_f16_bits(65520.0), 0x7C00, "overflow tie goes to inf");
-    assert_eq!(f32_to_f16_bits(f32::from_bits(0x3300_0000)), 0x0000, "2^-25 ties to zero");
+    assert_eq!(
+        f32_to_f16_bits(f32::from_bits(0x3300_0000)),
+        0x0000,
+        "2^-25 ties to zero"
+    );
 }
 
 #[test]

@@ -14,7 +14,9 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0).collect()
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
 }
 
 fn assert_file_layout(bytes: &[u8]) {
@@ -32,20 +34,32 @@ fn index_matches_transformers_for_tiny_llama() {
     let out = dir.path().join("tiny");
     let mut w = ShardedWriter::new(&out, max).unwrap();
     for t in order["tensors"].as_array().unwrap() {
-        let shape: Vec<usize> = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         let n: usize = shape.iter().product();
-        w.add_f32(t["name"].as_str().unwrap(), &shape, &values(n, 1), Dtype::F32).unwrap();
+        w.add_f32(t["name"].as_str().unwrap(), &shape, &values(n, 1), Dtype::F32)
+            .unwrap();
     }
     let summary = w.finish().unwrap();
-    let expected_files: Vec<String> =
-        order["shard_files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    let expected_files: Vec<String> = order["shard_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
     assert!(expected_files.len() >= 2);
     assert_eq!(summary.shard_files, expected_files);
     let ours = std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap();
     let theirs = std::fs::read_to_string(Path::new(FIXTURES).join("model.safetensors.index.json")).unwrap();
     assert_eq!(ours, theirs, "index file byte-identical to transformers'");
-    let mut listed: Vec<String> =
-        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut listed: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     listed.sort();
     let mut expected = expected_files.clone();
     expected.push("model.safetensors.index.json".into());
@@ -80,7 +94,15 @@ fn shards_read_back_with_equal_data_and_consistent_index() {
     assert_eq!(index["metadata"]["total_size"], summary.total_size);
     let map = index["weight_map"].as_object().unwrap();
     assert_eq!(map.len(), 7);
-    let expect_shard = [("a", 1), ("b", 1), ("c", 2), ("big", 3), ("ints", 4), ("mask", 4), ("scalar", 4)];
+    let expect_shard = [
+        ("a", 1),
+        ("b", 1),
+        ("c", 2),
+        ("big", 3),
+        ("ints", 4),
+        ("mask", 4),
+        ("scalar", 4),
+    ];
     for (name, k) in expect_shard {
         assert_eq!(map[name], format!("model-{k:05}-of-00004.safetensors"), "{name}");
     }
@@ -98,21 +120,36 @@ fn shards_read_back_with_equal_data_and_consistent_index() {
                 "a" | "big" => {
                     let src = if name == "a" { &a } else { &big };
                     assert_eq!(view.dtype(), safetensors::Dtype::F32);
-                    let got: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                    let got: Vec<f32> = data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
                     assert_eq!(&got, src);
                 }
                 "b" => {
-                    assert_eq!((view.dtype(), view.shape()), (safetensors::Dtype::BF16, &[3, 100][..]));
-                    let got: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+                    assert_eq!(
+                        (view.dtype(), view.shape()),
+                        (safetensors::Dtype::BF16, &[3, 100][..])
+                    );
+                    let got: Vec<u16> = data
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect();
                     let want: Vec<u16> = b.iter().map(|&v| f32_to_bf16_bits(v)).collect();
                     assert_eq!(got, want);
                     let back: Vec<f32> = got.iter().map(|&h| half::bf16::from_bits(h).to_f32()).collect();
-                    assert!(back.iter().zip(&b).all(|(x, y)| (x - y).abs() <= y.abs() / 128.0 + 1e-30));
+                    assert!(
+                        back.iter()
+                            .zip(&b)
+                            .all(|(x, y)| (x - y).abs() <= y.abs() / 128.0 + 1e-30)
+                    );
                 }
                 "c" => {
                     assert_eq!(view.dtype(), safetensors::Dtype::F16);
-                    let got: Vec<f32> =
-                        data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+                    let got: Vec<f32> = data
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect();
                     assert!(got.iter().zip(&c).all(|(x, y)| (x - y).abs() <= 1e-3));
                 }
                 "ints" => assert_eq!((view.dtype(), data), (safetensors::Dtype::I64, &ints[..])),
@@ -130,7 +167,8 @@ fn everything_in_one_shard_is_a_single_model_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("single");
     let mut w = ShardedWriter::new(&out, parse_size("2GB").unwrap()).unwrap();
-    w.add_f32("x", &[2, 3], &[1., 2., 3., 4., 5., 6.], Dtype::F32).unwrap();
+    w.add_f32("x", &[2, 3], &[1., 2., 3., 4., 5., 6.], Dtype::F32)
+        .unwrap();
     w.add_f32("y", &[1], &[0.1], Dtype::BF16).unwrap();
     let summary = w.finish().unwrap();
     assert_eq!(summary.shard_files, ["model.safetensors"]);
@@ -148,14 +186,28 @@ fn full_shards_are_written_while_adding_and_nothing_appears_before_finish() {
     let out = dir.path().join("streamed");
     let mut w = ShardedWriter::new(&out, 64).unwrap();
     w.add_f32("t0", &[16], &values(16, 0), Dtype::F32).unwrap();
-    assert_eq!(std::fs::read_dir(w.staging_dir()).unwrap().count(), 0, "shard 1 still filling");
+    assert_eq!(
+        std::fs::read_dir(w.staging_dir()).unwrap().count(),
+        0,
+        "shard 1 still filling"
+    );
     w.add_f32("t1", &[16], &values(16, 1), Dtype::F32).unwrap();
-    assert_eq!(std::fs::read_dir(w.staging_dir()).unwrap().count(), 1, "shard 1 written when full");
+    assert_eq!(
+        std::fs::read_dir(w.staging_dir()).unwrap().count(),
+        1,
+        "shard 1 written when full"
+    );
     w.add_f32("t2", &[16], &values(16, 2), Dtype::F32).unwrap();
     assert_eq!(std::fs::read_dir(w.staging_dir()).unwrap().count(), 2);
     assert!(!out.exists(), "the output folder appears only at finish");
     let staging = w.staging_dir().to_path_buf();
-    assert!(staging.file_name().unwrap().to_string_lossy().starts_with(".streamed.ft-partial-"));
+    assert!(
+        staging
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".streamed.ft-partial-")
+    );
     let summary = w.finish().unwrap();
     assert_eq!(summary.shard_files.len(), 3);
     assert!(!staging.exists());
@@ -189,7 +241,11 @@ fn an_existing_output_is_refused_unless_replacing() {
     w.finish().unwrap();
     assert!(!out.join("old.txt").exists());
     assert!(out.join("config.json").exists() && out.join("model.safetensors").exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no aside or partial folder left");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no aside or partial folder left"
+    );
 }
 
 #[test]
@@ -203,8 +259,20 @@ fn bad_tensors_are_refused_with_their_name() {
     assert_eq!(len.to_string(), "tensor `y`: BF16 [3] needs 6 bytes, got 4");
     let len = w.add_f32("z", &[3], &[1.0; 2], Dtype::F16).unwrap_err();
     assert!(len.to_string().starts_with("tensor `z`"));
-    assert!(matches!(w.add("__metadata__", Dtype::U8, &[1], &[0]), Err(ExportError::InvalidTensorName { .. })));
-    assert!(matches!(w.add("", Dtype::U8, &[1], &[0]), Err(ExportError::InvalidTensorName { .. })));
-    assert!(matches!(w.add_f32("i", &[1], &[1.0], Dtype::I32), Err(ExportError::UnsupportedCast { .. })));
-    assert!(matches!(ShardedWriter::new(dir.path().join("zero"), 0), Err(ExportError::ZeroShardSize)));
+    assert!(matches!(
+        w.add("__metadata__", Dtype::U8, &[1], &[0]),
+        Err(ExportError::InvalidTensorName { .. })
+    ));
+    assert!(matches!(
+        w.add("", Dtype::U8, &[1], &[0]),
+        Err(ExportError::InvalidTensorName { .. })
+    ));
+    assert!(matches!(
+        w.add_f32("i", &[1], &[1.0], Dtype::I32),
+        Err(ExportError::UnsupportedCast { .. })
+    ));
+    assert!(matches!(
+        ShardedWriter::new(dir.path().join("zero"), 0),
+        Err(ExportError::ZeroShardSize)
+    ));
 }
