@@ -2,6 +2,7 @@
 //!
 //! Linear layers for parameter-efficient fine-tuning: LoRA adapters and the NF4 4-bit base weights of
 //! QLoRA. The [`nf4`] codec works on plain slices (no Burn), bit-exact with bitsandbytes' CUDA kernels.
+//! The [`peft`] module reads and writes PEFT LoRA adapter folders (plain Rust, no Burn).
 //!
 //! ```
 //! use ft_lora::nf4::Nf4Tensor;
@@ -12,3 +13,4 @@
 //! ```
 
 pub mod nf4;
+pub mod peft;

@@ -1,0 +1,109 @@
+//! The safetensors container (formats.md §1.1): an 8-byte little-endian header length, a JSON header
+//! padded with spaces so the data starts 8-byte aligned, then the tensors' bytes back to back.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::io_err;
+use crate::{Dtype, ExportError, Result};
+
+/// One tensor's header entry: where its bytes sit in the data section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// `[begin, end)` relative to the start of the data section.
+    pub data_offsets: (usize, usize),
+}
+
+#[derive(Serialize)]
+struct HeaderEntry<'a> {
+    dtype: &'static str,
+    shape: &'a [usize],
+    data_offsets: [usize; 2],
+}
+
+/// The metadata every `ft` file carries: `{"format": "pt"}` (transformers refuses other formats).
+pub fn pt_metadata() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("format".into(), Value::String("pt".into()));
+    m
+}
+
+/// Number of bytes `dtype × shape` needs, or `None` on overflow.
+pub fn tensor_byte_len(dtype: Dtype, shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
+}
+
+/// Checks a tensor name: non-empty and not the reserved `__metadata__`.
+pub fn check_tensor_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name == "__metadata__" {
+        "`__metadata__` is reserved by safetensors"
+    } else {
+        return Ok(());
+    };
+    Err(ExportError::InvalidTensorName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// The 8-byte length prefix plus the space-padded JSON header for `entries` (in data order) and
+/// `metadata`. The returned bytes' length is a multiple of 8, so the data that follows is aligned.
+pub fn encode_header(entries: &[TensorEntry], metadata: &Map<String, Value>) -> Vec<u8> {
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), Value::Object(metadata.clone()));
+    for e in entries {
+        let entry = HeaderEntry {
+            dtype: e.dtype.as_str(),
+            shape: &e.shape,
+            data_offsets: [e.data_offsets.0, e.data_offsets.1],
+        };
+        header.insert(
+            e.name.clone(),
+            serde_json::to_value(entry).expect("invariant: header entry serialises"),
+        );
+    }
+    let mut json = serde_json::to_vec(&Value::Object(header)).expect("invariant: header serialises");
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + json.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Writes one safetensors file: header for `entries`, then the data chunks in order.
+/// `chunks` must concatenate to exactly the bytes `entries` describe.
+pub fn write_safetensors_file(
+    path: &Path,
+    entries: &[TensorEntry],
+    metadata: &Map<String, Value>,
+    chunks: &[&[u8]],
+) -> Result<()> {
+    let data_len: usize = chunks.iter().map(|c| c.len()).sum();
+    let described = entries.last().map_or(0, |e| e.data_offsets.1);
+    assert_eq!(
+        data_len, described,
+        "invariant: data chunks tile the described data section"
+    );
+    let file = std::fs::File::create(path).map_err(io_err("creating", path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&encode_header(entries, metadata))
+        .map_err(io_err("writing", path))?;
+    for chunk in chunks {
+        w.write_all(chunk).map_err(io_err("writing", path))?;
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("writing", path)(e.into_error()))?;
+    file.sync_all().map_err(io_err("syncing", path))?;
+    Ok(())
+}
