@@ -12,5 +12,6 @@
 //! assert_eq!(q.dequantize()[0], -1.0);
 //! ```
 
+pub mod linear;
 pub mod nf4;
 pub mod peft;

@@ -168,11 +168,18 @@ mod tests {
         };
         let mut sampler = Sampler::new(SamplingConfig::greedy());
         let none = StopCondition::default();
-        let out = generate(&mut model, &[0], &mut sampler, &none, 3, &mut vec![], |_| ControlFlow::Continue(())).unwrap();
+        let out = generate(&mut model, &[0], &mut sampler, &none, 3, &mut vec![], |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!((out.tokens, out.stop), (vec![1, 2, 3], StopReason::MaxTokens));
         model.reset();
         let out = generate(&mut model, &[0], &mut sampler, &none, 10, &mut vec![], |t| {
-            if t == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if t == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
         assert_eq!((out.tokens, out.stop), (vec![1, 2], StopReason::Callback));

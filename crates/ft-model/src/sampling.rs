@@ -76,7 +76,8 @@ impl Sampler {
         for l in logits.iter_mut() {
             *l /= self.config.temperature;
         }
-        let mut candidates: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let mut candidates: Vec<(u32, f32)> =
+            logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
         candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.config.top_k > 0 && self.config.top_k < candidates.len() {
             candidates.truncate(self.config.top_k);
@@ -110,7 +111,10 @@ impl Sampler {
                 return *id;
             }
         }
-        candidates.last().map(|(id, _)| *id).expect("invariant: at least one candidate")
+        candidates
+            .last()
+            .map(|(id, _)| *id)
+            .expect("invariant: at least one candidate")
     }
 }
 
@@ -178,7 +182,11 @@ mod tests {
         let mut logits = vec![0.0, 3.0, 2.0];
         assert_eq!(sampler.next_token(&mut logits, &[1]), 2);
         let mut logits = vec![-1.0, -3.0, -2.0];
-        assert_eq!(sampler.next_token(&mut logits, &[0]), 0, "-1 * 2 = -2 ties with token 2; first wins");
+        assert_eq!(
+            sampler.next_token(&mut logits, &[0]),
+            0,
+            "-1 * 2 = -2 ties with token 2; first wins"
+        );
     }
 
     #[test]
@@ -189,7 +197,7 @@ mod tests {
             ..SamplingConfig::default()
         });
         for _ in 0..10 {
-            assert_eq!(sampler.next_token(&mut vec![0.1, 0.5, 0.2], &[]), 1);
+            assert_eq!(sampler.next_token(&mut [0.1, 0.5, 0.2], &[]), 1);
         }
         let draws = |seed| {
             let mut s = Sampler::new(SamplingConfig {
@@ -199,7 +207,9 @@ mod tests {
                 seed,
                 ..SamplingConfig::default()
             });
-            (0..20).map(|_| s.next_token(&mut vec![0.0; 8], &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.next_token(&mut [0.0; 8], &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draws(3), draws(3));
         assert_ne!(draws(3), draws(4));

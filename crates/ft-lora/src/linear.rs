@@ -1,0 +1,228 @@
+//! The one linear layer every projection of every model uses: a frozen or trainable base
+//! weight in PyTorch layout `[out, in]` (dense), an optional bias, and an optional LoRA adapter
+//! on the activation path, `y = x·Wᵀ + b + scale·dropout(x)·Aᵀ·Bᵀ` (the dense `W + s·B·A` is
+//! never built).
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+
+/// A LoRA adapter: `A [r, in]`, `B [out, r]` (PEFT's `lora_A` / `lora_B` layout), scaled by
+/// `alpha / r` (or `alpha / √r` with rsLoRA).
+#[derive(Module, Debug)]
+pub struct LoraAdapter<B: Backend> {
+    /// `lora_A.weight`, `[r, in]`.
+    pub a: Param<Tensor<B, 2>>,
+    /// `lora_B.weight`, `[out, r]`.
+    pub b: Param<Tensor<B, 2>>,
+    /// Dropout on the adapter's input.
+    pub dropout: Dropout,
+    /// The adapter's scale.
+    pub scale: f64,
+}
+
+/// How to build a LoRA adapter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraSpec {
+    /// Rank.
+    pub r: usize,
+    /// Alpha.
+    pub alpha: f64,
+    /// Dropout probability on the adapter input.
+    pub dropout: f64,
+    /// rsLoRA scaling (alpha / √r).
+    pub use_rslora: bool,
+}
+
+impl LoraSpec {
+    /// `alpha / r`, or `alpha / √r` with rsLoRA.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+}
+
+/// A linear layer: base weight `[out, in]`, optional bias `[out]`, optional LoRA adapter.
+#[derive(Module, Debug)]
+pub struct FtLinear<B: Backend> {
+    /// Base weight, `[out, in]` (PyTorch layout).
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias, `[out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// LoRA adapter on the activation path.
+    pub lora: Option<LoraAdapter<B>>,
+}
+
+impl<B: Backend> FtLinear<B> {
+    /// A layer from its base weight `[out, in]` and optional bias `[out]`.
+    pub fn from_weight(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+            lora: None,
+        }
+    }
+
+    /// A zero-initialised layer of the given shape (weights are loaded afterwards).
+    pub fn zeros(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Self {
+        Self::from_weight(
+            Tensor::zeros([d_out, d_in], device),
+            bias.then(|| Tensor::zeros([d_out], device)),
+        )
+    }
+
+    /// `(out, in)`.
+    pub fn shape(&self) -> (usize, usize) {
+        let [out, d_in] = self.weight.dims();
+        (out, d_in)
+    }
+
+    /// Freezes the base weight and bias (they get no gradient).
+    pub fn freeze_base(mut self) -> Self {
+        self.weight = self.weight.set_require_grad(false);
+        self.bias = self.bias.map(|b| b.set_require_grad(false));
+        self
+    }
+
+    /// Attaches a fresh adapter with PEFT's init: A kaiming-uniform(a=√5) = U(−1/√in, 1/√in),
+    /// B = 0 (so the layer's output is unchanged).
+    pub fn with_new_lora(mut self, spec: LoraSpec, device: &B::Device) -> Self {
+        let (out, d_in) = self.shape();
+        let bound = 1.0 / (d_in as f64).sqrt();
+        let a = Tensor::random([spec.r, d_in], Distribution::Uniform(-bound, bound), device);
+        let b = Tensor::zeros([out, spec.r], device);
+        self.lora = Some(LoraAdapter {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            scale: spec.scale(),
+        });
+        self
+    }
+
+    /// Attaches an adapter with given `A [r, in]` and `B [out, r]`.
+    pub fn with_lora(mut self, a: Tensor<B, 2>, b: Tensor<B, 2>, scale: f64, dropout: f64) -> Self {
+        self.lora = Some(LoraAdapter {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            dropout: DropoutConfig::new(dropout).init(),
+            scale,
+        });
+        self
+    }
+
+    /// Applies the layer to the last dimension.
+    ///
+    /// # Shapes
+    /// - input: `[..., in]`
+    /// - output: `[..., out]`
+    pub fn forward<const D: usize>(&self, input: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = input.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let x: Tensor<B, 2> = input.reshape([rows, d_in]);
+        let mut y = x.clone().matmul(self.weight.val().transpose());
+        if let Some(bias) = &self.bias {
+            y = y + bias.val().unsqueeze_dim(0);
+        }
+        if let Some(lora) = &self.lora {
+            let h = lora.dropout.forward(x).matmul(lora.a.val().transpose());
+            y = y + h.matmul(lora.b.val().transpose()).mul_scalar(lora.scale);
+        }
+        let mut out_dims = dims;
+        out_dims[D - 1] = y.dims()[1];
+        y.reshape(out_dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::tensor::{TensorData, Tolerance};
+    use burn_flex::Flex;
+
+    type B = Flex;
+
+    fn t2(values: &[f32], shape: [usize; 2]) -> Tensor<B, 2> {
+        Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+    }
+
+    #[test]
+    fn forward_is_x_times_w_transposed_plus_bias() {
+        let layer = FtLinear::from_weight(
+            t2(&[1., 2., 3., 4., 5., 6.], [2, 3]),
+            Some(Tensor::from_data(
+                TensorData::new(vec![0.5f32, -1.0], [2]),
+                &Default::default(),
+            )),
+        );
+        let x: Tensor<B, 3> = Tensor::from_data(
+            TensorData::new(vec![1f32, 0., 1., 0., 1., 0.], [1, 2, 3]),
+            &Default::default(),
+        );
+        let y = layer.forward(x);
+        y.into_data().assert_approx_eq::<f32>(
+            &TensorData::new(vec![4.5f32, 9.0, 2.5, 4.0], [1, 2, 2]),
+            Tolerance::default(),
+        );
+    }
+
+    #[test]
+    fn lora_equals_merged_weight() {
+        let device = Default::default();
+        let w = Tensor::<B, 2>::random([5, 4], Distribution::Normal(0.0, 1.0), &device);
+        let a = Tensor::<B, 2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<B, 2>::random([5, 2], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let merged = w.clone() + b.clone().matmul(a.clone()).mul_scalar(0.5);
+        let expected = x.clone().matmul(merged.transpose());
+        let y = FtLinear::from_weight(w, None)
+            .with_lora(a, b, 0.5, 0.0)
+            .forward(x);
+        y.into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn new_lora_leaves_output_unchanged_and_only_adapter_gets_gradients() {
+        type A = Autodiff<Flex>;
+        let device = Default::default();
+        let w = Tensor::<A, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let base = FtLinear::from_weight(w, None).freeze_base();
+        let x = Tensor::<A, 2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let before = base.forward(x.clone()).into_data();
+        let spec = LoraSpec {
+            r: 2,
+            alpha: 4.0,
+            dropout: 0.0,
+            use_rslora: false,
+        };
+        let layer = base.with_new_lora(spec, &device);
+        let y = layer.forward(x.clone());
+        y.clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&before, Tolerance::default());
+        let grads = y.sum().backward();
+        let lora = layer.lora.as_ref().unwrap();
+        assert!(
+            layer.weight.val().grad(&grads).is_none(),
+            "frozen base has no gradient"
+        );
+        assert!(lora.b.val().grad(&grads).is_some());
+        assert!(x.grad(&grads).is_some(), "gradient flows to the input");
+        assert_eq!(spec.scale(), 2.0);
+        assert_eq!(
+            LoraSpec {
+                use_rslora: true,
+                ..spec
+            }
+            .scale(),
+            4.0 / 2f64.sqrt()
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The math every family shares: RMSNorm (in f32), SwiGLU MLP, grouped-query attention with
+//! rotate-half RoPE, and the pre-norm decoder block.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use ft_lora::linear::FtLinear;
+
+use crate::rope;
+
+/// RMSNorm: `x · rsqrt(mean(x²) + eps) · weight`.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Scale, `[hidden]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Epsilon.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// A norm with unit scale.
+    pub fn new(hidden: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([hidden], device)),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// - input: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let variance = x.clone().powi_scalar(2).mean_dim(2);
+        let normed = x * (variance + self.eps).sqrt().recip();
+        normed * self.weight.val().unsqueeze_dims::<3>(&[0, 1])
+    }
+}
+
+/// SwiGLU MLP: `down(silu(gate x) ⊙ up x)`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Gate projection (`gate_proj` / `w1`).
+    pub gate: FtLinear<B>,
+    /// Up projection (`up_proj` / `w3`).
+    pub up: FtLinear<B>,
+    /// Down projection (`down_proj` / `w2`).
+    pub down: FtLinear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// # Shapes
+    /// - input: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down
+            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+    }
+}
+
+/// Query/key/value projections: separate (Llama, Qwen2, Mistral) or fused and grouped
+/// (InternLM2's `wqkv`, rows `[kv_heads][groups + 2][head_dim]`).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `q_proj`.
+    pub q: Option<FtLinear<B>>,
+    /// `k_proj`.
+    pub k: Option<FtLinear<B>>,
+    /// `v_proj`.
+    pub v: Option<FtLinear<B>>,
+    /// InternLM2's fused `wqkv`.
+    pub wqkv: Option<FtLinear<B>>,
+    /// `o_proj` / `wo`.
+    pub o: FtLinear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+}
+
+/// Keys and values of earlier positions (one layer); empty before the first token.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    /// `[batch, kv_heads, past, head_dim]`.
+    pub k: Option<Tensor<B, 4>>,
+    /// `[batch, kv_heads, past, head_dim]`.
+    pub v: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Default for LayerCache<B> {
+    fn default() -> Self {
+        Self { k: None, v: None }
+    }
+}
+
+impl<B: Backend> LayerCache<B> {
+    /// Cached positions.
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What attention needs besides the hidden states.
+pub struct AttentionContext<'a, B: Backend> {
+    /// `[batch, seq]` positions of the new tokens.
+    pub positions: &'a Tensor<B, 2, Int>,
+    /// RoPE tables `[max_position, head_dim]`.
+    pub cos: &'a Tensor<B, 2>,
+    /// RoPE tables `[max_position, head_dim]`.
+    pub sin: &'a Tensor<B, 2>,
+    /// Additive bias `[batch, 1, seq, past + seq]` (0 or a large negative number).
+    pub bias: &'a Tensor<B, 4>,
+}
+
+impl<B: Backend> Attention<B> {
+    fn project_qkv(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [batch, seq, _] = x.dims();
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        match (&self.q, &self.k, &self.v, &self.wqkv) {
+            (Some(q), Some(k), Some(v), _) => (
+                q.forward(x.clone()).reshape([batch, seq, h, hd]).swap_dims(1, 2),
+                k.forward(x.clone()).reshape([batch, seq, kv, hd]).swap_dims(1, 2),
+                v.forward(x).reshape([batch, seq, kv, hd]).swap_dims(1, 2),
+            ),
+            (_, _, _, Some(wqkv)) => {
+                let groups = h / kv;
+                let fused = wqkv.forward(x).reshape([batch, seq, kv, groups + 2, hd]);
+                let q = fused.clone().slice([0..batch, 0..seq, 0..kv, 0..groups, 0..hd]);
+                let k = fused
+                    .clone()
+                    .slice([0..batch, 0..seq, 0..kv, groups..groups + 1, 0..hd]);
+                let v = fused.slice([0..batch, 0..seq, 0..kv, groups + 1..groups + 2, 0..hd]);
+                (
+                    q.reshape([batch, seq, h, hd]).swap_dims(1, 2),
+                    k.reshape([batch, seq, kv, hd]).swap_dims(1, 2),
+                    v.reshape([batch, seq, kv, hd]).swap_dims(1, 2),
+                )
+            }
+            _ => unreachable!("invariant: attention has q/k/v or wqkv"),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`
+    /// - cache (in/out): keys and values `[batch, kv_heads, past, head_dim]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &AttentionContext<B>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let (q, k, v) = self.project_qkv(x);
+        let q = rope::apply(q, ctx.positions, ctx.cos, ctx.sin);
+        let mut k = rope::apply(k, ctx.positions, ctx.cos, ctx.sin);
+        let mut v = v;
+        if let Some(cache) = cache {
+            if let (Some(past_k), Some(past_v)) = (cache.k.take(), cache.v.take()) {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            cache.k = Some(k.clone());
+            cache.v = Some(v.clone());
+        }
+        let groups = self.num_heads / self.num_kv_heads;
+        let k = repeat_kv(k, groups);
+        let v = repeat_kv(v, groups);
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + ctx.bias.clone();
+        let probs = softmax(scores, 3);
+        let out = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, self.num_heads * self.head_dim]);
+        self.o.forward(out)
+    }
+}
+
+/// Repeats each key/value head `groups` times (query head j uses kv head j / groups).
+///
+/// # Shapes
+/// - x: `[batch, kv_heads, len, head_dim]`
+/// - output: `[batch, kv_heads · groups, len, head_dim]`
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+    if groups == 1 {
+        return x;
+    }
+    let [batch, kv, len, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .repeat_dim(2, groups)
+        .reshape([batch, kv * groups, len, hd])
+}
+
+/// A pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Norm before attention (`input_layernorm` / `attention_norm`).
+    pub attn_norm: RmsNorm<B>,
+    /// Self-attention.
+    pub attn: Attention<B>,
+    /// Norm before the MLP (`post_attention_layernorm` / `ffn_norm`).
+    pub mlp_norm: RmsNorm<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &AttentionContext<B>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), ctx, cache);
+        h.clone() + self.mlp.forward(self.mlp_norm.forward(h))
+    }
+}

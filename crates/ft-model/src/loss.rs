@@ -1,0 +1,99 @@
+//! Masked causal-LM cross-entropy, our own: labels shifted by one, positions labelled −100
+//! ignored by position (never by token id), log-sum-exp in f32, and the LM head applied only to
+//! the rows that have a target (prompt and padding rows never reach the head).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::ModelConfig;
+use crate::model::{CausalLm, ModelInput};
+
+/// Label of an ignored position.
+pub const IGNORE_INDEX: i32 = -100;
+
+/// The summed loss of a batch and the number of targets it sums over.
+#[derive(Debug, Clone)]
+pub struct LossSum<B: Backend> {
+    /// Σ cross-entropy over the batch's targets, `[1]`.
+    pub sum: Tensor<B, 1>,
+    /// Number of targets (labels ≠ −100 after the shift).
+    pub count: usize,
+}
+
+/// Positions whose next label is trained: `(row-major position, target id)`.
+pub fn shifted_targets(labels: &[i32], batch: usize, seq: usize) -> Vec<(usize, u32)> {
+    assert_eq!(labels.len(), batch * seq, "labels must be [batch, seq]");
+    let mut out = Vec::new();
+    for b in 0..batch {
+        for s in 0..seq.saturating_sub(1) {
+            let label = labels[b * seq + s + 1];
+            if label != IGNORE_INDEX {
+                out.push((b * seq + s, label as u32));
+            }
+        }
+    }
+    out
+}
+
+/// Σ cross-entropy of the rows of `logits` against `targets`.
+///
+/// # Shapes
+/// - logits: `[rows, vocab]`
+/// - targets: `rows` ids
+/// - output: `[1]`
+pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32]) -> Tensor<B, 1> {
+    let device = logits.device();
+    let rows = targets.len();
+    let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+    let index = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, 1]), &device);
+    let picked = log_softmax(logits, 1).gather(1, index);
+    picked.sum().neg()
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Summed loss of a batch with labels; the head runs only on rows with a target.
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq]`; labels: `[batch, seq]` (−100 = ignored)
+    /// - output: Σ CE `[1]` and the target count
+    pub fn loss_sum(&self, input: &ModelInput, labels: &[i32], config: &ModelConfig) -> LossSum<B> {
+        let targets = shifted_targets(labels, input.batch, input.seq);
+        let device = self.embed.device();
+        if targets.is_empty() {
+            return LossSum {
+                sum: Tensor::zeros([1], &device),
+                count: 0,
+            };
+        }
+        let hidden = self.hidden_states(input, config, None);
+        let [b, s, h] = hidden.dims();
+        let rows: Vec<i64> = targets.iter().map(|(p, _)| *p as i64).collect();
+        let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [targets.len()]), &device);
+        let picked = hidden.reshape([b * s, h]).select(0, rows).unsqueeze_dim::<3>(0);
+        let logits = self.head(picked).squeeze_dim::<2>(0);
+        let ids: Vec<u32> = targets.iter().map(|(_, t)| *t).collect();
+        LossSum {
+            sum: cross_entropy_sum(logits, &ids),
+            count: targets.len(),
+        }
+    }
+
+    /// Mean loss over the batch's targets (transformers' convention), `[1]`.
+    pub fn loss(&self, input: &ModelInput, labels: &[i32], config: &ModelConfig) -> Tensor<B, 1> {
+        let LossSum { sum, count } = self.loss_sum(input, labels, config);
+        sum.div_scalar(count.max(1) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_shift_left_and_skip_ignored_positions() {
+        // Row 0: labels at positions 1 and 3 are trained → predicted from positions 0 and 2.
+        let labels = [-100, 5, -100, 7, 9, -100, -100, -100];
+        assert_eq!(shifted_targets(&labels, 2, 4), vec![(0, 5), (2, 7)]);
+    }
+}

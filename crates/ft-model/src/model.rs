@@ -1,0 +1,214 @@
+//! The decoder LLM: embedding → decoder blocks → final norm → LM head (tied or not), shared by
+//! every family; the families differ only in weight names and biases (see [`crate::families`]).
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use ft_lora::linear::FtLinear;
+
+use crate::config::{Family, ModelConfig};
+use crate::layers::{Attention, AttentionContext, DecoderLayer, LayerCache, Mlp, RmsNorm};
+use crate::rope;
+
+/// Large negative attention bias for masked positions (finite, so fully masked padding rows
+/// give a uniform softmax instead of NaN).
+const MASKED: f32 = -1e30;
+
+/// A decoder-only causal language model.
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    /// Token embedding `[vocab, hidden]`.
+    pub embed: Param<Tensor<B, 2>>,
+    /// Decoder blocks.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    /// LM head `[vocab, hidden]`; `None` when tied to the embedding.
+    pub lm_head: Option<FtLinear<B>>,
+}
+
+/// One batch on the host, as the data pipeline produces it (row-major `[batch, seq]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInput {
+    /// Rows.
+    pub batch: usize,
+    /// Padded length.
+    pub seq: usize,
+    /// Token ids.
+    pub input_ids: Vec<i32>,
+    /// 1 for real tokens, 0 for (right) padding; `None` = all real.
+    pub attention_mask: Option<Vec<i32>>,
+    /// Positions (restarting per packed sample); `None` = `0..seq` per row.
+    pub position_ids: Option<Vec<i32>>,
+    /// Segment of each token in a packed row (tokens attend within their segment only);
+    /// `None` = one segment per row.
+    pub segment_ids: Option<Vec<i32>>,
+}
+
+impl ModelInput {
+    /// One row of ids, no padding.
+    pub fn from_ids(ids: &[u32]) -> Self {
+        Self {
+            batch: 1,
+            seq: ids.len(),
+            input_ids: ids.iter().map(|&i| i as i32).collect(),
+            attention_mask: None,
+            position_ids: None,
+            segment_ids: None,
+        }
+    }
+
+    fn positions(&self, offset: usize) -> Vec<i32> {
+        match &self.position_ids {
+            Some(p) => p.clone(),
+            None => (0..self.batch)
+                .flat_map(|_| (0..self.seq).map(|s| (s + offset) as i32))
+                .collect(),
+        }
+    }
+
+    /// The additive attention bias `[batch, 1, seq, past + seq]`: causal, padding keys masked,
+    /// and no attention across packed segments.
+    fn attention_bias(&self, past: usize) -> Vec<f32> {
+        let (b, s) = (self.batch, self.seq);
+        let total = past + s;
+        let mut bias = vec![0.0f32; b * s * total];
+        for row in 0..b {
+            for i in 0..s {
+                for j in 0..total {
+                    let masked = if j >= past {
+                        let jj = j - past;
+                        let pad = self.attention_mask.as_ref().is_some_and(|m| m[row * s + jj] == 0);
+                        let other_segment = self
+                            .segment_ids
+                            .as_ref()
+                            .is_some_and(|seg| seg[row * s + jj] != seg[row * s + i]);
+                        jj > i || pad || other_segment
+                    } else {
+                        false
+                    };
+                    if masked {
+                        bias[(row * s + i) * total + j] = MASKED;
+                    }
+                }
+            }
+        }
+        bias
+    }
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// A zero-initialised model of the given shape (weights are loaded afterwards).
+    pub fn init(config: &ModelConfig, device: &B::Device) -> Self {
+        let (h, hd) = (config.hidden_size, config.head_dim);
+        let layer = || {
+            let fused = config.family == Family::InternLm2;
+            let q_out = config.num_heads * hd;
+            let kv_out = config.num_kv_heads * hd;
+            let linear = |d_in, d_out, bias| FtLinear::zeros(d_in, d_out, bias, device);
+            DecoderLayer {
+                attn_norm: RmsNorm::new(h, config.rms_norm_eps, device),
+                attn: Attention {
+                    q: (!fused).then(|| linear(h, q_out, config.qkv_bias)),
+                    k: (!fused).then(|| linear(h, kv_out, config.qkv_bias)),
+                    v: (!fused).then(|| linear(h, kv_out, config.qkv_bias)),
+                    wqkv: fused.then(|| linear(h, q_out + 2 * kv_out, config.qkv_bias)),
+                    o: linear(q_out, h, config.o_bias),
+                    num_heads: config.num_heads,
+                    num_kv_heads: config.num_kv_heads,
+                    head_dim: hd,
+                },
+                mlp_norm: RmsNorm::new(h, config.rms_norm_eps, device),
+                mlp: Mlp {
+                    gate: linear(h, config.intermediate_size, config.mlp_bias),
+                    up: linear(h, config.intermediate_size, config.mlp_bias),
+                    down: linear(config.intermediate_size, h, config.mlp_bias),
+                },
+            }
+        };
+        Self {
+            embed: Param::from_tensor(Tensor::zeros([config.vocab_size, h], device)),
+            layers: (0..config.num_layers).map(|_| layer()).collect(),
+            norm: RmsNorm::new(h, config.rms_norm_eps, device),
+            lm_head: (!config.tie_word_embeddings)
+                .then(|| FtLinear::zeros(h, config.vocab_size, false, device)),
+        }
+    }
+
+    /// Final hidden states (after the last norm).
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq]` ids (+ mask, positions, segments)
+    /// - caches: one per layer, `[batch, kv_heads, past, head_dim]` each (extended in place)
+    /// - output: `[batch, seq, hidden]`
+    pub fn hidden_states(
+        &self,
+        input: &ModelInput,
+        config: &ModelConfig,
+        mut caches: Option<&mut Vec<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let device = self.embed.device();
+        let (b, s) = (input.batch, input.seq);
+        assert_eq!(input.input_ids.len(), b * s, "input_ids must be [batch, seq]");
+        let past = caches.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(input.input_ids.clone(), [b * s]), &device);
+        let mut x = self
+            .embed
+            .val()
+            .select(0, ids)
+            .reshape([b, s, config.hidden_size]);
+        let positions_host = input.positions(past);
+        let max_position = positions_host.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
+        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions_host, [b, s]), &device);
+        let (cos, sin) = rope::tables::<B>(
+            config.head_dim,
+            config.rope_theta,
+            &config.rope_scaling,
+            max_position.max(past + s),
+            &device,
+        );
+        let bias = Tensor::<B, 4>::from_data(
+            TensorData::new(input.attention_bias(past), [b, 1, s, past + s]),
+            &device,
+        );
+        let ctx = AttentionContext {
+            positions: &positions,
+            cos: &cos,
+            sin: &sin,
+            bias: &bias,
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, &ctx, cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits for hidden states.
+    ///
+    /// # Shapes
+    /// - hidden: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, vocab]`
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, s, h] = hidden.dims();
+                let vocab = self.embed.dims()[0];
+                hidden
+                    .reshape([b * s, h])
+                    .matmul(self.embed.val().transpose())
+                    .reshape([b, s, vocab])
+            }
+        }
+    }
+
+    /// Logits of every position.
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq]`
+    /// - output: `[batch, seq, vocab]`
+    pub fn forward(&self, input: &ModelInput, config: &ModelConfig) -> Tensor<B, 3> {
+        self.head(self.hidden_states(input, config, None))
+    }
+}

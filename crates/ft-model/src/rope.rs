@@ -1,0 +1,160 @@
+//! Rotary position embeddings in Hugging Face's rotate-half layout, with the `linear`,
+//! `dynamic` (NTK) and `llama3` frequency scalings.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde_json::Value;
+
+/// How RoPE frequencies are scaled for long contexts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor`.
+    Linear { factor: f64 },
+    /// NTK-aware base growth beyond the trained context.
+    Dynamic { factor: f64, max_positions: usize },
+    /// Llama 3.1's per-frequency scaling.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_positions: usize,
+    },
+}
+
+impl RopeScaling {
+    /// Parses `rope_scaling` (4.x) or `rope_parameters` (5.x).
+    pub fn from_json(value: Option<&Value>, max_positions: usize) -> Result<Self, String> {
+        let Some(v) = value.filter(|v| !v.is_null()) else {
+            return Ok(RopeScaling::None);
+        };
+        let kind = v
+            .get("rope_type")
+            .or_else(|| v.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let num = |key: &str| -> Result<f64, String> {
+            v.get(key)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| format!("rope scaling `{kind}` needs `{key}`"))
+        };
+        match kind {
+            "default" => Ok(RopeScaling::None),
+            "linear" => Ok(RopeScaling::Linear {
+                factor: num("factor")?,
+            }),
+            "dynamic" => Ok(RopeScaling::Dynamic {
+                factor: num("factor")?,
+                max_positions,
+            }),
+            "llama3" => Ok(RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_positions: num("original_max_position_embeddings")? as usize,
+            }),
+            other => Err(format!(
+                "rope scaling type `{other}` is not supported (default, linear, dynamic, llama3)"
+            )),
+        }
+    }
+}
+
+/// Inverse frequencies `θ^(−2i/d)` after scaling, for a sequence of `seq_len` positions.
+pub fn inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling, seq_len: usize) -> Vec<f64> {
+    let base = match scaling {
+        RopeScaling::Dynamic {
+            factor,
+            max_positions,
+        } if seq_len > *max_positions => {
+            let ratio = factor * seq_len as f64 / *max_positions as f64 - (factor - 1.0);
+            theta * ratio.powf(head_dim as f64 / (head_dim as f64 - 2.0))
+        }
+        _ => theta,
+    };
+    let freqs = (0..head_dim / 2).map(|i| 1.0 / base.powf(2.0 * i as f64 / head_dim as f64));
+    match scaling {
+        RopeScaling::Linear { factor } => freqs.map(|f| f / factor).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_positions,
+        } => {
+            let old = *original_max_positions as f64;
+            let low_wavelen = old / low_freq_factor;
+            let high_wavelen = old / high_freq_factor;
+            freqs
+                .map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+        _ => freqs.collect(),
+    }
+}
+
+/// `cos` and `sin` tables `[positions, head_dim]` (`cat(freqs, freqs)` layout).
+pub fn tables<B: Backend>(
+    head_dim: usize,
+    theta: f64,
+    scaling: &RopeScaling,
+    positions: usize,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let inv = inv_freq(head_dim, theta, scaling, positions);
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(positions * head_dim);
+    let mut sin = Vec::with_capacity(positions * head_dim);
+    for p in 0..positions {
+        for rep in 0..2 {
+            let _ = rep;
+            for f in &inv[..half] {
+                // transformers computes freqs in f32: position (f32) × inv_freq (f32).
+                let angle = (p as f32) * (*f as f32);
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [positions, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [positions, head_dim]), device),
+    )
+}
+
+/// Applies RoPE to `x` at `positions`.
+///
+/// # Shapes
+/// - x: `[batch, heads, seq, head_dim]`
+/// - positions: `[batch, seq]`
+/// - cos, sin: `[max_positions, head_dim]`
+/// - output: `[batch, heads, seq, head_dim]`
+pub fn apply<B: Backend>(
+    x: Tensor<B, 4>,
+    positions: &Tensor<B, 2, Int>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [batch, heads, seq, head_dim] = x.dims();
+    let flat = positions.clone().reshape([batch * seq]);
+    let cos = cos
+        .clone()
+        .select(0, flat.clone())
+        .reshape([batch, 1, seq, head_dim]);
+    let sin = sin.clone().select(0, flat).reshape([batch, 1, seq, head_dim]);
+    let half = head_dim / 2;
+    let x1 = x.clone().slice([0..batch, 0..heads, 0..seq, 0..half]);
+    let x2 = x.clone().slice([0..batch, 0..heads, 0..seq, half..head_dim]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos + rotated * sin
+}

@@ -1,0 +1,338 @@
+//! Weight sources: memory-mapped safetensors (single file or sharded with
+//! `model.safetensors.index.json`), F32/F16/BF16, read tensor by tensor as f32; and the loader
+//! that fills a [`CausalLm`] by Hugging Face names, listing missing and unexpected tensors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::families::{self, linear_mut};
+use crate::model::CausalLm;
+
+/// A tensor on the host in f32, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// PyTorch shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// Anything that yields tensors by Hugging Face name (safetensors folders, GGUF files).
+pub trait TensorSource {
+    /// Every tensor name.
+    fn names(&self) -> Vec<String>;
+    /// The shape of a tensor, if present.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    /// A tensor's values as f32.
+    fn read(&self, name: &str) -> Result<HostTensor>;
+    /// What to name in errors.
+    fn origin(&self) -> &Path;
+}
+
+/// Where a tensor lives: shard index, dtype, shape, byte range within the data section.
+type TensorLocation = (usize, Dtype, Vec<usize>, (usize, usize));
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+}
+
+/// A safetensors checkpoint: one file or shards listed in `model.safetensors.index.json`.
+pub struct SafetensorsSource {
+    origin: PathBuf,
+    shards: Vec<Shard>,
+    index: BTreeMap<String, TensorLocation>,
+}
+
+impl SafetensorsSource {
+    /// Opens the weights of a model folder.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+            let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+                path: index_path.clone(),
+                message: format!("invalid index: {e}"),
+            })?;
+            let map = index
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Corrupt {
+                    path: index_path.clone(),
+                    message: "no `weight_map`".into(),
+                })?;
+            let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else if dir.join("model.safetensors").exists() {
+            vec![dir.join("model.safetensors")]
+        } else {
+            return Err(ModelError::Tensors {
+                path: dir.to_path_buf(),
+                message: "no model.safetensors or model.safetensors.index.json".into(),
+            });
+        };
+        Self::open_files(dir, &files)
+    }
+
+    /// Opens the given safetensors files.
+    pub fn open_files(origin: &Path, files: &[PathBuf]) -> Result<Self> {
+        let mut shards = Vec::new();
+        let mut index = BTreeMap::new();
+        for (i, path) in files.iter().enumerate() {
+            let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+            // SAFETY: the file is opened read-only and not modified while mapped (model files are
+            // not written by ft while loading).
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Corrupt {
+                    path: path.clone(),
+                    message: format!("not a valid safetensors file (truncated or corrupt): {e}"),
+                })?;
+            let data_start = 8 + header_len;
+            let data_len = mmap.len().saturating_sub(data_start);
+            for (name, info) in metadata.tensors() {
+                let (begin, end) = info.data_offsets;
+                if end > data_len || begin > end {
+                    return Err(ModelError::Corrupt {
+                        path: path.clone(),
+                        message: format!("tensor `{name}` lies outside the file (truncated?)"),
+                    });
+                }
+                index.insert(name, (i, info.dtype, info.shape.clone(), (begin, end)));
+            }
+            shards.push(Shard {
+                path: path.clone(),
+                mmap,
+                data_start,
+            });
+        }
+        Ok(Self {
+            origin: origin.to_path_buf(),
+            shards,
+            index,
+        })
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.index.get(name).map(|(_, _, shape, _)| shape.clone())
+    }
+
+    fn read(&self, name: &str) -> Result<HostTensor> {
+        let (shard, dtype, shape, (begin, end)) =
+            self.index.get(name).ok_or_else(|| ModelError::Tensors {
+                path: self.origin.clone(),
+                message: format!("missing tensor `{name}`"),
+            })?;
+        let shard = &self.shards[*shard];
+        let bytes = &shard.mmap[shard.data_start + begin..shard.data_start + end];
+        let numel: usize = shape.iter().product();
+        let width = match dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            other => {
+                return Err(ModelError::Dtype {
+                    path: shard.path.clone(),
+                    name: name.to_owned(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        if bytes.len() != numel * width {
+            return Err(ModelError::Corrupt {
+                path: shard.path.clone(),
+                message: format!("tensor `{name}` has {} bytes for shape {shape:?}", bytes.len()),
+            });
+        }
+        let data: Vec<f32> = match dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        };
+        Ok(HostTensor {
+            shape: shape.clone(),
+            data,
+        })
+    }
+
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+}
+
+/// Every tensor the model expects, with its shape.
+pub fn expected_tensors(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let n = families::names(config.family);
+    let h = config.hidden_size;
+    let mut out = vec![(n.embed.to_owned(), vec![config.vocab_size, h])];
+    let (q, kv, i) = (
+        config.num_heads * config.head_dim,
+        config.num_kv_heads * config.head_dim,
+        config.intermediate_size,
+    );
+    for layer in 0..config.num_layers {
+        let p = format!("model.layers.{layer}.");
+        out.push((format!("{p}{}.weight", n.attn_norm), vec![h]));
+        out.push((format!("{p}{}.weight", n.mlp_norm), vec![h]));
+        for (name, role) in n.linears {
+            use families::LinearRole::*;
+            let (o, input, bias) = match role {
+                Q => (q, h, config.qkv_bias),
+                K | V => (kv, h, config.qkv_bias),
+                Wqkv => (q + 2 * kv, h, config.qkv_bias),
+                O => (h, q, config.o_bias),
+                Gate | Up => (i, h, config.mlp_bias),
+                Down => (h, i, config.mlp_bias),
+            };
+            out.push((format!("{p}{name}.weight"), vec![o, input]));
+            if bias {
+                out.push((format!("{p}{name}.bias"), vec![o]));
+            }
+        }
+    }
+    out.push((n.norm.to_owned(), vec![h]));
+    if !config.tie_word_embeddings {
+        out.push((format!("{}.weight", n.lm_head), vec![config.vocab_size, h]));
+    }
+    out
+}
+
+/// Names of tensors a checkpoint may hold that the model does not use.
+fn ignorable(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq") || name.ends_with(".masked_bias") || name.ends_with("attn.bias")
+}
+
+/// Fills `model` from `source`: every expected tensor must be present with the right shape;
+/// tensors the model does not use are an error too (listed), except rotary buffers and, for a
+/// tied model, `lm_head.weight`.
+pub fn load_weights<B: Backend>(
+    model: &mut CausalLm<B>,
+    config: &ModelConfig,
+    source: &dyn TensorSource,
+) -> Result<()> {
+    let expected = expected_tensors(config);
+    let available: BTreeSet<String> = source.names().into_iter().collect();
+    let wanted: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|n| !available.contains(*n))
+        .collect();
+    let lm_head = format!("{}.weight", families::names(config.family).lm_head);
+    let unexpected: Vec<&String> = available
+        .iter()
+        .filter(|n| !wanted.contains(n.as_str()) && !ignorable(n))
+        .filter(|n| !(config.tie_word_embeddings && **n == lm_head))
+        .collect();
+    if !missing.is_empty() || !unexpected.is_empty() {
+        return Err(ModelError::Tensors {
+            path: source.origin().to_path_buf(),
+            message: format!(
+                "checkpoint does not fit the {:?} model: missing {:?}; unexpected {:?}",
+                config.family,
+                truncate(&missing),
+                truncate(&unexpected)
+            ),
+        });
+    }
+    let device = model.embed.device();
+    for (name, shape) in &expected {
+        let found = source.shape(name).unwrap_or_default();
+        if &found != shape {
+            return Err(ModelError::Shape {
+                path: source.origin().to_path_buf(),
+                name: name.clone(),
+                expected: shape.clone(),
+                found,
+            });
+        }
+        let host = source.read(name)?;
+        if host.data.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite {
+                path: source.origin().to_path_buf(),
+                name: name.clone(),
+            });
+        }
+        assign(model, config, name, host, &device);
+    }
+    Ok(())
+}
+
+fn truncate<T: std::fmt::Debug>(items: &[T]) -> String {
+    if items.len() <= 8 {
+        format!("{items:?}")
+    } else {
+        format!("{:?} and {} more", &items[..8], items.len() - 8)
+    }
+}
+
+fn assign<B: Backend>(
+    model: &mut CausalLm<B>,
+    config: &ModelConfig,
+    name: &str,
+    host: HostTensor,
+    device: &B::Device,
+) {
+    let n = families::names(config.family);
+    let data = TensorData::new(host.data, host.shape.clone());
+    let t2 = || Tensor::<B, 2>::from_data(data.clone(), device);
+    let t1 = || Tensor::<B, 1>::from_data(data.clone(), device);
+    if name == n.embed {
+        model.embed = Param::from_tensor(t2());
+        return;
+    }
+    if name == n.norm {
+        model.norm.weight = Param::from_tensor(t1());
+        return;
+    }
+    if let Some(module) = name
+        .strip_suffix(".weight")
+        .or_else(|| name.strip_suffix(".bias"))
+    {
+        if let Some(rest) = module.strip_prefix("model.layers.")
+            && let Some((index, local)) = rest.split_once('.')
+            && let Ok(i) = index.parse::<usize>()
+        {
+            if local == n.attn_norm {
+                model.layers[i].attn_norm.weight = Param::from_tensor(t1());
+                return;
+            }
+            if local == n.mlp_norm {
+                model.layers[i].mlp_norm.weight = Param::from_tensor(t1());
+                return;
+            }
+        }
+        if let Some(linear) = linear_mut(model, config, module) {
+            if name.ends_with(".weight") {
+                linear.weight = Param::from_tensor(t2());
+            } else {
+                linear.bias = Some(Param::from_tensor(t1()));
+            }
+            return;
+        }
+    }
+    unreachable!("invariant: `{name}` comes from expected_tensors");
+}

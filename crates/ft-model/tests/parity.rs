@@ -1,0 +1,173 @@
+//! Logits, loss and greedy generation equal transformers' on tiny random checkpoints of every
+//! family (goldens written by `fixtures/gen_models.py`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData, Tolerance};
+use burn_flex::Flex;
+use ft_model::generate::generate;
+use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
+use ft_model::session::KvSession;
+use ft_model::{ModelInput, load_hf};
+use safetensors::{Dtype, SafeTensors};
+
+type B = Flex;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/models")
+        .join(name)
+}
+
+struct Golden {
+    ints: HashMap<String, (Vec<usize>, Vec<i64>)>,
+    floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+fn golden(name: &str) -> Golden {
+    let bytes = std::fs::read(fixture(name).join("golden.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut g = Golden {
+        ints: HashMap::new(),
+        floats: HashMap::new(),
+    };
+    for (key, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        match view.dtype() {
+            Dtype::I64 => {
+                let v = view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                g.ints.insert(key, (shape, v));
+            }
+            Dtype::F32 => {
+                let v = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                g.floats.insert(key, (shape, v));
+            }
+            other => panic!("unexpected dtype {other:?}"),
+        }
+    }
+    g
+}
+
+fn input(g: &Golden) -> (ModelInput, Vec<i32>) {
+    let (shape, ids) = &g.ints["input_ids"];
+    let mask = &g.ints["attention_mask"].1;
+    let labels = &g.ints["labels"].1;
+    (
+        ModelInput {
+            batch: shape[0],
+            seq: shape[1],
+            input_ids: ids.iter().map(|&i| i as i32).collect(),
+            attention_mask: Some(mask.iter().map(|&m| m as i32).collect()),
+            position_ids: None,
+            segment_ids: None,
+        },
+        labels.iter().map(|&l| l as i32).collect(),
+    )
+}
+
+fn check_family(name: &str) {
+    let device = Default::default();
+    let (model, config) = load_hf::<B>(&fixture(name), &device).unwrap();
+    let g = golden(name);
+    let (input, labels) = input(&g);
+    let logits = model.forward(&input, &config);
+    let (shape, want) = &g.floats["logits"];
+    let vocab = shape[2];
+    let got = logits.into_data().into_vec::<f32>().unwrap();
+    let mask = input.attention_mask.as_ref().unwrap();
+    let mut max_err = 0f32;
+    for (pos, &m) in mask.iter().enumerate() {
+        if m == 0 {
+            continue; // padding positions are not compared
+        }
+        for v in 0..vocab {
+            max_err = max_err.max((got[pos * vocab + v] - want[pos * vocab + v]).abs());
+        }
+    }
+    assert!(max_err < 1e-4, "{name}: max |logit error| {max_err}");
+
+    let loss = model.loss(&input, &labels, &config).into_scalar();
+    let want_loss = g.floats["loss"].1[0];
+    assert!(
+        (loss - want_loss).abs() < 1e-5,
+        "{name}: loss {loss} vs {want_loss}"
+    );
+
+    let prompt: Vec<u32> = g.ints["prompt"].1.iter().map(|&i| i as u32).collect();
+    let want_ids: Vec<u32> = g.ints["generated"].1.iter().map(|&i| i as u32).collect();
+    let mut session = KvSession::new(&model, &config);
+    let out = generate(
+        &mut session,
+        &prompt,
+        &mut Sampler::new(SamplingConfig::greedy()),
+        &StopCondition::default(),
+        want_ids.len(),
+        &mut Vec::new(),
+        |_| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(out.tokens, want_ids, "{name}: greedy continuation");
+}
+
+#[test]
+fn llama_matches_transformers() {
+    check_family("llama");
+}
+
+#[test]
+fn llama_rope_llama3_matches_transformers() {
+    check_family("llama-rope-llama3");
+}
+
+#[test]
+fn qwen2_with_biases_and_tied_embeddings_matches_transformers() {
+    check_family("qwen2");
+}
+
+#[test]
+fn mistral_matches_transformers() {
+    check_family("mistral");
+}
+
+#[test]
+fn internlm2_fused_wqkv_matches_the_llama_it_was_packed_from() {
+    check_family("internlm2");
+}
+
+#[test]
+fn bf16_checkpoint_loads_into_f32() {
+    check_family("llama-bf16");
+}
+
+#[test]
+fn sharded_checkpoint_loads() {
+    check_family("llama-sharded");
+}
+
+#[test]
+fn kv_cache_logits_equal_full_forward_logits() {
+    let device = Default::default();
+    let (model, config) = load_hf::<B>(&fixture("llama"), &device).unwrap();
+    let ids = [5u32, 17, 99, 3, 64];
+    let full = model.forward(&ModelInput::from_ids(&ids), &config);
+    let last_full: Tensor<B, 1> = full
+        .slice([0..1, 4..5, 0..config.vocab_size])
+        .reshape([config.vocab_size]);
+    let mut session = KvSession::new(&model, &config);
+    use ft_model::generate::LogitsSession;
+    session.append(&ids[..3]).unwrap();
+    let step = session.append(&ids[3..]).unwrap();
+    last_full.into_data().assert_approx_eq::<f32>(
+        &TensorData::new(step, [config.vocab_size]),
+        Tolerance::absolute(1e-4),
+    );
+}
