@@ -1,6 +1,12 @@
 //! `ft`: fine-tune large language models — data, training, export, chat.
 
+mod backend;
+mod bench_cmd;
+mod chat_cmd;
+mod chat_session;
 mod data_cmd;
+mod eval_cmd;
+mod model_load;
 mod templates_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +25,12 @@ enum Command {
     Data(data_cmd::DataArgs),
     /// List the chat templates.
     Templates(templates_cmd::TemplatesArgs),
+    /// Chat with a model in the terminal (or answer one --prompt).
+    Chat(chat_cmd::ChatArgs),
+    /// Loss and perplexity of a model on a dataset.
+    Eval(eval_cmd::EvalArgs),
+    /// Speed benchmarks.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,5 +53,8 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Data(args) => data_cmd::run(args),
         Command::Templates(args) => templates_cmd::run(args),
+        Command::Chat(args) => chat_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     }
 }

@@ -1,0 +1,93 @@
+//! Run-time choice of backend and dtype (`--device auto|cuda|wgpu|cpu`, `--dtype`): the one place
+//! where backend types are named; everything else is generic over `B: Backend`.
+
+use burn::tensor::backend::Backend;
+use clap::ValueEnum;
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// CUDA if a GPU answers, else wgpu, else the CPU.
+    Auto,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+    /// Any GPU through wgpu (build with `--features wgpu`).
+    Wgpu,
+    /// Burn's flex CPU backend.
+    Cpu,
+}
+
+/// Compute dtype of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+/// Work to run on whichever backend is chosen.
+pub trait BackendTask {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B`; `label` names the device and dtype for logs.
+    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<Self::Output>;
+}
+
+/// Runs `task` on the requested device and dtype. The CPU backend computes in f32: a bf16/f16
+/// request there is converted (with a note), never a crash.
+pub fn dispatch<T: BackendTask>(kind: DeviceKind, dtype: DType, task: T) -> anyhow::Result<T::Output> {
+    let kind = resolve(kind)?;
+    match kind {
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let device = burn::backend::cuda::CudaDevice::default();
+            match dtype {
+                DType::F32 => task.run::<burn::backend::Cuda<f32>>(device, "cuda f32"),
+                DType::Bf16 => task.run::<burn::backend::Cuda<burn::tensor::bf16>>(device, "cuda bf16"),
+                DType::F16 => task.run::<burn::backend::Cuda<burn::tensor::f16>>(device, "cuda f16"),
+            }
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            if dtype != DType::F32 {
+                tracing::warn!("wgpu runs in f32 here; {dtype:?} weights are converted");
+            }
+            task.run::<burn::backend::Wgpu>(Default::default(), "wgpu f32")
+        }
+        _ => {
+            if dtype != DType::F32 {
+                tracing::info!("the CPU backend computes in f32; {dtype:?} weights are converted");
+            }
+            task.run::<burn_flex::Flex>(Default::default(), "cpu f32")
+        }
+    }
+}
+
+fn resolve(kind: DeviceKind) -> anyhow::Result<DeviceKind> {
+    match kind {
+        DeviceKind::Auto => {
+            if cfg!(feature = "cuda") && gpu_answers() {
+                Ok(DeviceKind::Cuda)
+            } else if cfg!(feature = "wgpu") {
+                Ok(DeviceKind::Wgpu)
+            } else {
+                Ok(DeviceKind::Cpu)
+            }
+        }
+        DeviceKind::Cuda if !cfg!(feature = "cuda") => {
+            anyhow::bail!("this ft was built without CUDA; rebuild with `--features cuda` or use --device cpu")
+        }
+        DeviceKind::Wgpu if !cfg!(feature = "wgpu") => {
+            anyhow::bail!("this ft was built without wgpu; rebuild with `--features wgpu` or use --device cpu")
+        }
+        other => Ok(other),
+    }
+}
+
+/// Whether an NVIDIA GPU is visible (driver device nodes present).
+fn gpu_answers() -> bool {
+    std::path::Path::new("/dev/nvidiactl").exists() || std::path::Path::new("/dev/nvidia0").exists()
+}

@@ -1,0 +1,172 @@
+//! `ft bench forward` and `ft bench generate`: tokens per second of a no-grad forward pass and
+//! of greedy KV-cache decoding (compare with `benches/bench_transformers.py`, same shapes).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use clap::{Args, Subcommand};
+use ft_model::ModelInput;
+use ft_model::generate::generate;
+use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
+use ft_model::session::KvSession;
+
+use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
+use crate::model_load::load_model;
+
+/// Arguments of `ft bench`.
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchKind,
+}
+
+#[derive(Subcommand, Clone)]
+enum BenchKind {
+    /// Tokens/s of one forward pass over `[batch, seq]` random ids.
+    Forward {
+        #[command(flatten)]
+        common: Common,
+        /// Rows.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+    },
+    /// Tokens/s of greedy decoding with the KV cache.
+    Generate {
+        #[command(flatten)]
+        common: Common,
+        /// Prompt length.
+        #[arg(long, default_value_t = 16)]
+        prompt_len: usize,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Model folder (default: the bundled tiny model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+    device: DeviceKind,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    dtype: DType,
+}
+
+impl Common {
+    fn model_path(&self) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-base"))
+    }
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Deterministic pseudo-random ids in `[3, vocab)`.
+fn ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            3 + ((x >> 33) as usize % (vocab - 3)) as u32
+        })
+        .collect()
+}
+
+impl BackendTask for BenchArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+        let common = match &self.what {
+            BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => common.clone(),
+        };
+        let path = common.model_path();
+        let loaded = load_model::<B>(&path, &device)?;
+        let vocab = loaded.config.vocab_size;
+        let repeats = common.repeats.max(1);
+        let report = match self.what {
+            BenchKind::Forward { batch, seq, .. } => {
+                let input = ModelInput {
+                    batch,
+                    seq,
+                    input_ids: ids(batch * seq, vocab, 0).into_iter().map(|i| i as i32).collect(),
+                    attention_mask: None,
+                    position_ids: None,
+                    segment_ids: None,
+                };
+                let run = || {
+                    let t = Instant::now();
+                    let logits = loaded.model.forward(&input, &loaded.config);
+                    let _ = logits.into_data();
+                    t.elapsed().as_secs_f64()
+                };
+                run();
+                let seconds = median((0..repeats).map(|_| run()).collect());
+                serde_json::json!({"bench": "forward", "model": path.display().to_string(), "device": label,
+                    "batch": batch, "seq": seq, "median_s": seconds, "tokens_per_s": (batch * seq) as f64 / seconds})
+            }
+            BenchKind::Generate { prompt_len, new_tokens, .. } => {
+                let prompt = ids(prompt_len, vocab, 1);
+                let run = || -> anyhow::Result<f64> {
+                    let mut session = KvSession::new(&loaded.model, &loaded.config);
+                    let t = Instant::now();
+                    let out = generate(
+                        &mut session,
+                        &prompt,
+                        &mut Sampler::new(SamplingConfig::greedy()),
+                        &StopCondition::default(),
+                        new_tokens,
+                        &mut Vec::new(),
+                        |_| std::ops::ControlFlow::Continue(()),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    anyhow::ensure!(out.tokens.len() == new_tokens, "stopped early");
+                    Ok(t.elapsed().as_secs_f64())
+                };
+                run()?;
+                let times = (0..repeats.div_ceil(2)).map(|_| run()).collect::<anyhow::Result<Vec<_>>>()?;
+                let seconds = median(times);
+                serde_json::json!({"bench": "generate", "model": path.display().to_string(), "device": label,
+                    "prompt_len": prompt_len, "new_tokens": new_tokens, "median_s": seconds,
+                    "tokens_per_s": new_tokens as f64 / seconds})
+            }
+        };
+        if common.json {
+            println!("{report}");
+        } else {
+            println!(
+                "{} on {}: {:.1} tokens/s (median {:.4} s)",
+                report["bench"].as_str().unwrap_or_default(),
+                label,
+                report["tokens_per_s"].as_f64().unwrap_or_default(),
+                report["median_s"].as_f64().unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ft bench ...`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (device, dtype) = match &args.what {
+        BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => (common.device, common.dtype),
+    };
+    dispatch(device, dtype, args)
+}

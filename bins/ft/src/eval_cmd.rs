@@ -1,0 +1,119 @@
+//! `ft eval`: mean loss over supervised tokens and perplexity of a dataset, encoded exactly as
+//! for training (no packing); optionally the logits of every sample.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use ft_data::config::DataConfig;
+use ft_data::dataset::prepare;
+use ft_model::ModelInput;
+
+use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
+use crate::model_load::{choose_template, load_model};
+
+/// Arguments of `ft eval`.
+#[derive(Args, Clone)]
+pub struct EvalArgs {
+    /// Model folder.
+    pub model: PathBuf,
+    /// Dataset file (any format `ft` reads).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Chat template; default: the model's own.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Dataset format; detected when absent.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// System text for samples without one.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Samples are cut to this many tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub max_length: usize,
+    /// Print `{"loss": .., "perplexity": .., "tokens": ..}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Write each sample's logits `[seq, vocab]` (f32) as tensor `sample.N` to this safetensors file.
+    #[arg(long)]
+    pub dump_logits: Option<PathBuf>,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+    pub device: DeviceKind,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    pub dtype: DType,
+}
+
+impl BackendTask for EvalArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+        let loaded = load_model::<B>(&self.model, &device)?;
+        let template = choose_template(self.template.as_deref(), &loaded.tokenizer)?;
+        let mut data = DataConfig::new(vec![self.data.clone()]);
+        data.format = self.format.clone();
+        data.system = self.system.clone();
+        data.max_length = self.max_length;
+        data.pack = false;
+        let base = std::env::current_dir()?;
+        data.validate(&base)?;
+        let prepared = prepare(&data, &loaded.tokenizer, &template)?;
+        tracing::info!("{} samples on {label}", prepared.samples.len());
+        let (mut sum, mut count) = (0f64, 0usize);
+        let mut dumped: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (i, sample) in prepared.samples.iter().enumerate() {
+            let ids: Vec<u32> = sample.encoded.input_ids.iter().map(|&i| i as u32).collect();
+            let input = ModelInput::from_ids(&ids);
+            let loss = loaded.model.loss_sum(&input, &sample.encoded.labels, &loaded.config);
+            sum += loss.sum.into_scalar().elem::<f64>();
+            count += loss.count;
+            if self.dump_logits.is_some() {
+                let logits = loaded.model.forward(&input, &loaded.config);
+                let [_, seq, vocab] = logits.dims();
+                let values = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                dumped.push((format!("sample.{i}"), vec![seq, vocab], bytes));
+            }
+        }
+        if count == 0 {
+            anyhow::bail!("{}: no supervised tokens to evaluate", self.data.display());
+        }
+        let loss = sum / count as f64;
+        let perplexity = loss.exp();
+        if self.json {
+            println!("{}", serde_json::json!({"loss": loss, "perplexity": perplexity, "tokens": count}));
+        } else {
+            println!("loss {loss:.6}  perplexity {perplexity:.4}  tokens {count}  samples {}", prepared.samples.len());
+        }
+        if let Some(path) = &self.dump_logits {
+            write_logits(path, &dumped)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_logits(path: &PathBuf, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> anyhow::Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<Result<_, _>>()?;
+    let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs `ft eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    dispatch(args.device, args.dtype, args)
+}
+
+use burn::tensor::ElementConversion;
