@@ -78,10 +78,14 @@ fn resolve(kind: DeviceKind) -> anyhow::Result<DeviceKind> {
             }
         }
         DeviceKind::Cuda if !cfg!(feature = "cuda") => {
-            anyhow::bail!("this ft was built without CUDA; rebuild with `--features cuda` or use --device cpu")
+            anyhow::bail!(
+                "this ft was built without CUDA; rebuild with `--features cuda` or use --device cpu"
+            )
         }
         DeviceKind::Wgpu if !cfg!(feature = "wgpu") => {
-            anyhow::bail!("this ft was built without wgpu; rebuild with `--features wgpu` or use --device cpu")
+            anyhow::bail!(
+                "this ft was built without wgpu; rebuild with `--features wgpu` or use --device cpu"
+            )
         }
         other => Ok(other),
     }

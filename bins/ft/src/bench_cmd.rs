@@ -81,10 +81,14 @@ fn median(mut times: Vec<f64>) -> f64 {
 
 /// Deterministic pseudo-random ids in `[3, vocab)`.
 fn ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             3 + ((x >> 33) as usize % (vocab - 3)) as u32
         })
         .collect()
@@ -122,7 +126,11 @@ impl BackendTask for BenchArgs {
                 serde_json::json!({"bench": "forward", "model": path.display().to_string(), "device": label,
                     "batch": batch, "seq": seq, "median_s": seconds, "tokens_per_s": (batch * seq) as f64 / seconds})
             }
-            BenchKind::Generate { prompt_len, new_tokens, .. } => {
+            BenchKind::Generate {
+                prompt_len,
+                new_tokens,
+                ..
+            } => {
                 let prompt = ids(prompt_len, vocab, 1);
                 let run = || -> anyhow::Result<f64> {
                     let mut session = KvSession::new(&loaded.model, &loaded.config);
@@ -141,7 +149,9 @@ impl BackendTask for BenchArgs {
                     Ok(t.elapsed().as_secs_f64())
                 };
                 run()?;
-                let times = (0..repeats.div_ceil(2)).map(|_| run()).collect::<anyhow::Result<Vec<_>>>()?;
+                let times = (0..repeats.div_ceil(2))
+                    .map(|_| run())
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 let seconds = median(times);
                 serde_json::json!({"bench": "generate", "model": path.display().to_string(), "device": label,
                     "prompt_len": prompt_len, "new_tokens": new_tokens, "median_s": seconds,
@@ -166,7 +176,9 @@ impl BackendTask for BenchArgs {
 /// Runs `ft bench ...`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (device, dtype) = match &args.what {
-        BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => (common.device, common.dtype),
+        BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => {
+            (common.device, common.dtype)
+        }
     };
     dispatch(device, dtype, args)
 }

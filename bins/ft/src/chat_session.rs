@@ -70,7 +70,11 @@ where
 
     /// The ids of the next user turn, exactly as training renders it.
     pub fn turn_ids(&self, input: &str) -> anyhow::Result<Vec<u32>> {
-        let system = if self.round == 0 { self.options.system.as_deref() } else { None };
+        let system = if self.round == 0 {
+            self.options.system.as_deref()
+        } else {
+            None
+        };
         let segments = self.options.template.prompt_segments(input, system, self.round)?;
         let mut ids = Vec::new();
         for segment in &segments {
@@ -102,7 +106,10 @@ where
             |token| {
                 generated.push(token);
                 let text = tokenizer.decode(&generated, false).unwrap_or_default();
-                if !text.ends_with('\u{FFFD}') && text.len() > printed.len() && text.starts_with(printed.as_str()) {
+                if !text.ends_with('\u{FFFD}')
+                    && text.len() > printed.len()
+                    && text.starts_with(printed.as_str())
+                {
                     if let Err(e) = write!(out, "{}", &text[printed.len()..]).and_then(|_| out.flush()) {
                         write_error = Some(e);
                         return ControlFlow::Break(());
@@ -139,7 +146,9 @@ where
                 let sep = self.options.template.sep().to_owned();
                 if !sep.is_empty() {
                     let ids = self.tokenizer.encode(&sep)?;
-                    self.session.append(&ids).map_err(|e| anyhow::anyhow!("generation failed: {e}"))?;
+                    self.session
+                        .append(&ids)
+                        .map_err(|e| anyhow::anyhow!("generation failed: {e}"))?;
                     self.history.extend(ids);
                 }
                 self.next_needs_bos = self.options.template.needs_eos();
@@ -189,7 +198,12 @@ where
 fn stop_condition(tokenizer: &FtTokenizer, options: &ChatOptions) -> StopCondition {
     let mut stop = StopCondition::default();
     stop.ids.extend(tokenizer.eos_id());
-    for word in options.template.stop_words().into_iter().chain(options.stop_words.iter().cloned()) {
+    for word in options
+        .template
+        .stop_words()
+        .into_iter()
+        .chain(options.stop_words.iter().cloned())
+    {
         match tokenizer.token_to_id(&word) {
             Some(id) => {
                 stop.ids.insert(id);

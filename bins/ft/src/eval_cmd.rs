@@ -68,13 +68,19 @@ impl BackendTask for EvalArgs {
         for (i, sample) in prepared.samples.iter().enumerate() {
             let ids: Vec<u32> = sample.encoded.input_ids.iter().map(|&i| i as u32).collect();
             let input = ModelInput::from_ids(&ids);
-            let loss = loaded.model.loss_sum(&input, &sample.encoded.labels, &loaded.config);
+            let loss = loaded
+                .model
+                .loss_sum(&input, &sample.encoded.labels, &loaded.config);
             sum += loss.sum.into_scalar().elem::<f64>();
             count += loss.count;
             if self.dump_logits.is_some() {
                 let logits = loaded.model.forward(&input, &loaded.config);
                 let [_, seq, vocab] = logits.dims();
-                let values = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let values = logits
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
                 dumped.push((format!("sample.{i}"), vec![seq, vocab], bytes));
             }
@@ -85,9 +91,15 @@ impl BackendTask for EvalArgs {
         let loss = sum / count as f64;
         let perplexity = loss.exp();
         if self.json {
-            println!("{}", serde_json::json!({"loss": loss, "perplexity": perplexity, "tokens": count}));
+            println!(
+                "{}",
+                serde_json::json!({"loss": loss, "perplexity": perplexity, "tokens": count})
+            );
         } else {
-            println!("loss {loss:.6}  perplexity {perplexity:.4}  tokens {count}  samples {}", prepared.samples.len());
+            println!(
+                "loss {loss:.6}  perplexity {perplexity:.4}  tokens {count}  samples {}",
+                prepared.samples.len()
+            );
         }
         if let Some(path) = &self.dump_logits {
             write_logits(path, &dumped)?;
@@ -106,7 +118,8 @@ fn write_logits(path: &PathBuf, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> an
         .collect::<Result<_, _>>()?;
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    safetensors::serialize_to_file(views, Some(metadata), &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -21,10 +21,14 @@ pub struct LoadedModel<B: Backend> {
 /// Loads a Hugging Face model folder.
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
     if !path.is_dir() {
-        anyhow::bail!("{}: expected a Hugging Face model folder (config.json, *.safetensors, tokenizer files)", path.display());
+        anyhow::bail!(
+            "{}: expected a Hugging Face model folder (config.json, *.safetensors, tokenizer files)",
+            path.display()
+        );
     }
     let started = std::time::Instant::now();
-    let (model, config) = ft_model::load_hf::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
+    let (model, config) =
+        ft_model::load_hf::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = FtTokenizer::from_dir(path)?;
     tracing::info!(
         "loaded {} ({:?}, {} layers, hidden {}) in {:.1}s",

@@ -19,7 +19,9 @@ fn copy_model(name: &str, dir: &Path) {
 }
 
 fn load_err(dir: &Path) -> String {
-    load_hf::<Flex>(dir, &Default::default()).expect_err("load must fail").to_string()
+    load_hf::<Flex>(dir, &Default::default())
+        .expect_err("load must fail")
+        .to_string()
 }
 
 #[test]
