@@ -106,7 +106,7 @@ impl<'a> Cursor<'a> {
                 let min_size = match elem_type {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     8 | 10 | 11 | 12 => 8,
                     9 => 12,
                     other => return Err(self.corrupt(format!("{what}: unknown array element type {other}"))),

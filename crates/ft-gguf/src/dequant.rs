@@ -26,7 +26,7 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n_elements: usize) -> Optio
     }
     let (block_values, block_bytes) = ggml_type.block_geometry();
     let (block_values, block_bytes) = (block_values as usize, block_bytes as usize);
-    if n_elements % block_values != 0 || bytes.len() != n_elements / block_values * block_bytes {
+    if !n_elements.is_multiple_of(block_values) || bytes.len() != n_elements / block_values * block_bytes {
         return None;
     }
     let block_fn: fn(&[u8], &mut [f32]) = match ggml_type {

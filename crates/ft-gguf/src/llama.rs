@@ -71,7 +71,7 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
 /// - values: `[rows, cols]` row-major, `rows % (2·n_heads) == 0`
 /// - output: `[rows, cols]`
 pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_heads: usize) -> Option<Vec<f32>> {
-    if n_heads == 0 || rows % (2 * n_heads) != 0 || values.len() != rows * cols {
+    if n_heads == 0 || !rows.is_multiple_of(2 * n_heads) || values.len() != rows * cols {
         return None;
     }
     let hd = rows / n_heads;
