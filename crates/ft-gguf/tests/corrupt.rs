@@ -126,3 +126,10 @@ fn corrupt_headers_are_reported() {
         "dims overflow or break the block size"
     );
 }
+
+#[test]
+fn version_2_has_the_same_layout_and_opens() {
+    let gguf = patched(4, &2u32.to_le_bytes()).expect("v2 opens");
+    assert_eq!(gguf.version(), 2);
+    assert_eq!(gguf.tensors().len(), 21);
+}
