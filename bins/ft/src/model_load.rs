@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use ft_data::template::{HfTemplate, Template};
-use ft_data::tokenizer::FtTokenizer;
+use ft_data::tokenizer::{FtTokenizer, SpecialToken, SpecialTokens, TokenizerFamily};
 use ft_model::{CausalLm, ModelConfig};
 
 /// A model ready to run, with its tokenizer.
@@ -18,8 +18,11 @@ pub struct LoadedModel<B: Backend> {
     pub tokenizer: FtTokenizer,
 }
 
-/// Loads a Hugging Face model folder.
+/// Loads a Hugging Face model folder or a GGUF file.
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
+    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return load_gguf_model(path, device);
+    }
     if !path.is_dir() {
         anyhow::bail!(
             "{}: expected a Hugging Face model folder (config.json, *.safetensors, tokenizer files)",
@@ -30,6 +33,48 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result
     let (model, config) =
         ft_model::load_hf::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = FtTokenizer::from_dir(path)?;
+    tracing::info!(
+        "loaded {} ({:?}, {} layers, hidden {}) in {:.1}s",
+        path.display(),
+        config.family,
+        config.num_layers,
+        config.hidden_size,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(LoadedModel {
+        model,
+        config,
+        tokenizer,
+    })
+}
+
+fn load_gguf_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
+    let started = std::time::Instant::now();
+    let (model, config, source) = ft_model::gguf::load_gguf::<B>(path, device)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let gguf = source
+        .file()
+        .tokenizer()
+        .with_context(|| format!("reading the tokenizer of {}", path.display()))?;
+    let token = |t: Option<ft_gguf::GgufSpecialToken>| {
+        t.map(|t| SpecialToken {
+            content: t.content,
+            id: t.id,
+        })
+    };
+    let special = SpecialTokens {
+        bos: token(gguf.special.bos),
+        eos: token(gguf.special.eos),
+        pad: token(gguf.special.pad),
+        add_bos_token: gguf.special.add_bos_token,
+    };
+    let tokenizer = FtTokenizer::from_parts(
+        gguf.tokenizer,
+        special,
+        TokenizerFamily::Standard,
+        gguf.chat_template,
+        path.to_path_buf(),
+    );
     tracing::info!(
         "loaded {} ({:?}, {} layers, hidden {}) in {:.1}s",
         path.display(),

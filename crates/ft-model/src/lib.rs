@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod families;
 pub mod generate;
+pub mod gguf;
 pub mod layers;
 pub mod loss;
 pub mod model;

@@ -106,3 +106,22 @@ fn tiny_base_with_transformers5_config_loads() {
     assert_eq!(config.rope_theta, 10000.0);
     assert!(config.tie_word_embeddings);
 }
+
+#[test]
+fn gguf_llama_loads_through_the_same_loader() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/tiny_llama.gguf");
+    let (model, config, _) = ft_model::gguf::load_gguf::<Flex>(&path, &Default::default()).unwrap();
+    assert_eq!(
+        (
+            config.hidden_size,
+            config.num_layers,
+            config.num_heads,
+            config.num_kv_heads
+        ),
+        (64, 2, 4, 2)
+    );
+    let logits = model.forward(&ft_model::ModelInput::from_ids(&[1, 2, 3]), &config);
+    assert_eq!(logits.dims(), [1, 3, config.vocab_size]);
+    let values = logits.into_data().into_vec::<f32>().unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+}
