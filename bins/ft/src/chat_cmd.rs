@@ -9,14 +9,17 @@ use ft_model::session::KvSession;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
 use crate::chat_session::{Chat, ChatOptions};
-use crate::model_load::{choose_template, load_model};
+use crate::model_load::{attach_adapter, choose_template, load_model};
 
 /// Arguments of `ft chat` (as `xtuner chat` where they make sense).
 #[derive(Args, Clone)]
 pub struct ChatArgs {
     /// Model folder (Hugging Face layout).
     pub model: PathBuf,
-    /// Chat template; default: the model's own (`hf`).
+    /// LoRA adapter folder (PEFT layout) to apply.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Chat template; default: the adapter's training template, else the model's own (`hf`).
     #[arg(long)]
     pub template: Option<String>,
     /// System text for the first turn.
@@ -71,8 +74,18 @@ impl BackendTask for ChatArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let loaded = load_model::<B>(&self.model, &device)?;
-        let template = choose_template(self.template.as_deref(), &loaded.tokenizer)?;
+        let mut loaded = load_model::<B>(&self.model, &device)?;
+        let trained_with = match &self.adapter {
+            Some(dir) => attach_adapter(&mut loaded, dir, &device)?,
+            None => None,
+        };
+        if let (Some(asked), Some(trained)) = (&self.template, &trained_with)
+            && asked != trained
+        {
+            tracing::warn!("the adapter was trained with template `{trained}`, but `{asked}` was asked for");
+        }
+        let name = self.template.clone().or(trained_with);
+        let template = choose_template(name.as_deref(), &loaded.tokenizer)?;
         tracing::info!("device {label}, template {}", template.name());
         let options = ChatOptions {
             template,

@@ -12,7 +12,7 @@ use ft_data::dataset::prepare;
 use ft_model::ModelInput;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
-use crate::model_load::{choose_template, load_model};
+use crate::model_load::{attach_adapter, choose_template, load_model};
 
 /// Arguments of `ft eval`.
 #[derive(Args, Clone)]
@@ -22,7 +22,10 @@ pub struct EvalArgs {
     /// Dataset file (any format `ft` reads).
     #[arg(long)]
     pub data: PathBuf,
-    /// Chat template; default: the model's own.
+    /// LoRA adapter folder (PEFT layout) to apply.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Chat template; default: the adapter's training template, else the model's own.
     #[arg(long)]
     pub template: Option<String>,
     /// Dataset format; detected when absent.
@@ -52,8 +55,13 @@ impl BackendTask for EvalArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let loaded = load_model::<B>(&self.model, &device)?;
-        let template = choose_template(self.template.as_deref(), &loaded.tokenizer)?;
+        let mut loaded = load_model::<B>(&self.model, &device)?;
+        let trained_with = match &self.adapter {
+            Some(dir) => attach_adapter(&mut loaded, dir, &device)?,
+            None => None,
+        };
+        let name = self.template.clone().or(trained_with);
+        let template = choose_template(name.as_deref(), &loaded.tokenizer)?;
         let mut data = DataConfig::new(vec![self.data.clone()]);
         data.format = self.format.clone();
         data.system = self.system.clone();

@@ -8,6 +8,7 @@ mod data_cmd;
 mod eval_cmd;
 mod model_load;
 mod templates_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     Chat(chat_cmd::ChatArgs),
     /// Loss and perplexity of a model on a dataset.
     Eval(eval_cmd::EvalArgs),
+    /// Fine-tune a model (LoRA) as a TOML config says.
+    Train(train_cmd::TrainArgs),
     /// Speed benchmarks.
     Bench(bench_cmd::BenchArgs),
 }
@@ -56,5 +59,6 @@ fn run() -> anyhow::Result<()> {
         Command::Chat(args) => chat_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
     }
 }

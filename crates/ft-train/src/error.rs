@@ -22,6 +22,18 @@ pub enum TrainError {
     /// A checkpoint is missing or unreadable.
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// LoRA targets or adapter tensors do not fit the model.
+    #[error("LoRA: {0}")]
+    Lora(String),
+    /// The model could not be loaded or run.
+    #[error(transparent)]
+    Model(#[from] ft_model::ModelError),
+    /// An adapter folder could not be read or written.
+    #[error(transparent)]
+    Peft(#[from] ft_lora::peft::PeftError),
+    /// Training cannot go on (no supervised tokens, non-finite loss, ...).
+    #[error("{0}")]
+    Training(String),
     /// The data pipeline failed.
     #[error(transparent)]
     Data(#[from] ft_data::DataError),

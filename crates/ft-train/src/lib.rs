@@ -3,10 +3,14 @@
 //! Training for `ft`: the TOML config (`[model]`, `[data]`, `[lora]`, `[train]`, `[eval]`), the
 //! learning-rate schedule, checkpoints and metrics.
 
+pub mod adamw;
+pub mod adapter;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod eval_hook;
 pub mod metrics;
 pub mod schedule;
+pub mod trainer;
 
 pub use error::{Result, TrainError};

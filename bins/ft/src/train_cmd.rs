@@ -1,0 +1,153 @@
+//! `ft train CONFIG.toml [--resume [DIR]]`: fine-tune a model as the config says.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use ft_data::dataset::{prepare, resolve_template};
+use ft_lora::linear::LoraSpec;
+use ft_lora::peft::TargetModules;
+use ft_model::families::linear_names;
+use ft_train::adapter::attach_lora;
+use ft_train::checkpoint::latest_checkpoint;
+use ft_train::config::{self, TrainConfig};
+use ft_train::eval_hook::ChatEvalHook;
+use ft_train::trainer::{TrainSetup, train};
+
+use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
+use crate::model_load::load_model;
+
+/// Arguments of `ft train`.
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    /// The training config (TOML).
+    pub config: PathBuf,
+    /// Continue from a checkpoint folder (no value: the newest in `output_dir`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<PathBuf>,
+    /// Device (default: `[train] device`).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
+}
+
+struct TrainTask {
+    config: TrainConfig,
+    resume: Option<PathBuf>,
+}
+
+impl BackendTask for TrainTask {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+        type A<B> = Autodiff<B>;
+        let config = self.config;
+        let lora = config
+            .lora
+            .clone()
+            .context("full fine-tuning is not available yet: add a [lora] section")?;
+        if config.model.quantization == "nf4" {
+            anyhow::bail!("model.quantization = \"nf4\" (QLoRA) is not available in this build yet; use \"none\"");
+        }
+        let loaded = load_model::<A<B>>(&config.model.path, &device)?;
+        let template = resolve_template(&config.data, &loaded.tokenizer)?;
+        let prepared = prepare(&config.data, &loaded.tokenizer, &template)?;
+        for w in &prepared.warnings {
+            tracing::warn!("{w}");
+        }
+        let s = &prepared.stats;
+        tracing::info!(
+            "data: {} samples ({} dropped, {} truncated), {} rows, {} trained tokens; template {}; device {label}",
+            s.samples,
+            s.dropped_unsupervised,
+            s.truncated,
+            s.rows,
+            s.supervised_tokens,
+            template.name()
+        );
+        let rendered_example = prepared.samples.first().and_then(|sample| {
+            let ids: Vec<u32> = sample.encoded.input_ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+            loaded.tokenizer.decode(&ids, false).ok()
+        });
+        A::<B>::seed(&device, config.train.seed);
+        let spec = LoraSpec {
+            r: lora.r,
+            alpha: lora.alpha,
+            dropout: lora.dropout,
+            use_rslora: lora.use_rslora,
+        };
+        let targets = match &lora.target_modules {
+            config::TargetModules::List(names) => TargetModules::names(names),
+            config::TargetModules::Keyword(_) => TargetModules::AllLinear,
+        };
+        let (model, chosen) = attach_lora(loaded.model, &loaded.config, spec, &targets, &device)?;
+        tracing::info!("LoRA r={} alpha={} on {} modules", lora.r, lora.alpha, chosen.len());
+        let resume_from = match self.resume {
+            None => None,
+            Some(p) if p.as_os_str().is_empty() => Some(
+                latest_checkpoint(&config.train.output_dir)?
+                    .with_context(|| format!("no checkpoint to resume in {}", config.train.output_dir.display()))?,
+            ),
+            Some(p) => Some(p),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        if let Err(e) = ctrlc::set_handler(move || {
+            eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort)");
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        }) {
+            tracing::warn!("Ctrl-C handler not installed: {e}");
+        }
+        let mut hooks = ChatEvalHook::new(
+            config.eval.clone(),
+            template.clone(),
+            loaded.tokenizer.clone(),
+            config.train.output_dir.clone(),
+        );
+        let setup = TrainSetup {
+            linear_names: linear_names(&loaded.config),
+            model,
+            model_config: loaded.config,
+            rows: prepared.rows,
+            targets: chosen,
+            template_name: template.name().to_owned(),
+            rendered_example,
+            device,
+            resume_from,
+            stop,
+            config,
+        };
+        let outcome = train(setup, &mut hooks)?;
+        if outcome.interrupted {
+            eprintln!("stopped at step {}; resume with --resume {}", outcome.steps, outcome.saved.display());
+        } else {
+            eprintln!("done: {} steps; adapter in {}", outcome.steps, outcome.saved.display());
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ft train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let config = TrainConfig::from_file(&args.config)?;
+    let device = match args.device {
+        Some(d) => d,
+        None => match config.train.device.as_str() {
+            "cuda" => DeviceKind::Cuda,
+            "wgpu" => DeviceKind::Wgpu,
+            "cpu" => DeviceKind::Cpu,
+            _ => DeviceKind::Auto,
+        },
+    };
+    let dtype = match config.model.dtype.as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        _ => DType::Bf16,
+    };
+    dispatch(device, dtype, TrainTask { config, resume: args.resume })
+}

@@ -1,0 +1,165 @@
+//! The trainable LoRA tensors of a model, by PEFT name (`<module>.lora_A.weight`), and their
+//! conversion to and from PEFT adapter folders.
+
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use ft_lora::linear::LoraSpec;
+use ft_lora::peft::{AdapterWeights, LoraMatrix, LoraPair, TargetModules, resolve_targets};
+use ft_model::families::{linear, linear_mut, linear_names, names};
+use ft_model::{CausalLm, ModelConfig};
+
+use crate::error::{Result, TrainError};
+
+/// Which half of a LoRA pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    /// `lora_A`, `[r, in]`.
+    A,
+    /// `lora_B`, `[out, r]`.
+    B,
+}
+
+/// A trainable tensor: the module it belongs to and which half.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoraParam {
+    /// Module name (`model.layers.0.self_attn.q_proj`).
+    pub module: String,
+    /// A or B.
+    pub half: Half,
+}
+
+impl LoraParam {
+    /// PEFT's tensor name without the `base_model.model.` prefix.
+    pub fn name(&self) -> String {
+        match self.half {
+            Half::A => format!("{}.lora_A.weight", self.module),
+            Half::B => format!("{}.lora_B.weight", self.module),
+        }
+    }
+}
+
+/// Freezes the whole base and attaches fresh adapters (PEFT init) to the modules `targets`
+/// selects; returns the adapted module names.
+pub fn attach_lora<B: Backend>(
+    mut model: CausalLm<B>,
+    config: &ModelConfig,
+    spec: LoraSpec,
+    targets: &TargetModules,
+    device: &B::Device,
+) -> Result<(CausalLm<B>, Vec<String>)> {
+    let all = linear_names(config);
+    let head = names(config.family).lm_head;
+    let chosen = resolve_targets(targets, &all, head).map_err(|e| TrainError::Lora(e.to_string()))?;
+    model = freeze_base(model);
+    for name in &chosen {
+        let layer = linear_mut(&mut model, config, name).expect("invariant: resolved from linear_names");
+        let taken = std::mem::replace(layer, ft_lora::linear::FtLinear::zeros(1, 1, false, device));
+        *layer = taken.with_new_lora(spec, device);
+    }
+    Ok((model, chosen))
+}
+
+/// Marks every base parameter (embeddings, norms, linears, head) as not trainable.
+pub fn freeze_base<B: Backend>(model: CausalLm<B>) -> CausalLm<B> {
+    use burn::module::Module;
+    model.no_grad()
+}
+
+/// The trainable tensors, in a fixed order.
+pub fn lora_params<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> Vec<LoraParam> {
+    linear_names(config)
+        .into_iter()
+        .filter(|n| linear(model, config, n).is_some_and(|l| l.lora.is_some()))
+        .flat_map(|module| {
+            [Half::A, Half::B].map(|half| LoraParam {
+                module: module.clone(),
+                half,
+            })
+        })
+        .collect()
+}
+
+/// The current value of a trainable tensor.
+pub fn get<B: Backend>(model: &CausalLm<B>, config: &ModelConfig, p: &LoraParam) -> Tensor<B, 2> {
+    let lora = linear(model, config, &p.module)
+        .and_then(|l| l.lora.as_ref())
+        .expect("invariant: listed by lora_params");
+    match p.half {
+        Half::A => lora.a.val(),
+        Half::B => lora.b.val(),
+    }
+}
+
+/// Replaces a trainable tensor (keeping its parameter id).
+pub fn set<B: Backend>(model: &mut CausalLm<B>, config: &ModelConfig, p: &LoraParam, value: Tensor<B, 2>) {
+    let lora = linear_mut(model, config, &p.module)
+        .and_then(|l| l.lora.as_mut())
+        .expect("invariant: listed by lora_params");
+    let slot = match p.half {
+        Half::A => &mut lora.a,
+        Half::B => &mut lora.b,
+    };
+    *slot = Param::initialized(slot.id, value.require_grad());
+}
+
+/// The adapter tensors on the host, in PEFT layout.
+pub fn adapter_weights<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> Result<AdapterWeights> {
+    let mut out = AdapterWeights::default();
+    for module in linear_names(config) {
+        let Some(lora) = linear(model, config, &module).and_then(|l| l.lora.as_ref()) else {
+            continue;
+        };
+        let host = |t: Tensor<B, 2>| -> Result<LoraMatrix> {
+            let [rows, cols] = t.dims();
+            let data = t
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| TrainError::Lora(format!("reading {module}: {e:?}")))?;
+            Ok(LoraMatrix {
+                shape: [rows, cols],
+                data,
+            })
+        };
+        out.modules.insert(
+            module.clone(),
+            LoraPair {
+                a: host(lora.a.val())?,
+                b: host(lora.b.val())?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Loads adapter tensors (e.g. from a checkpoint) into the model's existing adapters.
+pub fn load_adapter_weights<B: Backend>(
+    model: &mut CausalLm<B>,
+    config: &ModelConfig,
+    weights: &AdapterWeights,
+    device: &B::Device,
+) -> Result<()> {
+    for p in lora_params(model, config) {
+        let pair = weights
+            .modules
+            .get(&p.module)
+            .ok_or_else(|| TrainError::Lora(format!("checkpoint has no adapter for `{}`", p.module)))?;
+        let m = match p.half {
+            Half::A => &pair.a,
+            Half::B => &pair.b,
+        };
+        let current = get(model, config, &p).dims();
+        if current != m.shape {
+            return Err(TrainError::Lora(format!(
+                "`{}` has shape {:?} in the checkpoint, {:?} in the model",
+                p.name(),
+                m.shape,
+                current
+            )));
+        }
+        let t = Tensor::from_data(TensorData::new(m.data.clone(), m.shape), device);
+        set(model, config, &p, t);
+    }
+    Ok(())
+}

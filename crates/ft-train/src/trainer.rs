@@ -1,0 +1,347 @@
+//! The training loop: token-normalised gradient accumulation, global-norm clipping, AdamW,
+//! warm-up + cosine, checkpoints every `save_steps` (+ `final/`), exact resume, Ctrl-C saving,
+//! metrics and sample generations.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use ft_data::batch::{Batch, collate};
+use ft_data::pack::{PackedRow, shuffled_indices};
+use ft_lora::peft::{Adapter, AdapterConfig, AdapterDtype, FtAdapterMeta, TargetModules};
+use ft_model::{CausalLm, ModelConfig, ModelInput};
+
+use crate::adamw::{AdamW, AdamWConfig};
+use crate::adapter::{LoraParam, adapter_weights, get, lora_params, set};
+use crate::checkpoint::{TrainerState, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically};
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::schedule::WarmupCosine;
+
+/// Things the loop reports to (progress display, sample generations).
+pub trait TrainHooks<B: AutodiffBackend> {
+    /// After every optimizer step.
+    fn on_step(&mut self, _metrics: &StepMetrics, _total_steps: usize) {}
+    /// Before training (step 0), every `[eval] every_steps`, and at the end.
+    fn evaluate(&mut self, _model: &CausalLm<B::InnerBackend>, _config: &ModelConfig, _step: usize) {}
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+impl<B: AutodiffBackend> TrainHooks<B> for NoHooks {}
+
+/// Everything a run needs.
+pub struct TrainSetup<B: AutodiffBackend> {
+    /// The run's config.
+    pub config: TrainConfig,
+    /// The model with adapters attached (base frozen).
+    pub model: CausalLm<B>,
+    /// Its configuration.
+    pub model_config: ModelConfig,
+    /// Training rows (packed or one per sample).
+    pub rows: Vec<PackedRow>,
+    /// Adapted module names (for the saved `target_modules`).
+    pub targets: Vec<String>,
+    /// Every linear name of the model.
+    pub linear_names: Vec<String>,
+    /// Template name used to render the data (recorded with the adapter).
+    pub template_name: String,
+    /// One rendered training example (recorded with the adapter).
+    pub rendered_example: Option<String>,
+    /// Device.
+    pub device: B::Device,
+    /// Checkpoint to resume from.
+    pub resume_from: Option<PathBuf>,
+    /// Set to stop after the current step (Ctrl-C); a checkpoint is saved.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// `output_dir/final` (or the last checkpoint when stopped early).
+    pub saved: PathBuf,
+    /// Optimizer steps done in total.
+    pub steps: usize,
+    /// Loss of every step run in this call.
+    pub losses: Vec<f64>,
+    /// Whether the run was stopped before the end.
+    pub interrupted: bool,
+}
+
+/// Optimizer steps of a run.
+pub fn total_steps(config: &TrainConfig, rows: usize) -> usize {
+    let t = &config.train;
+    let micro_per_epoch = rows.div_ceil(t.batch_size);
+    t.max_steps
+        .unwrap_or_else(|| (t.epochs * micro_per_epoch).div_ceil(t.grad_accum))
+        .max(1)
+}
+
+struct DataOrder {
+    rows: usize,
+    batch_size: usize,
+    seed: u64,
+    cached: Option<(usize, Vec<usize>)>,
+}
+
+impl DataOrder {
+    /// Row indices of micro-batch `k` (epochs cycle; each epoch is shuffled by seed + epoch).
+    fn micro_batch(&mut self, k: usize) -> Vec<usize> {
+        let per_epoch = self.rows.div_ceil(self.batch_size);
+        let (epoch, within) = (k / per_epoch, k % per_epoch);
+        if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.cached = Some((epoch, shuffled_indices(self.rows, self.seed.wrapping_add(epoch as u64))));
+        }
+        let order = &self.cached.as_ref().expect("invariant: just filled").1;
+        let end = ((within + 1) * self.batch_size).min(self.rows);
+        order[within * self.batch_size..end].to_vec()
+    }
+}
+
+fn model_input(batch: &Batch) -> ModelInput {
+    ModelInput {
+        batch: batch.batch_size,
+        seq: batch.seq_len,
+        input_ids: batch.input_ids.clone(),
+        attention_mask: Some(batch.attention_mask.clone()),
+        position_ids: Some(batch.position_ids.clone()),
+        segment_ids: Some(batch.segment_ids.clone()),
+    }
+}
+
+/// Runs (or resumes) training.
+pub fn train<B: AutodiffBackend>(mut setup: TrainSetup<B>, hooks: &mut dyn TrainHooks<B>) -> Result<TrainOutcome> {
+    let cfg = setup.config.clone();
+    let t = &cfg.train;
+    ensure_writable(&t.output_dir)?;
+    if setup.rows.is_empty() {
+        return Err(TrainError::Training("the dataset produced no training rows".into()));
+    }
+    let params = lora_params(&setup.model, &setup.model_config);
+    if params.is_empty() {
+        return Err(TrainError::Lora("no trainable adapter in the model".into()));
+    }
+    let total = total_steps(&cfg, setup.rows.len());
+    let total_micro = cfg
+        .train
+        .max_steps
+        .map(|s| s * t.grad_accum)
+        .unwrap_or(t.epochs * setup.rows.len().div_ceil(t.batch_size));
+    let schedule = WarmupCosine::new(t.lr, t.warmup_ratio, total);
+    let adam = AdamWConfig {
+        betas: t.betas,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+    };
+    let config_hash = config_hash(&cfg);
+    let mut state = TrainerState {
+        global_step: 0,
+        micro_step: 0,
+        epoch: 0,
+        cursor: 0,
+        total_steps: total,
+        seed: t.seed,
+        config_hash: config_hash.clone(),
+        log_history: Vec::new(),
+    };
+    let mut optimizer = AdamW::<B::InnerBackend>::new(adam);
+    if let Some(dir) = &setup.resume_from {
+        state = TrainerState::read(dir)?;
+        if state.config_hash != config_hash {
+            tracing::warn!("{}: the config changed since this checkpoint was written", dir.display());
+        }
+        let adapter = Adapter::read(dir)?;
+        crate::adapter::load_adapter_weights(&mut setup.model, &setup.model_config, &adapter.weights, &setup.device)?;
+        optimizer = AdamW::load(adam, &dir.join("optimizer.safetensors"), &setup.device)?;
+        tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
+    }
+    let mut metrics = MetricsWriter::open(&t.output_dir)?;
+    let mut order = DataOrder {
+        rows: setup.rows.len(),
+        batch_size: t.batch_size,
+        seed: t.seed,
+        cached: None,
+    };
+    let eval_every = cfg.eval.as_ref().map(|e| e.every_steps).unwrap_or(0);
+    if state.global_step == 0 && cfg.eval.is_some() {
+        hooks.evaluate(&setup.model.valid(), &setup.model_config, 0);
+    }
+    let mut losses = Vec::new();
+    let mut interrupted = false;
+    while state.global_step < total {
+        let step = state.global_step;
+        B::seed(&setup.device, t.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
+        let started = Instant::now();
+        let first = step * t.grad_accum;
+        let last = ((step + 1) * t.grad_accum).min(total_micro.max(first + 1));
+        let batches: Vec<Batch> = (first..last)
+            .map(|k| {
+                let rows: Vec<&PackedRow> = order.micro_batch(k).into_iter().map(|i| &setup.rows[i]).collect();
+                collate(&rows)
+            })
+            .collect();
+        let targets: usize = batches.iter().map(Batch::supervised_targets).sum();
+        let real_tokens: usize = batches.iter().map(Batch::real_tokens).sum();
+        let (loss, grad_norm) = if targets == 0 {
+            tracing::warn!("step {}: no supervised token in micro-batches {first}..{last}; skipped", step + 1);
+            (f64::NAN, 0.0)
+        } else {
+            optimizer_step(&mut setup, &params, &batches, targets, &mut optimizer, schedule.lr(step), t.max_grad_norm)?
+        };
+        state.global_step += 1;
+        state.micro_step = last;
+        state.epoch = last / setup.rows.len().div_ceil(t.batch_size);
+        state.cursor = last;
+        let m = StepMetrics {
+            step: state.global_step,
+            loss,
+            lr: schedule.lr(step),
+            grad_norm,
+            tokens_per_s: real_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            supervised_tokens: targets,
+        };
+        losses.push(loss);
+        hooks.on_step(&m, total);
+        if state.global_step % t.log_steps == 0 || state.global_step == total {
+            metrics.log(&m)?;
+            state.log_history.push(serde_json::to_value(&m).expect("invariant: metrics serialise"));
+        }
+        let stopping = setup.stop.load(Ordering::SeqCst);
+        let finished = state.global_step == total;
+        if eval_every > 0 && state.global_step % eval_every == 0 && !finished {
+            hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
+        }
+        if (t.save_steps > 0 && state.global_step % t.save_steps == 0 && !finished) || (stopping && !finished) {
+            save_checkpoint(&setup, &state, &optimizer, &checkpoint_dir(&t.output_dir, state.global_step))?;
+            rotate_checkpoints(&t.output_dir, t.save_total_limit)?;
+        }
+        if stopping && !finished {
+            interrupted = true;
+            break;
+        }
+    }
+    let saved = if interrupted {
+        checkpoint_dir(&t.output_dir, state.global_step)
+    } else {
+        let final_dir = t.output_dir.join("final");
+        save_checkpoint(&setup, &state, &optimizer, &final_dir)?;
+        if cfg.eval.is_some() {
+            hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
+        }
+        final_dir
+    };
+    Ok(TrainOutcome {
+        saved,
+        steps: state.global_step,
+        losses,
+        interrupted,
+    })
+}
+
+/// One optimizer step over a window of micro-batches; returns (window loss, grad norm).
+fn optimizer_step<B: AutodiffBackend>(
+    setup: &mut TrainSetup<B>,
+    params: &[LoraParam],
+    batches: &[Batch],
+    targets: usize,
+    optimizer: &mut AdamW<B::InnerBackend>,
+    lr: f64,
+    max_grad_norm: f64,
+) -> Result<(f64, f64)> {
+    let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; params.len()];
+    let mut loss_sum = 0f64;
+    for batch in batches {
+        let input = model_input(batch);
+        let out = setup.model.loss_sum(&input, &batch.labels, &setup.model_config);
+        if out.count == 0 {
+            continue;
+        }
+        loss_sum += out.sum.clone().into_scalar().elem::<f64>();
+        let gradients = out.sum.div_scalar(targets as f64).backward();
+        for (slot, p) in grads.iter_mut().zip(params) {
+            if let Some(g) = get(&setup.model, &setup.model_config, p).grad(&gradients) {
+                *slot = Some(match slot.take() {
+                    Some(acc) => acc + g,
+                    None => g,
+                });
+            }
+        }
+    }
+    let loss = loss_sum / targets as f64;
+    if !loss.is_finite() {
+        tracing::warn!("non-finite loss {loss}; the step is skipped");
+        return Ok((loss, f64::NAN));
+    }
+    let squares: f64 = grads
+        .iter()
+        .flatten()
+        .map(|g| g.clone().powi_scalar(2).sum().into_scalar().elem::<f64>())
+        .sum();
+    let norm = squares.sqrt();
+    // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1.
+    let coef = if max_grad_norm > 0.0 {
+        (max_grad_norm / (norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    };
+    optimizer.begin_step();
+    for (g, p) in grads.into_iter().zip(params) {
+        let Some(g) = g else { continue };
+        let current = get(&setup.model, &setup.model_config, p).inner();
+        let updated = optimizer.update(&p.name(), current, g.mul_scalar(coef), lr);
+        set(&mut setup.model, &setup.model_config, p, Tensor::from_inner(updated));
+    }
+    Ok((loss, norm))
+}
+
+fn save_checkpoint<B: AutodiffBackend>(
+    setup: &TrainSetup<B>,
+    state: &TrainerState,
+    optimizer: &AdamW<B::InnerBackend>,
+    dir: &Path,
+) -> Result<()> {
+    let lora = setup
+        .config
+        .lora
+        .as_ref()
+        .ok_or_else(|| TrainError::Lora("checkpoints of full fine-tuning are not written by this loop".into()))?;
+    let mut config = AdapterConfig::new(
+        lora.r,
+        lora.alpha,
+        TargetModules::for_saving(&setup.targets, &setup.linear_names),
+    );
+    config.lora_dropout = lora.dropout;
+    config.use_rslora = lora.use_rslora;
+    config.base_model_name_or_path = Some(setup.config.model.path.display().to_string());
+    let adapter = Adapter {
+        config,
+        weights: adapter_weights(&setup.model, &setup.model_config)?,
+        ft_meta: Some(FtAdapterMeta::new(Some(setup.template_name.clone()), setup.rendered_example.clone())),
+    };
+    write_atomically(dir, |tmp| {
+        adapter.write(tmp, AdapterDtype::F32)?;
+        optimizer.save(&tmp.join("optimizer.safetensors"))?;
+        state.write(tmp)
+    })?;
+    tracing::info!("saved {}", dir.display());
+    Ok(())
+}
+
+/// A short hash of the config (FNV-1a of its TOML form), to warn when a resume changes it.
+fn config_hash(config: &TrainConfig) -> String {
+    let text = toml::to_string(config).unwrap_or_default();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+use burn::module::AutodiffModule;
+use burn::tensor::ElementConversion;
