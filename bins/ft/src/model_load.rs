@@ -105,8 +105,13 @@ pub fn choose_template(name: Option<&str>, tokenizer: &FtTokenizer) -> anyhow::R
 
 /// Attaches a PEFT LoRA adapter folder (ours or Hugging Face PEFT's) to a loaded model; returns
 /// the chat template recorded with it, if any.
-pub fn attach_adapter<B: Backend>(loaded: &mut LoadedModel<B>, dir: &Path, device: &B::Device) -> anyhow::Result<Option<String>> {
-    let adapter = ft_lora::peft::Adapter::read(dir).with_context(|| format!("reading adapter {}", dir.display()))?;
+pub fn attach_adapter<B: Backend>(
+    loaded: &mut LoadedModel<B>,
+    dir: &Path,
+    device: &B::Device,
+) -> anyhow::Result<Option<String>> {
+    let adapter =
+        ft_lora::peft::Adapter::read(dir).with_context(|| format!("reading adapter {}", dir.display()))?;
     let shapes: Vec<(String, [usize; 2])> = ft_model::families::linear_names(&loaded.config)
         .into_iter()
         .filter_map(|n| {
@@ -114,16 +119,29 @@ pub fn attach_adapter<B: Backend>(loaded: &mut LoadedModel<B>, dir: &Path, devic
             Some((n, [out, d_in]))
         })
         .collect();
-    adapter.weights.check_against_model(&shapes).with_context(|| format!("adapter {} does not fit the model", dir.display()))?;
+    adapter
+        .weights
+        .check_against_model(&shapes)
+        .with_context(|| format!("adapter {} does not fit the model", dir.display()))?;
     let scale = adapter.scale();
     for (module, pair) in &adapter.weights.modules {
         let layer = ft_model::families::linear_mut(&mut loaded.model, &loaded.config, module)
             .with_context(|| format!("adapter module `{module}` is not in the model"))?;
-        let a = burn::tensor::Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(pair.a.data.clone(), pair.a.shape), device);
-        let b = burn::tensor::Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(pair.b.data.clone(), pair.b.shape), device);
+        let a = burn::tensor::Tensor::<B, 2>::from_data(
+            burn::tensor::TensorData::new(pair.a.data.clone(), pair.a.shape),
+            device,
+        );
+        let b = burn::tensor::Tensor::<B, 2>::from_data(
+            burn::tensor::TensorData::new(pair.b.data.clone(), pair.b.shape),
+            device,
+        );
         let taken = std::mem::replace(layer, ft_lora::linear::FtLinear::zeros(1, 1, false, device));
         *layer = taken.with_lora(a, b, scale, 0.0);
     }
-    tracing::info!("adapter {}: {} modules, scale {scale}", dir.display(), adapter.weights.modules.len());
+    tracing::info!(
+        "adapter {}: {} modules, scale {scale}",
+        dir.display(),
+        adapter.weights.modules.len()
+    );
     Ok(adapter.ft_meta.and_then(|m| m.chat_template))
 }

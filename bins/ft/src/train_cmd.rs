@@ -50,7 +50,9 @@ impl BackendTask for TrainTask {
             .clone()
             .context("full fine-tuning is not available yet: add a [lora] section")?;
         if config.model.quantization == "nf4" {
-            anyhow::bail!("model.quantization = \"nf4\" (QLoRA) is not available in this build yet; use \"none\"");
+            anyhow::bail!(
+                "model.quantization = \"nf4\" (QLoRA) is not available in this build yet; use \"none\""
+            );
         }
         let loaded = load_model::<A<B>>(&config.model.path, &device)?;
         let template = resolve_template(&config.data, &loaded.tokenizer)?;
@@ -69,7 +71,13 @@ impl BackendTask for TrainTask {
             template.name()
         );
         let rendered_example = prepared.samples.first().and_then(|sample| {
-            let ids: Vec<u32> = sample.encoded.input_ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+            let ids: Vec<u32> = sample
+                .encoded
+                .input_ids
+                .iter()
+                .filter(|&&i| i >= 0)
+                .map(|&i| i as u32)
+                .collect();
             loaded.tokenizer.decode(&ids, false).ok()
         });
         A::<B>::seed(&device, config.train.seed);
@@ -84,13 +92,19 @@ impl BackendTask for TrainTask {
             config::TargetModules::Keyword(_) => TargetModules::AllLinear,
         };
         let (model, chosen) = attach_lora(loaded.model, &loaded.config, spec, &targets, &device)?;
-        tracing::info!("LoRA r={} alpha={} on {} modules", lora.r, lora.alpha, chosen.len());
+        tracing::info!(
+            "LoRA r={} alpha={} on {} modules",
+            lora.r,
+            lora.alpha,
+            chosen.len()
+        );
         let resume_from = match self.resume {
             None => None,
-            Some(p) if p.as_os_str().is_empty() => Some(
-                latest_checkpoint(&config.train.output_dir)?
-                    .with_context(|| format!("no checkpoint to resume in {}", config.train.output_dir.display()))?,
-            ),
+            Some(p) if p.as_os_str().is_empty() => {
+                Some(latest_checkpoint(&config.train.output_dir)?.with_context(|| {
+                    format!("no checkpoint to resume in {}", config.train.output_dir.display())
+                })?)
+            }
             Some(p) => Some(p),
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -124,9 +138,17 @@ impl BackendTask for TrainTask {
         };
         let outcome = train(setup, &mut hooks)?;
         if outcome.interrupted {
-            eprintln!("stopped at step {}; resume with --resume {}", outcome.steps, outcome.saved.display());
+            eprintln!(
+                "stopped at step {}; resume with --resume {}",
+                outcome.steps,
+                outcome.saved.display()
+            );
         } else {
-            eprintln!("done: {} steps; adapter in {}", outcome.steps, outcome.saved.display());
+            eprintln!(
+                "done: {} steps; adapter in {}",
+                outcome.steps,
+                outcome.saved.display()
+            );
         }
         Ok(())
     }
@@ -149,5 +171,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "f16" => DType::F16,
         _ => DType::Bf16,
     };
-    dispatch(device, dtype, TrainTask { config, resume: args.resume })
+    dispatch(
+        device,
+        dtype,
+        TrainTask {
+            config,
+            resume: args.resume,
+        },
+    )
 }

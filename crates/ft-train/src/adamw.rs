@@ -69,7 +69,12 @@ impl<B: Backend> AdamW<B> {
         let bias1 = 1.0 - b1.powi(t);
         let bias2 = 1.0 - b2.powi(t);
         let param = param.mul_scalar(1.0 - lr * self.config.weight_decay);
-        let denom = moments.v.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(self.config.eps);
+        let denom = moments
+            .v
+            .clone()
+            .sqrt()
+            .div_scalar(bias2.sqrt())
+            .add_scalar(self.config.eps);
         param - moments.m.clone().div(denom).mul_scalar(lr / bias1)
     }
 
@@ -88,13 +93,18 @@ impl<B: Backend> AdamW<B> {
                         path: path.to_path_buf(),
                         message: format!("reading optimizer state: {e:?}"),
                     })?;
-                tensors.push((format!("{name}.{suffix}"), dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+                tensors.push((
+                    format!("{name}.{suffix}"),
+                    dims,
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
             }
         }
         let views = tensors
             .iter()
             .map(|(n, shape, bytes)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v))
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (n.clone(), v))
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| TrainError::Checkpoint {
@@ -118,7 +128,8 @@ impl<B: Backend> AdamW<B> {
             message,
         };
         let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+        let (_, metadata) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
         let step = metadata
             .metadata()
             .as_ref()
@@ -128,10 +139,16 @@ impl<B: Backend> AdamW<B> {
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
         let mut state: BTreeMap<String, Moments<B>> = BTreeMap::new();
         for (key, view) in st.tensors() {
-            let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             let shape = [view.shape()[0], view.shape()[1]];
             let t = Tensor::<B, 2>::from_data(TensorData::new(values, shape), device);
-            let (name, which) = key.rsplit_once('.').ok_or_else(|| err(format!("unexpected key {key}")))?;
+            let (name, which) = key
+                .rsplit_once('.')
+                .ok_or_else(|| err(format!("unexpected key {key}")))?;
             let entry = state.entry(name.to_owned()).or_insert_with(|| Moments {
                 m: t.zeros_like(),
                 v: t.zeros_like(),
@@ -166,12 +183,16 @@ mod tests {
         opt.begin_step();
         let p = opt.update("p", t([1.0, -2.0]), t([0.5, 0.25]), 0.1);
         let got = p.clone().into_data().into_vec::<f32>().unwrap();
-        assert!((got[0] - 0.899).abs() < 1e-6 && (got[1] + 2.098).abs() < 1e-6, "{got:?}");
+        assert!(
+            (got[0] - 0.899).abs() < 1e-6 && (got[1] + 2.098).abs() < 1e-6,
+            "{got:?}"
+        );
         opt.begin_step();
         let p = opt.update("p", p, t([-1.0, 2.0]), 0.1);
         let got = p.into_data().into_vec::<f32>().unwrap();
         let (m1, v1) = (0.1 * 0.5 * 0.9 + 0.1 * -1.0, 0.001 * 0.25 * 0.999 + 0.001 * 1.0);
-        let expected0 = 0.899 * (1.0 - 0.001) - 0.1 / (1.0 - 0.81) * m1 / ((v1 / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
+        let expected0 =
+            0.899 * (1.0 - 0.001) - 0.1 / (1.0 - 0.81) * m1 / ((v1 / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
         assert!((got[0] as f64 - expected0).abs() < 1e-5, "{got:?} vs {expected0}");
     }
 
@@ -196,6 +217,9 @@ mod tests {
         restored.begin_step();
         let a = opt.update("a.lora_A.weight", p.clone(), g.clone(), 0.01);
         let b = restored.update("a.lora_A.weight", p, g, 0.01);
-        assert_eq!(a.into_data().into_vec::<f32>().unwrap(), b.into_data().into_vec::<f32>().unwrap());
+        assert_eq!(
+            a.into_data().into_vec::<f32>().unwrap(),
+            b.into_data().into_vec::<f32>().unwrap()
+        );
     }
 }

@@ -33,7 +33,12 @@ pub struct ChatEvalHook {
 
 impl ChatEvalHook {
     /// A hook for `eval` (none: progress only).
-    pub fn new(eval: Option<EvalSection>, template: Template, tokenizer: FtTokenizer, output_dir: PathBuf) -> Self {
+    pub fn new(
+        eval: Option<EvalSection>,
+        template: Template,
+        tokenizer: FtTokenizer,
+        output_dir: PathBuf,
+    ) -> Self {
         Self {
             eval,
             template,
@@ -112,11 +117,21 @@ impl<B: AutodiffBackend> TrainHooks<B> for ChatEvalHook {
                 repetition_penalty: 1.0,
                 seed: step as u64,
             });
-            let max_new = if step == 0 { eval.max_new_tokens.min(50) } else { eval.max_new_tokens };
+            let max_new = if step == 0 {
+                eval.max_new_tokens.min(50)
+            } else {
+                eval.max_new_tokens
+            };
             let mut session = KvSession::new(model, config);
-            let answer = match generate(&mut session, &prompt, &mut sampler, &stop, max_new, &mut Vec::new(), |_| {
-                ControlFlow::Continue(())
-            }) {
+            let answer = match generate(
+                &mut session,
+                &prompt,
+                &mut sampler,
+                &stop,
+                max_new,
+                &mut Vec::new(),
+                |_| ControlFlow::Continue(()),
+            ) {
                 Ok(out) => self.tokenizer.decode(&out.tokens, false).unwrap_or_default(),
                 Err(e) => format!("<generation failed: {e}>"),
             };

@@ -16,7 +16,9 @@ use ft_model::{CausalLm, ModelConfig, ModelInput};
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::adapter::{LoraParam, adapter_weights, get, lora_params, set};
-use crate::checkpoint::{TrainerState, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically};
+use crate::checkpoint::{
+    TrainerState, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically,
+};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics};
@@ -95,7 +97,10 @@ impl DataOrder {
         let per_epoch = self.rows.div_ceil(self.batch_size);
         let (epoch, within) = (k / per_epoch, k % per_epoch);
         if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            self.cached = Some((epoch, shuffled_indices(self.rows, self.seed.wrapping_add(epoch as u64))));
+            self.cached = Some((
+                epoch,
+                shuffled_indices(self.rows, self.seed.wrapping_add(epoch as u64)),
+            ));
         }
         let order = &self.cached.as_ref().expect("invariant: just filled").1;
         let end = ((within + 1) * self.batch_size).min(self.rows);
@@ -115,12 +120,17 @@ fn model_input(batch: &Batch) -> ModelInput {
 }
 
 /// Runs (or resumes) training.
-pub fn train<B: AutodiffBackend>(mut setup: TrainSetup<B>, hooks: &mut dyn TrainHooks<B>) -> Result<TrainOutcome> {
+pub fn train<B: AutodiffBackend>(
+    mut setup: TrainSetup<B>,
+    hooks: &mut dyn TrainHooks<B>,
+) -> Result<TrainOutcome> {
     let cfg = setup.config.clone();
     let t = &cfg.train;
     ensure_writable(&t.output_dir)?;
     if setup.rows.is_empty() {
-        return Err(TrainError::Training("the dataset produced no training rows".into()));
+        return Err(TrainError::Training(
+            "the dataset produced no training rows".into(),
+        ));
     }
     let params = lora_params(&setup.model, &setup.model_config);
     if params.is_empty() {
@@ -153,10 +163,18 @@ pub fn train<B: AutodiffBackend>(mut setup: TrainSetup<B>, hooks: &mut dyn Train
     if let Some(dir) = &setup.resume_from {
         state = TrainerState::read(dir)?;
         if state.config_hash != config_hash {
-            tracing::warn!("{}: the config changed since this checkpoint was written", dir.display());
+            tracing::warn!(
+                "{}: the config changed since this checkpoint was written",
+                dir.display()
+            );
         }
         let adapter = Adapter::read(dir)?;
-        crate::adapter::load_adapter_weights(&mut setup.model, &setup.model_config, &adapter.weights, &setup.device)?;
+        crate::adapter::load_adapter_weights(
+            &mut setup.model,
+            &setup.model_config,
+            &adapter.weights,
+            &setup.device,
+        )?;
         optimizer = AdamW::load(adam, &dir.join("optimizer.safetensors"), &setup.device)?;
         tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
     }
@@ -175,23 +193,38 @@ pub fn train<B: AutodiffBackend>(mut setup: TrainSetup<B>, hooks: &mut dyn Train
     let mut interrupted = false;
     while state.global_step < total {
         let step = state.global_step;
-        B::seed(&setup.device, t.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
+        B::seed(
+            &setup.device,
+            t.seed.wrapping_mul(1_000_003).wrapping_add(step as u64),
+        );
         let started = Instant::now();
         let first = step * t.grad_accum;
         let last = ((step + 1) * t.grad_accum).min(total_micro.max(first + 1));
         let batches: Vec<Batch> = (first..last)
             .map(|k| {
-                let rows: Vec<&PackedRow> = order.micro_batch(k).into_iter().map(|i| &setup.rows[i]).collect();
+                let rows: Vec<&PackedRow> =
+                    order.micro_batch(k).into_iter().map(|i| &setup.rows[i]).collect();
                 collate(&rows)
             })
             .collect();
         let targets: usize = batches.iter().map(Batch::supervised_targets).sum();
         let real_tokens: usize = batches.iter().map(Batch::real_tokens).sum();
         let (loss, grad_norm) = if targets == 0 {
-            tracing::warn!("step {}: no supervised token in micro-batches {first}..{last}; skipped", step + 1);
+            tracing::warn!(
+                "step {}: no supervised token in micro-batches {first}..{last}; skipped",
+                step + 1
+            );
             (f64::NAN, 0.0)
         } else {
-            optimizer_step(&mut setup, &params, &batches, targets, &mut optimizer, schedule.lr(step), t.max_grad_norm)?
+            optimizer_step(
+                &mut setup,
+                &params,
+                &batches,
+                targets,
+                &mut optimizer,
+                schedule.lr(step),
+                t.max_grad_norm,
+            )?
         };
         state.global_step += 1;
         state.micro_step = last;
@@ -209,15 +242,23 @@ pub fn train<B: AutodiffBackend>(mut setup: TrainSetup<B>, hooks: &mut dyn Train
         hooks.on_step(&m, total);
         if state.global_step % t.log_steps == 0 || state.global_step == total {
             metrics.log(&m)?;
-            state.log_history.push(serde_json::to_value(&m).expect("invariant: metrics serialise"));
+            state
+                .log_history
+                .push(serde_json::to_value(&m).expect("invariant: metrics serialise"));
         }
         let stopping = setup.stop.load(Ordering::SeqCst);
         let finished = state.global_step == total;
         if eval_every > 0 && state.global_step % eval_every == 0 && !finished {
             hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
         }
-        if (t.save_steps > 0 && state.global_step % t.save_steps == 0 && !finished) || (stopping && !finished) {
-            save_checkpoint(&setup, &state, &optimizer, &checkpoint_dir(&t.output_dir, state.global_step))?;
+        if (t.save_steps > 0 && state.global_step % t.save_steps == 0 && !finished) || (stopping && !finished)
+        {
+            save_checkpoint(
+                &setup,
+                &state,
+                &optimizer,
+                &checkpoint_dir(&t.output_dir, state.global_step),
+            )?;
             rotate_checkpoints(&t.output_dir, t.save_total_limit)?;
         }
         if stopping && !finished {
@@ -294,7 +335,12 @@ fn optimizer_step<B: AutodiffBackend>(
         let Some(g) = g else { continue };
         let current = get(&setup.model, &setup.model_config, p).inner();
         let updated = optimizer.update(&p.name(), current, g.mul_scalar(coef), lr);
-        set(&mut setup.model, &setup.model_config, p, Tensor::from_inner(updated));
+        set(
+            &mut setup.model,
+            &setup.model_config,
+            p,
+            Tensor::from_inner(updated),
+        );
     }
     Ok((loss, norm))
 }
@@ -305,11 +351,9 @@ fn save_checkpoint<B: AutodiffBackend>(
     optimizer: &AdamW<B::InnerBackend>,
     dir: &Path,
 ) -> Result<()> {
-    let lora = setup
-        .config
-        .lora
-        .as_ref()
-        .ok_or_else(|| TrainError::Lora("checkpoints of full fine-tuning are not written by this loop".into()))?;
+    let lora = setup.config.lora.as_ref().ok_or_else(|| {
+        TrainError::Lora("checkpoints of full fine-tuning are not written by this loop".into())
+    })?;
     let mut config = AdapterConfig::new(
         lora.r,
         lora.alpha,
@@ -321,7 +365,10 @@ fn save_checkpoint<B: AutodiffBackend>(
     let adapter = Adapter {
         config,
         weights: adapter_weights(&setup.model, &setup.model_config)?,
-        ft_meta: Some(FtAdapterMeta::new(Some(setup.template_name.clone()), setup.rendered_example.clone())),
+        ft_meta: Some(FtAdapterMeta::new(
+            Some(setup.template_name.clone()),
+            setup.rendered_example.clone(),
+        )),
     };
     write_atomically(dir, |tmp| {
         adapter.write(tmp, AdapterDtype::F32)?;

@@ -1,0 +1,162 @@
+//! The training loop on the bundled tiny model: accumulation equivalence, exact resume,
+//! Ctrl-C saving, and the seed exercise end to end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn_flex::Flex;
+use ft_data::dataset::{prepare, resolve_template};
+use ft_lora::linear::LoraSpec;
+use ft_lora::peft::{Adapter, TargetModules};
+use ft_model::families::linear_names;
+use ft_train::adapter::attach_lora;
+use ft_train::config::TrainConfig;
+use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup, train};
+
+type A = Autodiff<Flex>;
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-base")
+}
+
+fn write_config(dir: &Path, train: &str, pack: bool) -> PathBuf {
+    ft_data::assistant::write_assistant_dataset("Ada", 16, 0, &dir.join("a.jsonl")).unwrap();
+    let text = format!(
+        "[model]\npath = \"{}\"\ndtype = \"f32\"\n[data]\nfiles = [\"a.jsonl\"]\ntemplate = \"qwen_chat\"\nmax_length = 64\npack = {pack}\n\
+         [lora]\nr = 4\nalpha = 8\ndropout = 0.0\n[train]\noutput_dir = \"out\"\nlr = 1e-2\nwarmup_ratio = 0.0\n{train}\n",
+        tiny().display()
+    );
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome {
+    let config = TrainConfig::from_file(config_path).unwrap();
+    let device = Default::default();
+    let (model, model_config) = ft_model::load_hf::<A>(&config.model.path, &device).unwrap();
+    let tokenizer = ft_data::tokenizer::FtTokenizer::from_dir(&config.model.path).unwrap();
+    let template = resolve_template(&config.data, &tokenizer).unwrap();
+    let prepared = prepare(&config.data, &tokenizer, &template).unwrap();
+    A::seed(&device, 0);
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        use_rslora: false,
+    };
+    let (model, targets) =
+        attach_lora(model, &model_config, spec, &TargetModules::AllLinear, &device).unwrap();
+    let setup = TrainSetup {
+        linear_names: linear_names(&model_config),
+        model,
+        model_config,
+        rows: prepared.rows,
+        targets,
+        template_name: "qwen_chat".into(),
+        rendered_example: None,
+        device,
+        resume_from: resume,
+        stop: Arc::new(AtomicBool::new(stop)),
+        config,
+    };
+    train(setup, &mut NoHooks).unwrap()
+}
+
+fn adapter_values(dir: &Path) -> Vec<f32> {
+    let adapter = Adapter::read(dir).unwrap();
+    adapter
+        .weights
+        .modules
+        .values()
+        .flat_map(|p| p.a.data.iter().chain(&p.b.data).copied())
+        .collect()
+}
+
+#[test]
+fn batch_8_equals_batch_1_with_8_accumulation_steps() {
+    let one = tempfile::tempdir().unwrap();
+    let eight = tempfile::tempdir().unwrap();
+    let a = write_config(
+        one.path(),
+        "max_steps = 1\nbatch_size = 8\ngrad_accum = 1\nmax_grad_norm = 0.0",
+        false,
+    );
+    let b = write_config(
+        eight.path(),
+        "max_steps = 1\nbatch_size = 1\ngrad_accum = 8\nmax_grad_norm = 0.0",
+        false,
+    );
+    let ra = run(&a, None, false);
+    let rb = run(&b, None, false);
+    assert!(
+        (ra.losses[0] - rb.losses[0]).abs() < 1e-5,
+        "{:?} vs {:?}",
+        ra.losses,
+        rb.losses
+    );
+    let (wa, wb) = (adapter_values(&ra.saved), adapter_values(&rb.saved));
+    let max = wa
+        .iter()
+        .zip(&wb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max < 1e-5, "adapters differ by {max}");
+}
+
+#[test]
+fn resuming_from_step_k_reproduces_the_uninterrupted_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "max_steps = 6\nbatch_size = 2\ngrad_accum = 2\nsave_steps = 3\nsave_total_limit = 0",
+        true,
+    );
+    let full = run(&config, None, false);
+    assert_eq!(full.losses.len(), 6);
+    let checkpoint = dir.path().join("out/checkpoint-3");
+    assert!(checkpoint.join("adapter_config.json").exists());
+    let resumed = run(&config, Some(checkpoint), false);
+    assert_eq!(resumed.losses.len(), 3);
+    for (a, b) in full.losses[3..].iter().zip(&resumed.losses) {
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{:?} vs {:?}",
+            &full.losses[3..],
+            resumed.losses
+        );
+    }
+    assert_eq!(adapter_values(&full.saved), adapter_values(&resumed.saved));
+}
+
+#[test]
+fn a_stop_request_saves_a_checkpoint_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "max_steps = 5\nbatch_size = 2", true);
+    let out = run(&config, None, true);
+    assert!(out.interrupted);
+    assert_eq!(out.steps, 1);
+    assert_eq!(out.saved, dir.path().join("out/checkpoint-1"));
+    assert!(out.saved.join("optimizer.safetensors").exists());
+    assert!(!dir.path().join("out/final").exists());
+    let metrics = std::fs::read_to_string(dir.path().join("out/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1);
+}
+
+#[test]
+fn loss_goes_down_and_the_adapter_is_a_peft_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "max_steps = 12\nbatch_size = 4", true);
+    let out = run(&config, None, false);
+    assert!(out.losses[11] < out.losses[0] * 0.7, "{:?}", out.losses);
+    let adapter = Adapter::read(&out.saved).unwrap();
+    assert_eq!(adapter.config.r, 4);
+    assert_eq!(
+        adapter.ft_meta.unwrap().chat_template.as_deref(),
+        Some("qwen_chat")
+    );
+    assert_eq!(adapter.weights.modules.len(), 28, "every linear of 4 layers × 7");
+}
