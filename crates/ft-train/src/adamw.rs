@@ -190,7 +190,7 @@ mod tests {
         opt.begin_step();
         let p = opt.update("p", p, t([-1.0, 2.0]), 0.1);
         let got = p.into_data().into_vec::<f32>().unwrap();
-        let (m1, v1) = (0.1 * 0.5 * 0.9 + 0.1 * -1.0, 0.001 * 0.25 * 0.999 + 0.001 * 1.0);
+        let (m1, v1) = (0.1 * 0.5 * 0.9 - 0.1, 0.001 * 0.25 * 0.999 + 0.001);
         let expected0 =
             0.899 * (1.0 - 0.001) - 0.1 / (1.0 - 0.81) * m1 / ((v1 / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
         assert!((got[0] as f64 - expected0).abs() < 1e-5, "{got:?} vs {expected0}");

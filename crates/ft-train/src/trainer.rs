@@ -240,7 +240,7 @@ pub fn train<B: AutodiffBackend>(
         };
         losses.push(loss);
         hooks.on_step(&m, total);
-        if state.global_step % t.log_steps == 0 || state.global_step == total {
+        if state.global_step.is_multiple_of(t.log_steps) || state.global_step == total {
             metrics.log(&m)?;
             state
                 .log_history
@@ -248,10 +248,10 @@ pub fn train<B: AutodiffBackend>(
         }
         let stopping = setup.stop.load(Ordering::SeqCst);
         let finished = state.global_step == total;
-        if eval_every > 0 && state.global_step % eval_every == 0 && !finished {
+        if eval_every > 0 && state.global_step.is_multiple_of(eval_every) && !finished {
             hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
         }
-        if (t.save_steps > 0 && state.global_step % t.save_steps == 0 && !finished) || (stopping && !finished)
+        if (t.save_steps > 0 && state.global_step.is_multiple_of(t.save_steps) && !finished) || (stopping && !finished)
         {
             save_checkpoint(
                 &setup,
