@@ -12,6 +12,7 @@
 //! assert_eq!(q.dequantize()[0], -1.0);
 //! ```
 
+mod base;
 pub mod linear;
 pub mod nf4;
 pub mod peft;

@@ -1,9 +1,12 @@
 //! The one linear layer every projection of every model uses: a frozen or trainable base
-//! weight in PyTorch layout `[out, in]` (dense), an optional bias, and an optional LoRA adapter
-//! on the activation path, `y = x·Wᵀ + b + scale·dropout(x)·Aᵀ·Bᵀ` (the dense `W + s·B·A` is
-//! never built).
+//! weight in PyTorch layout `[out, in]` (dense, or NF4 for QLoRA, see [`LinearBase`]), an optional
+//! bias, and an optional LoRA adapter on the activation path,
+//! `y = x·Wᵀ + b + scale·dropout(x)·Aᵀ·Bᵀ` (the dense `W + s·B·A` is never built).
 
 use burn::module::{Module, Param};
+
+pub use crate::base::{LinearBase, Nf4Weight};
+use crate::nf4::Nf4Error;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
@@ -49,8 +52,8 @@ impl LoraSpec {
 /// A linear layer: base weight `[out, in]`, optional bias `[out]`, optional LoRA adapter.
 #[derive(Module, Debug)]
 pub struct FtLinear<B: Backend> {
-    /// Base weight, `[out, in]` (PyTorch layout).
-    pub weight: Param<Tensor<B, 2>>,
+    /// Base weight, `[out, in]` (PyTorch layout): dense or NF4.
+    pub base: LinearBase<B>,
     /// Bias, `[out]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// LoRA adapter on the activation path.
@@ -61,8 +64,17 @@ impl<B: Backend> FtLinear<B> {
     /// A layer from its base weight `[out, in]` and optional bias `[out]`.
     pub fn from_weight(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         Self {
-            weight: Param::from_tensor(weight),
+            base: LinearBase::Dense(Param::from_tensor(weight)),
             bias: bias.map(Param::from_tensor),
+            lora: None,
+        }
+    }
+
+    /// A layer over an NF4 base weight (frozen by construction) and an optional bias `[out]`.
+    pub fn from_nf4(weight: Nf4Weight, bias: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            base: LinearBase::Nf4(weight),
+            bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
             lora: None,
         }
     }
@@ -77,42 +89,95 @@ impl<B: Backend> FtLinear<B> {
 
     /// `(out, in)`.
     pub fn shape(&self) -> (usize, usize) {
-        let [out, d_in] = self.weight.dims();
-        (out, d_in)
+        self.base.shape()
+    }
+
+    /// Replaces the base by a dense weight `[out, in]` (keeps bias and adapter).
+    pub fn set_dense_weight(&mut self, weight: Tensor<B, 2>) {
+        self.base = LinearBase::Dense(Param::from_tensor(weight));
+    }
+
+    /// The dense base parameter, `None` for an NF4 base.
+    pub fn dense_weight(&self) -> Option<&Param<Tensor<B, 2>>> {
+        match &self.base {
+            LinearBase::Dense(w) => Some(w),
+            LinearBase::Nf4(_) => None,
+        }
+    }
+
+    /// The NF4 base, `None` for a dense base.
+    pub fn nf4_weight(&self) -> Option<&Nf4Weight> {
+        match &self.base {
+            LinearBase::Dense(_) => None,
+            LinearBase::Nf4(w) => Some(w),
+        }
+    }
+
+    /// The base weight as a tensor on `device` (dequantised for NF4): for merging or comparing.
+    ///
+    /// # Shapes
+    /// - output: `[out, in]`
+    pub fn base_weight(&self, device: &B::Device) -> Tensor<B, 2> {
+        self.base.value(device)
     }
 
     /// Freezes the base weight and bias (they get no gradient).
     pub fn freeze_base(mut self) -> Self {
-        self.weight = self.weight.set_require_grad(false);
+        if let LinearBase::Dense(w) = self.base {
+            self.base = LinearBase::Dense(w.set_require_grad(false));
+        }
         self.bias = self.bias.map(|b| b.set_require_grad(false));
         self
+    }
+
+    /// Quantises a dense base to NF4 in place (bitsandbytes layout, blocks of 64, optionally
+    /// double-quantised absmax); the bias is kept (frozen), the adapter untouched. An NF4 base is
+    /// left as it is.
+    pub fn quantize_base(&mut self, double_quant: bool) -> Result<(), Nf4Error> {
+        if let LinearBase::Dense(w) = &self.base {
+            let (out, d_in) = self.shape();
+            let values = w
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("invariant: converted to f32");
+            self.base = LinearBase::Nf4(Nf4Weight::quantize(&values, out, d_in, double_quant)?);
+            self.bias = self.bias.take().map(|b| b.set_require_grad(false));
+        }
+        Ok(())
     }
 
     /// Attaches a fresh adapter with PEFT's init: A kaiming-uniform(a=√5) = U(−1/√in, 1/√in),
     /// B = 0 (so the layer's output is unchanged).
     pub fn with_new_lora(mut self, spec: LoraSpec, device: &B::Device) -> Self {
+        self.set_new_lora(spec, device);
+        self
+    }
+
+    /// In-place [`Self::with_new_lora`] (replaces any adapter).
+    pub fn set_new_lora(&mut self, spec: LoraSpec, device: &B::Device) {
         let (out, d_in) = self.shape();
         let bound = 1.0 / (d_in as f64).sqrt();
         let a = Tensor::random([spec.r, d_in], Distribution::Uniform(-bound, bound), device);
         let b = Tensor::zeros([out, spec.r], device);
-        self.lora = Some(LoraAdapter {
-            a: Param::from_tensor(a),
-            b: Param::from_tensor(b),
-            dropout: DropoutConfig::new(spec.dropout).init(),
-            scale: spec.scale(),
-        });
-        self
+        self.set_lora(a, b, spec.scale(), spec.dropout);
     }
 
     /// Attaches an adapter with given `A [r, in]` and `B [out, r]`.
     pub fn with_lora(mut self, a: Tensor<B, 2>, b: Tensor<B, 2>, scale: f64, dropout: f64) -> Self {
+        self.set_lora(a, b, scale, dropout);
+        self
+    }
+
+    /// In-place [`Self::with_lora`] (replaces any adapter); A and B are trainable.
+    pub fn set_lora(&mut self, a: Tensor<B, 2>, b: Tensor<B, 2>, scale: f64, dropout: f64) {
         self.lora = Some(LoraAdapter {
             a: Param::from_tensor(a),
             b: Param::from_tensor(b),
             dropout: DropoutConfig::new(dropout).init(),
             scale,
         });
-        self
     }
 
     /// Applies the layer to the last dimension.
@@ -125,7 +190,8 @@ impl<B: Backend> FtLinear<B> {
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
         let x: Tensor<B, 2> = input.reshape([rows, d_in]);
-        let mut y = x.clone().matmul(self.weight.val().transpose());
+        let weight = self.base.value(&x.device());
+        let mut y = x.clone().matmul(weight.transpose());
         if let Some(bias) = &self.bias {
             y = y + bias.val().unsqueeze_dim(0);
         }
@@ -210,7 +276,7 @@ mod tests {
         let grads = y.sum().backward();
         let lora = layer.lora.as_ref().unwrap();
         assert!(
-            layer.weight.val().grad(&grads).is_none(),
+            layer.dense_weight().unwrap().val().grad(&grads).is_none(),
             "frozen base has no gradient"
         );
         assert!(lora.b.val().grad(&grads).is_some());

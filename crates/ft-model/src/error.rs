@@ -46,6 +46,12 @@ pub enum ModelError {
     /// Non-finite values in a checkpoint tensor.
     #[error("{path}: tensor `{name}` holds NaN or Inf")]
     NonFinite { path: PathBuf, name: String },
+    /// NF4 quantisation failed.
+    #[error("NF4: {0}")]
+    Nf4(#[from] ft_lora::nf4::Nf4Error),
+    /// A LoRA adapter does not fit the model, or its targets match nothing.
+    #[error("adapter: {0}")]
+    Adapter(#[from] ft_lora::peft::PeftError),
     /// Invalid input to the model.
     #[error("{0}")]
     Input(String),

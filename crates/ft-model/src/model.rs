@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use ft_lora::linear::FtLinear;
+use ft_lora::linear::{FtLinear, Nf4Weight};
 
 use crate::config::{Family, ModelConfig};
 use crate::layers::{Attention, AttentionContext, DecoderLayer, LayerCache, Mlp, RmsNorm};
@@ -97,15 +97,40 @@ impl ModelInput {
     }
 }
 
+/// How the linear layers inside decoder blocks hold their base weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinearStorage {
+    /// Dense f32 parameters.
+    #[default]
+    Dense,
+    /// NF4 on the host (QLoRA), optionally with double-quantised absmax.
+    Nf4 {
+        /// Quantise the per-block absmax to 8 bits too.
+        double_quant: bool,
+    },
+}
+
 impl<B: Backend> CausalLm<B> {
     /// A zero-initialised model of the given shape (weights are loaded afterwards).
     pub fn init(config: &ModelConfig, device: &B::Device) -> Self {
+        Self::init_as(config, device, LinearStorage::Dense)
+    }
+
+    /// A zero-initialised model whose decoder-block linears use `storage` (NF4 placeholders hold
+    /// packed zeros, never a dense tensor).
+    pub fn init_as(config: &ModelConfig, device: &B::Device, storage: LinearStorage) -> Self {
         let (h, hd) = (config.hidden_size, config.head_dim);
         let layer = || {
             let fused = config.family == Family::InternLm2;
             let q_out = config.num_heads * hd;
             let kv_out = config.num_kv_heads * hd;
-            let linear = |d_in, d_out, bias| FtLinear::zeros(d_in, d_out, bias, device);
+            let linear = |d_in, d_out, bias: bool| match storage {
+                LinearStorage::Dense => FtLinear::zeros(d_in, d_out, bias, device),
+                LinearStorage::Nf4 { double_quant } => FtLinear::from_nf4(
+                    Nf4Weight::zeros(d_out, d_in, double_quant),
+                    bias.then(|| Tensor::zeros([d_out], device)),
+                ),
+            };
             DecoderLayer {
                 attn_norm: RmsNorm::new(h, config.rms_norm_eps, device),
                 attn: Attention {

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use ft_lora::linear::{LinearBase, Nf4Weight};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::families::{self, linear_mut};
-use crate::model::CausalLm;
+use crate::model::{CausalLm, LinearStorage};
 
 /// A tensor on the host in f32, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +234,19 @@ pub fn load_weights<B: Backend>(
     config: &ModelConfig,
     source: &dyn TensorSource,
 ) -> Result<()> {
+    load_weights_as(model, config, source, LinearStorage::Dense)
+}
+
+/// [`load_weights`] with a choice of storage for the linear layers inside decoder blocks: with
+/// [`LinearStorage::Nf4`] each one is quantised on the host as soon as it is read, so no dense
+/// copy of it ever reaches the device and the peak stays near the quantised size plus one layer
+/// (embeddings, norms and the LM head stay dense; biases stay dense and frozen).
+pub fn load_weights_as<B: Backend>(
+    model: &mut CausalLm<B>,
+    config: &ModelConfig,
+    source: &dyn TensorSource,
+    storage: LinearStorage,
+) -> Result<()> {
     let expected = expected_tensors(config);
     let available: BTreeSet<String> = source.names().into_iter().collect();
     let wanted: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
@@ -276,7 +290,7 @@ pub fn load_weights<B: Backend>(
                 name: name.clone(),
             });
         }
-        assign(model, config, name, host, &device);
+        assign(model, config, name, host, &device, storage)?;
     }
     Ok(())
 }
@@ -295,18 +309,19 @@ fn assign<B: Backend>(
     name: &str,
     host: HostTensor,
     device: &B::Device,
-) {
+    storage: LinearStorage,
+) -> Result<()> {
     let n = families::names(config.family);
-    let data = TensorData::new(host.data, host.shape.clone());
-    let t2 = || Tensor::<B, 2>::from_data(data.clone(), device);
-    let t1 = || Tensor::<B, 1>::from_data(data.clone(), device);
+    let data = || TensorData::new(host.data.clone(), host.shape.clone());
+    let t2 = || Tensor::<B, 2>::from_data(data(), device);
+    let t1 = || Tensor::<B, 1>::from_data(data(), device);
     if name == n.embed {
         model.embed = Param::from_tensor(t2());
-        return;
+        return Ok(());
     }
     if name == n.norm {
         model.norm.weight = Param::from_tensor(t1());
-        return;
+        return Ok(());
     }
     if let Some(module) = name
         .strip_suffix(".weight")
@@ -318,20 +333,31 @@ fn assign<B: Backend>(
         {
             if local == n.attn_norm {
                 model.layers[i].attn_norm.weight = Param::from_tensor(t1());
-                return;
+                return Ok(());
             }
             if local == n.mlp_norm {
                 model.layers[i].mlp_norm.weight = Param::from_tensor(t1());
-                return;
+                return Ok(());
             }
         }
         if let Some(linear) = linear_mut(model, config, module) {
             if name.ends_with(".weight") {
-                linear.weight = Param::from_tensor(t2());
+                match storage {
+                    LinearStorage::Nf4 { double_quant } if module.starts_with("model.layers.") => {
+                        let (out, d_in) = (host.shape[0], host.shape[1]);
+                        let nf4 = Nf4Weight::quantize(&host.data, out, d_in, double_quant)
+                            .map_err(ModelError::Nf4)?;
+                        linear.base = LinearBase::Nf4(nf4);
+                        if let Some(bias) = linear.bias.take() {
+                            linear.bias = Some(bias.set_require_grad(false));
+                        }
+                    }
+                    _ => linear.set_dense_weight(t2()),
+                }
             } else {
                 linear.bias = Some(Param::from_tensor(t1()));
             }
-            return;
+            return Ok(());
         }
     }
     unreachable!("invariant: `{name}` comes from expected_tensors");

@@ -10,6 +10,9 @@ pub enum Nf4Error {
         expected: usize,
         found: usize,
     },
+    /// A linear layer's base weight must be a matrix `[out, in]`.
+    #[error("an NF4 linear weight must have shape [out, in], found {shape:?}")]
+    NotMatrix { shape: Vec<usize> },
     /// A caller buffer has the wrong length.
     #[error("{what}: expected length {expected}, found {found}")]
     LengthMismatch {
