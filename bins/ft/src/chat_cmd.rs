@@ -9,7 +9,7 @@ use ft_model::session::KvSession;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
 use crate::chat_session::{Chat, ChatOptions};
-use crate::model_load::{attach_adapter, choose_template, load_model};
+use crate::model_load::{Quantization, attach_adapter, choose_template, load_model_quantized};
 
 /// Arguments of `ft chat` (as `xtuner chat` where they make sense).
 #[derive(Args, Clone)]
@@ -19,6 +19,9 @@ pub struct ChatArgs {
     /// LoRA adapter folder (PEFT layout) to apply.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load.
+    #[arg(long, value_enum, default_value_t = Quantization::None)]
+    pub quantization: Quantization,
     /// Chat template; default: the adapter's training template, else the model's own (`hf`).
     #[arg(long)]
     pub template: Option<String>,
@@ -74,9 +77,9 @@ impl BackendTask for ChatArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let mut loaded = load_model::<B>(&self.model, &device)?;
+        let mut loaded = load_model_quantized::<B>(&self.model, &device, self.quantization, true)?;
         let trained_with = match &self.adapter {
-            Some(dir) => attach_adapter(&mut loaded, dir, &device)?,
+            Some(dir) => attach_adapter(&mut loaded, dir)?,
             None => None,
         };
         if let (Some(asked), Some(trained)) = (&self.template, &trained_with)

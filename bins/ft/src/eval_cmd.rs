@@ -12,7 +12,7 @@ use ft_data::dataset::prepare;
 use ft_model::ModelInput;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
-use crate::model_load::{attach_adapter, choose_template, load_model};
+use crate::model_load::{Quantization, attach_adapter, choose_template, load_model_quantized};
 
 /// Arguments of `ft eval`.
 #[derive(Args, Clone)]
@@ -25,6 +25,9 @@ pub struct EvalArgs {
     /// LoRA adapter folder (PEFT layout) to apply.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load.
+    #[arg(long, value_enum, default_value_t = Quantization::None)]
+    pub quantization: Quantization,
     /// Chat template; default: the adapter's training template, else the model's own.
     #[arg(long)]
     pub template: Option<String>,
@@ -55,9 +58,9 @@ impl BackendTask for EvalArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let mut loaded = load_model::<B>(&self.model, &device)?;
+        let mut loaded = load_model_quantized::<B>(&self.model, &device, self.quantization, true)?;
         let trained_with = match &self.adapter {
-            Some(dir) => attach_adapter(&mut loaded, dir, &device)?,
+            Some(dir) => attach_adapter(&mut loaded, dir)?,
             None => None,
         };
         let name = self.template.clone().or(trained_with);

@@ -105,43 +105,50 @@ pub fn choose_template(name: Option<&str>, tokenizer: &FtTokenizer) -> anyhow::R
 
 /// Attaches a PEFT LoRA adapter folder (ours or Hugging Face PEFT's) to a loaded model; returns
 /// the chat template recorded with it, if any.
-pub fn attach_adapter<B: Backend>(
-    loaded: &mut LoadedModel<B>,
-    dir: &Path,
-    device: &B::Device,
-) -> anyhow::Result<Option<String>> {
+pub fn attach_adapter<B: Backend>(loaded: &mut LoadedModel<B>, dir: &Path) -> anyhow::Result<Option<String>> {
     let adapter =
         ft_lora::peft::Adapter::read(dir).with_context(|| format!("reading adapter {}", dir.display()))?;
-    let shapes: Vec<(String, [usize; 2])> = ft_model::families::linear_names(&loaded.config)
-        .into_iter()
-        .filter_map(|n| {
-            let (out, d_in) = ft_model::families::linear(&loaded.model, &loaded.config, &n)?.shape();
-            Some((n, [out, d_in]))
-        })
-        .collect();
-    adapter
-        .weights
-        .check_against_model(&shapes)
+    let modules = ft_model::adapters::attach_peft_adapter(&mut loaded.model, &loaded.config, &adapter)
         .with_context(|| format!("adapter {} does not fit the model", dir.display()))?;
-    let scale = adapter.scale();
-    for (module, pair) in &adapter.weights.modules {
-        let layer = ft_model::families::linear_mut(&mut loaded.model, &loaded.config, module)
-            .with_context(|| format!("adapter module `{module}` is not in the model"))?;
-        let a = burn::tensor::Tensor::<B, 2>::from_data(
-            burn::tensor::TensorData::new(pair.a.data.clone(), pair.a.shape),
-            device,
-        );
-        let b = burn::tensor::Tensor::<B, 2>::from_data(
-            burn::tensor::TensorData::new(pair.b.data.clone(), pair.b.shape),
-            device,
-        );
-        let taken = std::mem::replace(layer, ft_lora::linear::FtLinear::zeros(1, 1, false, device));
-        *layer = taken.with_lora(a, b, scale, 0.0);
-    }
     tracing::info!(
-        "adapter {}: {} modules, scale {scale}",
+        "adapter {}: {} modules, scale {}",
         dir.display(),
-        adapter.weights.modules.len()
+        modules.len(),
+        adapter.scale()
     );
     Ok(adapter.ft_meta.and_then(|m| m.chat_template))
+}
+
+/// `--quantization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Quantization {
+    /// Dense weights.
+    None,
+    /// NF4 4-bit decoder-block linears (QLoRA), double-quantised absmax.
+    Nf4,
+}
+
+/// Loads a model, quantising its decoder-block linears to NF4 when asked.
+pub fn load_model_quantized<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    quantization: Quantization,
+    double_quant: bool,
+) -> anyhow::Result<LoadedModel<B>> {
+    if quantization == Quantization::None {
+        return load_model(path, device);
+    }
+    if path.is_dir() {
+        let (model, config) = ft_model::load_hf_nf4::<B>(path, device, double_quant)
+            .with_context(|| format!("loading {} as NF4", path.display()))?;
+        let tokenizer = FtTokenizer::from_dir(path)?;
+        return Ok(LoadedModel {
+            model,
+            config,
+            tokenizer,
+        });
+    }
+    let mut loaded = load_model(path, device)?;
+    ft_model::quantize::quantize_model(&mut loaded.model, &loaded.config, double_quant)?;
+    Ok(loaded)
 }

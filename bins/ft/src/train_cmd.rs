@@ -11,15 +11,15 @@ use clap::Args;
 use ft_data::dataset::{prepare, resolve_template};
 use ft_lora::linear::LoraSpec;
 use ft_lora::peft::TargetModules;
+use ft_model::adapters::attach_new_lora;
 use ft_model::families::linear_names;
-use ft_train::adapter::attach_lora;
 use ft_train::checkpoint::latest_checkpoint;
 use ft_train::config::{self, TrainConfig};
 use ft_train::eval_hook::ChatEvalHook;
 use ft_train::trainer::{TrainSetup, train};
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
-use crate::model_load::load_model;
+use crate::model_load::{Quantization, load_model_quantized};
 
 /// Arguments of `ft train`.
 #[derive(Args, Clone)]
@@ -49,12 +49,17 @@ impl BackendTask for TrainTask {
             .lora
             .clone()
             .context("full fine-tuning is not available yet: add a [lora] section")?;
-        if config.model.quantization == "nf4" {
-            anyhow::bail!(
-                "model.quantization = \"nf4\" (QLoRA) is not available in this build yet; use \"none\""
-            );
-        }
-        let loaded = load_model::<A<B>>(&config.model.path, &device)?;
+        let quantization = if config.model.quantization == "nf4" {
+            Quantization::Nf4
+        } else {
+            Quantization::None
+        };
+        let mut loaded = load_model_quantized::<A<B>>(
+            &config.model.path,
+            &device,
+            quantization,
+            config.model.double_quant,
+        )?;
         let template = resolve_template(&config.data, &loaded.tokenizer)?;
         let prepared = prepare(&config.data, &loaded.tokenizer, &template)?;
         for w in &prepared.warnings {
@@ -91,7 +96,8 @@ impl BackendTask for TrainTask {
             config::TargetModules::List(names) => TargetModules::names(names),
             config::TargetModules::Keyword(_) => TargetModules::AllLinear,
         };
-        let (model, chosen) = attach_lora(loaded.model, &loaded.config, spec, &targets, &device)?;
+        let chosen = attach_new_lora(&mut loaded.model, &loaded.config, spec, &targets)?;
+        let model = loaded.model;
         tracing::info!(
             "LoRA r={} alpha={} on {} modules",
             lora.r,

@@ -1,12 +1,12 @@
-//! The trainable LoRA tensors of a model, by PEFT name (`<module>.lora_A.weight`), and their
-//! conversion to and from PEFT adapter folders.
+//! The trainable LoRA tensors of a model, by PEFT name (`<module>.lora_A.weight`): read, replace
+//! (optimizer updates) and restore from a checkpoint. Attaching and extracting adapters is
+//! `ft_model::adapters`.
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ft_lora::linear::LoraSpec;
-use ft_lora::peft::{AdapterWeights, LoraMatrix, LoraPair, TargetModules, resolve_targets};
-use ft_model::families::{linear, linear_mut, linear_names, names};
+use ft_lora::peft::AdapterWeights;
+use ft_model::families::{linear, linear_mut, linear_names};
 use ft_model::{CausalLm, ModelConfig};
 
 use crate::error::{Result, TrainError};
@@ -37,33 +37,6 @@ impl LoraParam {
             Half::B => format!("{}.lora_B.weight", self.module),
         }
     }
-}
-
-/// Freezes the whole base and attaches fresh adapters (PEFT init) to the modules `targets`
-/// selects; returns the adapted module names.
-pub fn attach_lora<B: Backend>(
-    mut model: CausalLm<B>,
-    config: &ModelConfig,
-    spec: LoraSpec,
-    targets: &TargetModules,
-    device: &B::Device,
-) -> Result<(CausalLm<B>, Vec<String>)> {
-    let all = linear_names(config);
-    let head = names(config.family).lm_head;
-    let chosen = resolve_targets(targets, &all, head).map_err(|e| TrainError::Lora(e.to_string()))?;
-    model = freeze_base(model);
-    for name in &chosen {
-        let layer = linear_mut(&mut model, config, name).expect("invariant: resolved from linear_names");
-        let taken = std::mem::replace(layer, ft_lora::linear::FtLinear::zeros(1, 1, false, device));
-        *layer = taken.with_new_lora(spec, device);
-    }
-    Ok((model, chosen))
-}
-
-/// Marks every base parameter (embeddings, norms, linears, head) as not trainable.
-pub fn freeze_base<B: Backend>(model: CausalLm<B>) -> CausalLm<B> {
-    use burn::module::Module;
-    model.no_grad()
 }
 
 /// The trainable tensors, in a fixed order.
@@ -101,36 +74,6 @@ pub fn set<B: Backend>(model: &mut CausalLm<B>, config: &ModelConfig, p: &LoraPa
         Half::B => &mut lora.b,
     };
     *slot = Param::initialized(slot.id, value.require_grad());
-}
-
-/// The adapter tensors on the host, in PEFT layout.
-pub fn adapter_weights<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> Result<AdapterWeights> {
-    let mut out = AdapterWeights::default();
-    for module in linear_names(config) {
-        let Some(lora) = linear(model, config, &module).and_then(|l| l.lora.as_ref()) else {
-            continue;
-        };
-        let host = |t: Tensor<B, 2>| -> Result<LoraMatrix> {
-            let [rows, cols] = t.dims();
-            let data = t
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| TrainError::Lora(format!("reading {module}: {e:?}")))?;
-            Ok(LoraMatrix {
-                shape: [rows, cols],
-                data,
-            })
-        };
-        out.modules.insert(
-            module.clone(),
-            LoraPair {
-                a: host(lora.a.val())?,
-                b: host(lora.b.val())?,
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// Loads adapter tensors (e.g. from a checkpoint) into the model's existing adapters.

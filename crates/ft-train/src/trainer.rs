@@ -15,7 +15,7 @@ use ft_lora::peft::{Adapter, AdapterConfig, AdapterDtype, FtAdapterMeta, TargetM
 use ft_model::{CausalLm, ModelConfig, ModelInput};
 
 use crate::adamw::{AdamW, AdamWConfig};
-use crate::adapter::{LoraParam, adapter_weights, get, lora_params, set};
+use crate::adapter::{LoraParam, get, lora_params, set};
 use crate::checkpoint::{
     TrainerState, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically,
 };
@@ -23,6 +23,7 @@ use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::schedule::WarmupCosine;
+use ft_model::adapters::adapter_weights;
 
 /// Things the loop reports to (progress display, sample generations).
 pub trait TrainHooks<B: AutodiffBackend> {
@@ -251,7 +252,8 @@ pub fn train<B: AutodiffBackend>(
         if eval_every > 0 && state.global_step.is_multiple_of(eval_every) && !finished {
             hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
         }
-        if (t.save_steps > 0 && state.global_step.is_multiple_of(t.save_steps) && !finished) || (stopping && !finished)
+        if (t.save_steps > 0 && state.global_step.is_multiple_of(t.save_steps) && !finished)
+            || (stopping && !finished)
         {
             save_checkpoint(
                 &setup,
@@ -364,7 +366,7 @@ fn save_checkpoint<B: AutodiffBackend>(
     config.base_model_name_or_path = Some(setup.config.model.path.display().to_string());
     let adapter = Adapter {
         config,
-        weights: adapter_weights(&setup.model, &setup.model_config)?,
+        weights: adapter_weights(&setup.model, &setup.model_config),
         ft_meta: Some(FtAdapterMeta::new(
             Some(setup.template_name.clone()),
             setup.rendered_example.clone(),

@@ -11,8 +11,8 @@ use burn_flex::Flex;
 use ft_data::dataset::{prepare, resolve_template};
 use ft_lora::linear::LoraSpec;
 use ft_lora::peft::{Adapter, TargetModules};
+use ft_model::adapters::attach_new_lora;
 use ft_model::families::linear_names;
-use ft_train::adapter::attach_lora;
 use ft_train::config::TrainConfig;
 use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup, train};
 
@@ -37,7 +37,7 @@ fn write_config(dir: &Path, train: &str, pack: bool) -> PathBuf {
 fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome {
     let config = TrainConfig::from_file(config_path).unwrap();
     let device = Default::default();
-    let (model, model_config) = ft_model::load_hf::<A>(&config.model.path, &device).unwrap();
+    let (mut model, model_config) = ft_model::load_hf::<A>(&config.model.path, &device).unwrap();
     let tokenizer = ft_data::tokenizer::FtTokenizer::from_dir(&config.model.path).unwrap();
     let template = resolve_template(&config.data, &tokenizer).unwrap();
     let prepared = prepare(&config.data, &tokenizer, &template).unwrap();
@@ -48,8 +48,7 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
         dropout: 0.0,
         use_rslora: false,
     };
-    let (model, targets) =
-        attach_lora(model, &model_config, spec, &TargetModules::AllLinear, &device).unwrap();
+    let targets = attach_new_lora(&mut model, &model_config, spec, &TargetModules::AllLinear).unwrap();
     let setup = TrainSetup {
         linear_names: linear_names(&model_config),
         model,
