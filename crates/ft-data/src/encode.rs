@@ -72,7 +72,11 @@ pub fn conversation_segments(
 }
 
 /// Token ids and labels of `segments`, truncated (head kept) to `max_length`.
-pub fn encode_segments(segments: &[Segment], tokenizer: &FtTokenizer, max_length: usize) -> Result<EncodedSample> {
+pub fn encode_segments(
+    segments: &[Segment],
+    tokenizer: &FtTokenizer,
+    max_length: usize,
+) -> Result<EncodedSample> {
     let mut sample = EncodedSample::default();
     for (i, segment) in segments.iter().enumerate() {
         match segment {

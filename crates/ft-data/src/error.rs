@@ -27,7 +27,9 @@ pub enum DataError {
         message: String,
     },
     /// The format of a file could not be recognised from its first record.
-    #[error("{path}: cannot detect the dataset format from keys {keys:?}; set `format` to one of {known}")]
+    #[error(
+        "{path}: cannot detect the dataset format from keys {keys:?}; set `format` to one of {known}"
+    )]
     UnknownFormat {
         path: PathBuf,
         keys: Vec<String>,
@@ -52,7 +54,9 @@ pub enum DataError {
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
     /// A sample contains `<image>` while the dataset/model is text-only.
-    #[error("{path}:{line}: `<image>` found in a text-only dataset (use format = \"llava\" with a LLaVA model)")]
+    #[error(
+        "{path}:{line}: `<image>` found in a text-only dataset (use format = \"llava\" with a LLaVA model)"
+    )]
     UnexpectedImage { path: PathBuf, line: usize },
 }
 

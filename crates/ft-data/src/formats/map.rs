@@ -30,7 +30,8 @@ pub(super) fn mentions_image(conversation: &Conversation) -> bool {
 }
 
 fn conversation(value: &Value) -> MapResult {
-    let mut conv: Conversation = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let mut conv: Conversation =
+        serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     for turn in &mut conv.conversation {
         if turn.system.as_deref() == Some("") {
             turn.system = None;
@@ -52,7 +53,11 @@ fn alpaca(obj: &Map<String, Value>) -> MapResult {
     if output == "<nooutput>" {
         return Ok(Conversation::default());
     }
-    let input = format!("{}\n{}", str_field(obj, "instruction")?, str_field(obj, "input")?);
+    let input = format!(
+        "{}\n{}",
+        str_field(obj, "instruction")?,
+        str_field(obj, "input")?
+    );
     Ok(Conversation {
         conversation: vec![Turn::new(input, output)],
         ..Default::default()
@@ -95,8 +100,10 @@ fn openai(obj: &Map<String, Value>) -> MapResult {
             }
             "assistant" if !seen_user_or_system => {}
             "assistant" => {
-                let mut turn = Turn::new(std::mem::take(&mut input), content).with_system(std::mem::take(&mut system));
-                turn.output_with_loss = loss_flag(message).map_err(|e| format!("messages[{i}]: {e}"))?;
+                let mut turn = Turn::new(std::mem::take(&mut input), content)
+                    .with_system(std::mem::take(&mut system));
+                turn.output_with_loss =
+                    loss_flag(message).map_err(|e| format!("messages[{i}]: {e}"))?;
                 turns.push(turn);
             }
             other => {
@@ -138,7 +145,11 @@ fn llava(obj: &Map<String, Value>) -> MapResult {
             }
             "gpt" if !seen_human => {}
             "gpt" => turns.push(Turn::new(std::mem::take(&mut input), value)),
-            other => return Err(format!("conversations[{i}] has from `{other}`; expected human or gpt")),
+            other => {
+                return Err(format!(
+                    "conversations[{i}] has from `{other}`; expected human or gpt"
+                ));
+            }
         }
     }
     let image = match obj.get("image") {
@@ -179,9 +190,15 @@ mod tests {
 
     #[test]
     fn alpaca_joins_instruction_and_input_with_newline() {
-        let c = map(DatasetFormat::Alpaca, json!({"instruction": "Sum", "input": "", "output": "0"}));
+        let c = map(
+            DatasetFormat::Alpaca,
+            json!({"instruction": "Sum", "input": "", "output": "0"}),
+        );
         assert_eq!(c.conversation, vec![Turn::new("Sum\n", "0")]);
-        let empty = map(DatasetFormat::Alpaca, json!({"instruction": "x", "input": "", "output": "<nooutput>"}));
+        let empty = map(
+            DatasetFormat::Alpaca,
+            json!({"instruction": "x", "input": "", "output": "<nooutput>"}),
+        );
         assert!(empty.conversation.is_empty());
     }
 
@@ -224,7 +241,10 @@ mod tests {
             ]}),
         );
         assert_eq!(c.image.as_deref(), Some("a.jpg"));
-        assert_eq!(c.conversation, vec![Turn::new("<image>\nWhat is this?", "A cat.")]);
+        assert_eq!(
+            c.conversation,
+            vec![Turn::new("<image>\nWhat is this?", "A cat.")]
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ impl DatasetFormat {
             .find(|f| f.name() == name)
             .ok_or_else(|| DataError::Config {
                 key: "data.format".into(),
-                message: format!("unknown format `{name}`; expected one of {}", known_formats()),
+                message: format!(
+                    "unknown format `{name}`; expected one of {}",
+                    known_formats()
+                ),
             })
     }
 
@@ -96,7 +99,11 @@ pub struct FileRecords {
 }
 
 /// Reads and maps one dataset file. `format = None` detects it from the first record.
-pub fn load_file(path: &Path, format: Option<DatasetFormat>, skip_bad_records: bool) -> Result<FileRecords> {
+pub fn load_file(
+    path: &Path,
+    format: Option<DatasetFormat>,
+    skip_bad_records: bool,
+) -> Result<FileRecords> {
     let raw = read_records(path, skip_bad_records)?;
     let mut out = FileRecords {
         skipped: raw.skipped,
@@ -136,7 +143,10 @@ pub fn load_file(path: &Path, format: Option<DatasetFormat>, skip_bad_records: b
                     }
                     return Err(err);
                 }
-                out.records.push(Record { conversation, origin });
+                out.records.push(Record {
+                    conversation,
+                    origin,
+                });
             }
             Err(message) => {
                 let err = DataError::Record {

@@ -24,7 +24,11 @@ struct Message<'a> {
 
 impl HfTemplate {
     /// A template from its Jinja source and the tokenizer's bos/eos strings.
-    pub fn new(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Self {
+    pub fn new(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Self {
         Self {
             source: source.into(),
             bos_token: bos_token.into(),
@@ -53,11 +57,18 @@ impl HfTemplate {
     pub fn render(&self, messages: &[(&str, &str)], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, JinjaError> {
-            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template("chat", &self.source).map_err(|e| self.error(e))?;
-        let messages: Vec<Message> = messages.iter().map(|(role, content)| Message { role, content }).collect();
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, JinjaError> {
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template("chat", &self.source)
+            .map_err(|e| self.error(e))?;
+        let messages: Vec<Message> = messages
+            .iter()
+            .map(|(role, content)| Message { role, content })
+            .collect();
         env.get_template("chat")
             .and_then(|t| {
                 t.render(context! {
@@ -79,7 +90,11 @@ impl HfTemplate {
 
     /// Segments by incremental rendering: each user turn's new text is prompt, each assistant
     /// turn's new text is the answer; trailing whitespace after an answer is a separator.
-    pub(super) fn segments(&self, conversation: &Conversation, default_system: Option<&str>) -> Result<Vec<Segment>> {
+    pub(super) fn segments(
+        &self,
+        conversation: &Conversation,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
         let mut messages: Vec<(&str, &str)> = Vec::new();
         let mut out = Vec::new();
         let mut rendered_len = 0;
@@ -112,7 +127,12 @@ impl HfTemplate {
         Ok(out)
     }
 
-    pub(super) fn prompt_segments(&self, input: &str, system: Option<&str>, round: usize) -> Result<Vec<Segment>> {
+    pub(super) fn prompt_segments(
+        &self,
+        input: &str,
+        system: Option<&str>,
+        round: usize,
+    ) -> Result<Vec<Segment>> {
         // Render a placeholder history of `round` turns so that round-dependent templates see the
         // right position, then keep only the text the new user turn adds.
         let mut messages: Vec<(&str, &str)> = Vec::new();
@@ -139,9 +159,10 @@ impl HfTemplate {
     fn suffix_after<'a>(&self, text: &'a str, prefix_len: usize) -> Result<&'a str> {
         text.get(prefix_len..).ok_or_else(|| DataError::Template {
             name: "hf".into(),
-            message: "the chat_template does not render a conversation as a prefix of its continuation; \
+            message:
+                "the chat_template does not render a conversation as a prefix of its continuation; \
                       choose a named template"
-                .into(),
+                    .into(),
         })
     }
 }

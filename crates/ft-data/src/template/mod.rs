@@ -118,7 +118,11 @@ impl Template {
     }
 
     /// Renders a conversation into segments. `default_system` is used when the first turn has none.
-    pub fn segments(&self, conversation: &Conversation, default_system: Option<&str>) -> Result<Vec<Segment>> {
+    pub fn segments(
+        &self,
+        conversation: &Conversation,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
         match self {
             Template::Prompt(t) => t.segments(conversation, default_system),
             Template::Hf(h) => h.segments(conversation, default_system),
@@ -128,9 +132,16 @@ impl Template {
     /// The prompt segments that make the model answer `input` as turn `round` (0-based) of a chat:
     /// the system text (only when given, on round 0) and the instruction. Used by `ft chat` and
     /// the evaluation hook.
-    pub fn prompt_segments(&self, input: &str, system: Option<&str>, round: usize) -> Result<Vec<Segment>> {
+    pub fn prompt_segments(
+        &self,
+        input: &str,
+        system: Option<&str>,
+        round: usize,
+    ) -> Result<Vec<Segment>> {
         match self {
-            Template::Prompt(t) => Ok(vec![Segment::Prompt(t.render_prompt(input, system, round)?)]),
+            Template::Prompt(t) => Ok(vec![Segment::Prompt(
+                t.render_prompt(input, system, round)?,
+            )]),
             Template::Hf(h) => h.prompt_segments(input, system, round),
         }
     }
@@ -156,10 +167,11 @@ impl PromptTemplate {
     /// Reads a user template from a TOML file (keys as in [`PromptTemplate`]).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        let mut template: PromptTemplate = toml::from_str(&text).map_err(|e| DataError::Template {
-            name: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let mut template: PromptTemplate =
+            toml::from_str(&text).map_err(|e| DataError::Template {
+                name: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         if template.name.is_empty() {
             template.name = path
                 .file_stem()
@@ -172,7 +184,12 @@ impl PromptTemplate {
 
     /// Checks that placeholders are the known ones.
     pub fn validate(&self) -> Result<()> {
-        check_placeholders(&self.name, "instruction", &self.instruction, &["input", "round"])?;
+        check_placeholders(
+            &self.name,
+            "instruction",
+            &self.instruction,
+            &["input", "round"],
+        )?;
         check_placeholders(&self.name, "system", &self.system, &["system"])?;
         if !self.instruction.contains("{input}") {
             return Err(DataError::Template {
@@ -199,7 +216,11 @@ impl PromptTemplate {
     }
 
     /// XTuner's `template_map_fn` followed by `encode_fn`'s turn layout.
-    fn segments(&self, conversation: &Conversation, default_system: Option<&str>) -> Result<Vec<Segment>> {
+    fn segments(
+        &self,
+        conversation: &Conversation,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
         let mut out = Vec::new();
         let mut next_needs_bos = true;
         for (round, turn) in conversation.conversation.iter().enumerate() {
@@ -237,11 +258,17 @@ pub const IMAGE_TOKEN: &str = "<image>";
 
 /// Pushes a prompt, split around the image placeholder when it holds one (at most one image
 /// per sample, as in XTuner's LLaVA).
-pub(crate) fn push_prompt_with_image(out: &mut Vec<Segment>, name: &str, prompt: String) -> Result<()> {
+pub(crate) fn push_prompt_with_image(
+    out: &mut Vec<Segment>,
+    name: &str,
+    prompt: String,
+) -> Result<()> {
     match prompt.matches(IMAGE_TOKEN).count() {
         0 => out.push(Segment::Prompt(prompt)),
         1 => {
-            let (before, after) = prompt.split_once(IMAGE_TOKEN).expect("invariant: counted one");
+            let (before, after) = prompt
+                .split_once(IMAGE_TOKEN)
+                .expect("invariant: counted one");
             out.push(Segment::Prompt(before.to_owned()));
             out.push(Segment::Image);
             out.push(Segment::Prompt(after.to_owned()));
@@ -249,8 +276,10 @@ pub(crate) fn push_prompt_with_image(out: &mut Vec<Segment>, name: &str, prompt:
         n => {
             return Err(DataError::Template {
                 name: name.to_owned(),
-                message: format!("a prompt holds {n} `{IMAGE_TOKEN}` placeholders; one image per sample is supported"),
-            })
+                message: format!(
+                    "a prompt holds {n} `{IMAGE_TOKEN}` placeholders; one image per sample is supported"
+                ),
+            });
         }
     }
     Ok(())
@@ -266,7 +295,11 @@ fn fill(name: &str, pattern: &str, values: &[(&str, &str)]) -> Result<String> {
         match after.find('}') {
             Some(end) if values.iter().any(|(k, _)| *k == &after[..end]) => {
                 let key = &after[..end];
-                let value = values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).unwrap_or("");
+                let value = values
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| *v)
+                    .unwrap_or("");
                 out.push_str(value);
                 rest = &after[end + 1..];
             }
@@ -292,13 +325,15 @@ fn is_identifier(s: &str) -> bool {
 
 fn check_placeholders(name: &str, field: &str, pattern: &str, allowed: &[&str]) -> Result<()> {
     let values: Vec<(&str, &str)> = allowed.iter().map(|k| (*k, "")).collect();
-    fill(name, pattern, &values).map(|_| ()).map_err(|e| match e {
-        DataError::Template { name, message } => DataError::Template {
-            name,
-            message: format!("{field}: {message}"),
-        },
-        other => other,
-    })
+    fill(name, pattern, &values)
+        .map(|_| ())
+        .map_err(|e| match e {
+            DataError::Template { name, message } => DataError::Template {
+                name,
+                message: format!("{field}: {message}"),
+            },
+            other => other,
+        })
 }
 
 #[cfg(test)]
@@ -310,7 +345,10 @@ mod tests {
     fn internlm2_chat_two_turns_have_one_bos_and_no_eos() {
         let t = Template::resolve("internlm2_chat", None).unwrap();
         let conv = Conversation {
-            conversation: vec![Turn::new("hi", "hello").with_system("sys"), Turn::new("a", "b")],
+            conversation: vec![
+                Turn::new("hi", "hello").with_system("sys"),
+                Turn::new("a", "b"),
+            ],
             ..Default::default()
         };
         let segs = t.segments(&conv, None).unwrap();
@@ -356,15 +394,26 @@ mod tests {
     #[test]
     fn unknown_template_lists_known_ones() {
         let err = Template::resolve("nope", None).unwrap_err().to_string();
-        assert!(err.contains("internlm2_chat") && err.contains("qwen_chat"), "{err}");
+        assert!(
+            err.contains("internlm2_chat") && err.contains("qwen_chat"),
+            "{err}"
+        );
     }
 
     #[test]
     fn braces_in_user_text_are_kept() {
         let t = Template::resolve("default", None).unwrap();
-        let p = match t { Template::Prompt(p) => p, _ => unreachable!() };
-        let text = p.render_prompt("f(x) = {x}", Some("use {braces}"), 0).unwrap();
-        assert_eq!(text, "<|System|>:use {braces}\n<|User|>:f(x) = {x}\n<|Bot|>:");
+        let p = match t {
+            Template::Prompt(p) => p,
+            _ => unreachable!(),
+        };
+        let text = p
+            .render_prompt("f(x) = {x}", Some("use {braces}"), 0)
+            .unwrap();
+        assert_eq!(
+            text,
+            "<|System|>:use {braces}\n<|User|>:f(x) = {x}\n<|Bot|>:"
+        );
     }
 
     #[test]
