@@ -206,3 +206,37 @@ fn the_golden_file_records_where_sentencepiece_and_transformers_disagree() {
         ids(&case["sentencepiece"])
     );
 }
+
+#[test]
+fn unigram_model_encodes_and_decodes_like_transformers() {
+    let dir = fixture_dir().join("../tiny-sp-unigram");
+    let text =
+        std::fs::read_to_string(dir.join("golden_ids.json")).expect("unigram golden is committed");
+    let golden: Value = serde_json::from_str(&text).expect("JSON");
+    let tokenizer = FtTokenizer::from_dir(&dir).expect("unigram tokenizer.model loads");
+    assert_eq!(
+        tokenizer.vocab_size(),
+        golden["vocab_size"].as_u64().unwrap() as usize
+    );
+    let mut mismatches = Vec::new();
+    for case in cases(&golden) {
+        let text = case["text"].as_str().unwrap();
+        let expected = ids(&case["expected"]);
+        let got = tokenizer.encode(text).expect("encodes");
+        if got != expected {
+            mismatches.push(format!("{text:?}: got {got:?}, expected {expected:?}"));
+        }
+        let decoded = tokenizer.decode(&expected, false).expect("decodes");
+        assert_eq!(
+            decoded,
+            case["decoded"].as_str().unwrap(),
+            "decode of {text:?}"
+        );
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
