@@ -390,7 +390,7 @@ fn trainer_specials(proto: &ModelProto) -> SentencePieceSpecials {
     let piece = |id: i32, name: &str| -> Option<String> {
         let index = usize::try_from(id).ok()?;
         let piece = proto.pieces.get(index)?.piece();
-        // Trust the piece at that id; fall back to the spec's name when they disagree only in form.
+        // The piece at that id is what the vocabulary holds; the spec's name only fills a blank.
         Some(if piece.is_empty() {
             name.to_owned()
         } else {
