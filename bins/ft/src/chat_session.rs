@@ -197,7 +197,7 @@ where
 /// are matched on the decoded text.
 fn stop_condition(tokenizer: &FtTokenizer, options: &ChatOptions) -> StopCondition {
     let mut stop = StopCondition::default();
-    stop.ids.extend(tokenizer.eos_id());
+    stop.ids.extend(tokenizer.eos_ids());
     for word in options
         .template
         .stop_words()

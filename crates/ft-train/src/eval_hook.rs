@@ -66,7 +66,7 @@ impl ChatEvalHook {
 
     fn stop_condition(&self) -> StopCondition {
         let mut stop = StopCondition::default();
-        stop.ids.extend(self.tokenizer.eos_id());
+        stop.ids.extend(self.tokenizer.eos_ids());
         for word in self.template.stop_words() {
             match self.tokenizer.token_to_id(&word) {
                 Some(id) => {
