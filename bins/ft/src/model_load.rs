@@ -18,6 +18,17 @@ pub struct LoadedModel<B: Backend> {
     pub tokenizer: FtTokenizer,
 }
 
+fn log_loaded(path: &Path, config: &ModelConfig, started: std::time::Instant) {
+    tracing::info!(
+        "loaded {} ({:?}, {} layers, hidden {}) in {:.1}s",
+        path.display(),
+        config.family,
+        config.num_layers,
+        config.hidden_size,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// Loads a Hugging Face model folder or a GGUF file.
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
     if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
@@ -33,14 +44,7 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result
     let (model, config) =
         ft_model::load_hf::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = FtTokenizer::from_dir(path)?;
-    tracing::info!(
-        "loaded {} ({:?}, {} layers, hidden {}) in {:.1}s",
-        path.display(),
-        config.family,
-        config.num_layers,
-        config.hidden_size,
-        started.elapsed().as_secs_f64()
-    );
+    log_loaded(path, &config, started);
     Ok(LoadedModel {
         model,
         config,
@@ -75,14 +79,7 @@ fn load_gguf_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Resul
         gguf.chat_template,
         path.to_path_buf(),
     );
-    tracing::info!(
-        "loaded {} ({:?}, {} layers, hidden {}) in {:.1}s",
-        path.display(),
-        config.family,
-        config.num_layers,
-        config.hidden_size,
-        started.elapsed().as_secs_f64()
-    );
+    log_loaded(path, &config, started);
     Ok(LoadedModel {
         model,
         config,

@@ -1,84 +1,32 @@
 //! Logits, loss and greedy generation equal transformers' on tiny random checkpoints of every
 //! family (goldens written by `fixtures/gen_models.py`).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
 use burn::tensor::{Tensor, TensorData, Tolerance};
 use burn_flex::Flex;
 use ft_model::generate::generate;
 use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
 use ft_model::session::KvSession;
 use ft_model::{ModelInput, load_hf};
-use safetensors::{Dtype, SafeTensors};
 
 type B = Flex;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
-}
+mod common;
 
-struct Golden {
-    ints: HashMap<String, (Vec<usize>, Vec<i64>)>,
-    floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
+use common::{Golden, model_dir};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    model_dir(name)
 }
 
 fn golden(name: &str) -> Golden {
-    let bytes = std::fs::read(fixture(name).join("golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut g = Golden {
-        ints: HashMap::new(),
-        floats: HashMap::new(),
-    };
-    for (key, view) in st.tensors() {
-        let shape = view.shape().to_vec();
-        match view.dtype() {
-            Dtype::I64 => {
-                let v = view
-                    .data()
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                g.ints.insert(key, (shape, v));
-            }
-            Dtype::F32 => {
-                let v = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                g.floats.insert(key, (shape, v));
-            }
-            other => panic!("unexpected dtype {other:?}"),
-        }
-    }
-    g
-}
-
-fn input(g: &Golden) -> (ModelInput, Vec<i32>) {
-    let (shape, ids) = &g.ints["input_ids"];
-    let mask = &g.ints["attention_mask"].1;
-    let labels = &g.ints["labels"].1;
-    (
-        ModelInput {
-            batch: shape[0],
-            seq: shape[1],
-            input_ids: ids.iter().map(|&i| i as i32).collect(),
-            attention_mask: Some(mask.iter().map(|&m| m as i32).collect()),
-            position_ids: None,
-            segment_ids: None,
-        },
-        labels.iter().map(|&l| l as i32).collect(),
-    )
+    Golden::read(&fixture(name).join("golden.safetensors"))
 }
 
 fn check_family(name: &str) {
     let device = Default::default();
     let (model, config) = load_hf::<B>(&fixture(name), &device).unwrap();
     let g = golden(name);
-    let (input, labels) = input(&g);
+    let (input, labels) = g.input();
     let logits = model.forward(&input, &config);
     let (shape, want) = &g.floats["logits"];
     let vocab = shape[2];
