@@ -273,7 +273,14 @@ pub fn load_weights_as<B: Backend>(
         });
     }
     let device = model.embed.device();
+    // A progress bar for large checkpoints (hidden when stderr is not a terminal).
+    let progress = indicatif::ProgressBar::new(expected.len() as u64);
+    if expected.len() < 100 {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    progress.set_message("loading weights");
     for (name, shape) in &expected {
+        progress.inc(1);
         let found = source.shape(name).unwrap_or_default();
         if &found != shape {
             return Err(ModelError::Shape {
