@@ -34,6 +34,18 @@ enum BenchKind {
         #[arg(long, default_value_t = 128)]
         seq: usize,
     },
+    /// Tokens/s and peak memory of a LoRA training step (the shape of bench_torch.py).
+    Train {
+        /// Timed steps (after warm-up).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Print `{"tokens_per_s": .., "peak_rss_mb": ..}`.
+        #[arg(long)]
+        json: bool,
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+        device: DeviceKind,
+    },
     /// Tokens/s of greedy decoding with the KV cache.
     Generate {
         #[command(flatten)]
@@ -100,6 +112,22 @@ impl BackendTask for BenchArgs {
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let common = match &self.what {
             BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => common.clone(),
+            BenchKind::Train { steps, json, .. } => {
+                let (median, tokens_per_s) = crate::bench_train::run::<B>(device, *steps)?;
+                let peak = crate::bench_train::peak_rss_mb();
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"tokens_per_s": tokens_per_s, "peak_rss_mb": peak,
+                        "median_step_s": median, "device": label})
+                    );
+                } else {
+                    println!(
+                        "train step on {label}: {tokens_per_s:.0} tokens/s (median {median:.4} s), peak RSS {peak:.0} MB"
+                    );
+                }
+                return Ok(());
+            }
         };
         let path = common.model_path();
         let loaded = load_model::<B>(&path, &device)?;
@@ -126,6 +154,7 @@ impl BackendTask for BenchArgs {
                 serde_json::json!({"bench": "forward", "model": path.display().to_string(), "device": label,
                     "batch": batch, "seq": seq, "median_s": seconds, "tokens_per_s": (batch * seq) as f64 / seconds})
             }
+            BenchKind::Train { .. } => unreachable!("invariant: handled above"),
             BenchKind::Generate {
                 prompt_len,
                 new_tokens,
@@ -179,6 +208,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => {
             (common.device, common.dtype)
         }
+        BenchKind::Train { device, .. } => (*device, DType::F32),
     };
     dispatch(device, dtype, args)
 }
