@@ -1,7 +1,5 @@
 //! `ft chat`: talk with a model in the terminal, or answer one `--prompt` and exit.
 
-use std::path::PathBuf;
-
 use burn::tensor::backend::Backend;
 use clap::Args;
 use ft_model::sampling::SamplingConfig;
@@ -9,22 +7,13 @@ use ft_model::session::KvSession;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
 use crate::chat_session::{Chat, ChatOptions};
-use crate::model_load::{Quantization, attach_adapter, choose_template, load_model_quantized};
+use crate::model_load::ModelArgs;
 
 /// Arguments of `ft chat` (as `xtuner chat` where they make sense).
 #[derive(Args, Clone)]
 pub struct ChatArgs {
-    /// Model folder (Hugging Face layout).
-    pub model: PathBuf,
-    /// LoRA adapter folder (PEFT layout) to apply.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load.
-    #[arg(long, value_enum, default_value_t = Quantization::None)]
-    pub quantization: Quantization,
-    /// Chat template; default: the adapter's training template, else the model's own (`hf`).
-    #[arg(long)]
-    pub template: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// System text for the first turn.
     #[arg(long)]
     pub system: Option<String>,
@@ -77,18 +66,7 @@ impl BackendTask for ChatArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let mut loaded = load_model_quantized::<B>(&self.model, &device, self.quantization, true)?;
-        let trained_with = match &self.adapter {
-            Some(dir) => attach_adapter(&mut loaded, dir)?,
-            None => None,
-        };
-        if let (Some(asked), Some(trained)) = (&self.template, &trained_with)
-            && asked != trained
-        {
-            tracing::warn!("the adapter was trained with template `{trained}`, but `{asked}` was asked for");
-        }
-        let name = self.template.clone().or(trained_with);
-        let template = choose_template(name.as_deref(), &loaded.tokenizer)?;
+        let (loaded, template) = self.model.load::<B>(&device)?;
         tracing::info!("device {label}, template {}", template.name());
         let options = ChatOptions {
             template,

@@ -12,25 +12,16 @@ use ft_data::dataset::prepare;
 use ft_model::ModelInput;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
-use crate::model_load::{Quantization, attach_adapter, choose_template, load_model_quantized};
+use crate::model_load::ModelArgs;
 
 /// Arguments of `ft eval`.
 #[derive(Args, Clone)]
 pub struct EvalArgs {
-    /// Model folder.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Dataset file (any format `ft` reads).
     #[arg(long)]
     pub data: PathBuf,
-    /// LoRA adapter folder (PEFT layout) to apply.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load.
-    #[arg(long, value_enum, default_value_t = Quantization::None)]
-    pub quantization: Quantization,
-    /// Chat template; default: the adapter's training template, else the model's own.
-    #[arg(long)]
-    pub template: Option<String>,
     /// Dataset format; detected when absent.
     #[arg(long)]
     pub format: Option<String>,
@@ -58,13 +49,7 @@ impl BackendTask for EvalArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let mut loaded = load_model_quantized::<B>(&self.model, &device, self.quantization, true)?;
-        let trained_with = match &self.adapter {
-            Some(dir) => attach_adapter(&mut loaded, dir)?,
-            None => None,
-        };
-        let name = self.template.clone().or(trained_with);
-        let template = choose_template(name.as_deref(), &loaded.tokenizer)?;
+        let (loaded, template) = self.model.load::<B>(&device)?;
         let mut data = DataConfig::new(vec![self.data.clone()]);
         data.format = self.format.clone();
         data.system = self.system.clone();

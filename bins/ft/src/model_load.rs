@@ -149,3 +149,39 @@ pub fn load_model_quantized<B: Backend>(
     ft_model::quantize::quantize_model(&mut loaded.model, &loaded.config, double_quant)?;
     Ok(loaded)
 }
+
+/// The flags that pick a model: folder or GGUF file, adapter, quantisation, template.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model folder (Hugging Face layout) or GGUF file.
+    pub model: std::path::PathBuf,
+    /// LoRA adapter folder (PEFT layout) to apply.
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
+    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load.
+    #[arg(long, value_enum, default_value_t = Quantization::None)]
+    pub quantization: Quantization,
+    /// Chat template; default: the adapter's training template, else the model's own (`hf`).
+    #[arg(long)]
+    pub template: Option<String>,
+}
+
+impl ModelArgs {
+    /// Loads the model (+ adapter) and resolves the template, warning when the template differs
+    /// from the one the adapter was trained with.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> anyhow::Result<(LoadedModel<B>, Template)> {
+        let mut loaded = load_model_quantized::<B>(&self.model, device, self.quantization, true)?;
+        let trained_with = match &self.adapter {
+            Some(dir) => attach_adapter(&mut loaded, dir)?,
+            None => None,
+        };
+        if let (Some(asked), Some(trained)) = (&self.template, &trained_with)
+            && asked != trained
+        {
+            tracing::warn!("the adapter was trained with template `{trained}`, but `{asked}` was asked for");
+        }
+        let name = self.template.clone().or(trained_with);
+        let template = choose_template(name.as_deref(), &loaded.tokenizer)?;
+        Ok((loaded, template))
+    }
+}
