@@ -1,6 +1,7 @@
 //! `ft`: fine-tune large language models — data, training, export, chat.
 
 mod data_cmd;
+mod merge_cmd;
 mod templates_cmd;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Inspect and generate datasets.
     Data(data_cmd::DataArgs),
+    /// Merge a LoRA adapter into its base model (or re-shard / re-type a model).
+    Merge(merge_cmd::MergeArgs),
     /// List the chat templates.
     Templates(templates_cmd::TemplatesArgs),
 }
@@ -40,6 +43,7 @@ fn run() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Data(args) => data_cmd::run(args),
+        Command::Merge(args) => merge_cmd::run(args),
         Command::Templates(args) => templates_cmd::run(args),
     }
 }

@@ -71,7 +71,7 @@ pub enum ExportError {
         shard: String,
     },
     /// The adapter folder could not be read.
-    #[error("adapter {dir}: {source}")]
+    #[error("reading the adapter {dir}")]
     Adapter {
         dir: PathBuf,
         #[source]
@@ -102,7 +102,7 @@ pub enum ExportError {
     #[error("output dtype {dtype:?} is not supported: choose F32, F16 or BF16")]
     UnsupportedOutputDtype { dtype: Dtype },
     /// NF4 quantisation of a base weight failed.
-    #[error("NF4 round trip of `{name}`: {source}")]
+    #[error("NF4 round trip of `{name}`")]
     Nf4 {
         name: String,
         #[source]

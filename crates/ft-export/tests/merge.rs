@@ -550,7 +550,8 @@ fn missing_adapter_config_is_refused() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("adapter_config.json"), "{err}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.contains("adapter_config.json"), "{cause}");
     assert_nothing_written(tmp.path(), &["no-config"]);
 }
 
