@@ -27,7 +27,7 @@ mod delta;
 mod quant;
 mod side_files;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
 
@@ -221,13 +221,4 @@ fn check_adapter_against_base(adapter: &Adapter, base: &BaseFolder) -> Result<()
         }
     }
     Ok(())
-}
-
-/// The base folder's weight file paths (for tools that report sizes).
-pub fn base_weight_files(base_dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(BaseFolder::open(base_dir)?
-        .files
-        .into_iter()
-        .map(|f| f.path)
-        .collect())
 }
