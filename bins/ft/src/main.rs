@@ -7,6 +7,7 @@ mod chat_cmd;
 mod chat_session;
 mod data_cmd;
 mod eval_cmd;
+mod merge_cmd;
 mod model_load;
 mod templates_cmd;
 mod train_cmd;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Inspect and generate datasets.
     Data(data_cmd::DataArgs),
+    /// Merge a LoRA adapter into its base model (or re-shard / re-type a model).
+    Merge(merge_cmd::MergeArgs),
     /// List the chat templates.
     Templates(templates_cmd::TemplatesArgs),
     /// Chat with a model in the terminal (or answer one --prompt).
@@ -56,6 +59,7 @@ fn run() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Data(args) => data_cmd::run(args),
+        Command::Merge(args) => merge_cmd::run(args),
         Command::Templates(args) => templates_cmd::run(args),
         Command::Chat(args) => chat_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),

@@ -93,3 +93,64 @@ pub fn cast_f32_into(values: &[f32], dtype: Dtype, out: &mut Vec<u8>) -> Option<
     }
     Some(())
 }
+
+/// Decodes little-endian `bytes` of a float `dtype` (F32, F16, BF16, F64) to f32; `None` for other
+/// dtypes. F64 values are rounded to the nearest f32.
+pub fn decode_to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    let mut out = Vec::with_capacity(bytes.len() / dtype.size_bytes());
+    extend_decoded_f32(bytes, dtype, &mut out)?;
+    Some(out)
+}
+
+/// Appends `bytes` of a float `dtype` decoded to f32 to `out` (see [`decode_to_f32`]); `None` (and
+/// nothing appended) for non-float dtypes. `bytes` must hold whole elements.
+pub fn extend_decoded_f32(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) -> Option<()> {
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        Dtype::F64 => out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("invariant: 8-byte chunk")) as f32),
+        ),
+        _ => return None,
+    }
+    Some(())
+}
+
+/// The dtype a `config.json` `torch_dtype`/`dtype` string names (`"bfloat16"`, `"float16"`,
+/// `"float32"`, also `"bf16"`, `"fp16"`, `"half"`, `"float"`…); `None` for anything else (e.g. `"auto"`).
+pub fn dtype_from_torch_name(name: &str) -> Option<Dtype> {
+    match name.trim_start_matches("torch.") {
+        "bfloat16" | "bf16" => Some(Dtype::BF16),
+        "float16" | "fp16" | "f16" | "half" => Some(Dtype::F16),
+        "float32" | "fp32" | "f32" | "float" => Some(Dtype::F32),
+        "float64" | "double" => Some(Dtype::F64),
+        _ => None,
+    }
+}
+
+/// The `config.json` dtype string for a float dtype (`"bfloat16"`, `"float16"`, `"float32"`,
+/// `"float64"`); `None` for non-float dtypes.
+pub fn torch_dtype_name(dtype: Dtype) -> Option<&'static str> {
+    match dtype {
+        Dtype::BF16 => Some("bfloat16"),
+        Dtype::F16 => Some("float16"),
+        Dtype::F32 => Some("float32"),
+        Dtype::F64 => Some("float64"),
+        _ => None,
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! Writing what `ft` produces: safetensors checkpoints in the layout transformers reads
 //! (`model.safetensors`, or `model-0000k-of-0000N.safetensors` shards plus
-//! `model.safetensors.index.json`), f32 → bf16/f16 casts that match torch bit for bit, shard-size
+//! `model.safetensors.index.json`), LoRA adapters merged into their base ([`merge`]), f32 → bf16/f16 casts that match torch bit for bit, shard-size
 //! strings parsed like transformers, and output folders that appear only when complete.
 //!
 //! ```
@@ -20,12 +20,16 @@
 
 mod dtype;
 mod error;
+pub mod merge;
 pub mod safetensors_io;
 mod sharded_writer;
 mod size;
 mod staging;
 
-pub use dtype::{BF16_CANONICAL_NAN, Dtype, cast_f32_into, f32_to_bf16_bits, f32_to_f16_bits};
+pub use dtype::{
+    BF16_CANONICAL_NAN, Dtype, cast_f32_into, decode_to_f32, dtype_from_torch_name, extend_decoded_f32,
+    f32_to_bf16_bits, f32_to_f16_bits, torch_dtype_name,
+};
 pub use error::{ExportError, Result};
 pub use sharded_writer::{ExportSummary, INDEX_FILE_NAME, SINGLE_FILE_NAME, ShardedWriter};
 pub use size::parse_size;

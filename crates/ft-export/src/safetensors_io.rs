@@ -107,3 +107,97 @@ pub fn write_safetensors_file(
     file.sync_all().map_err(io_err("syncing", path))?;
     Ok(())
 }
+
+/// A safetensors file's parsed header: where the data section starts and every tensor, in data order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetensorsHeader {
+    /// Byte offset of the data section in the file (`8 + header length`).
+    pub data_start: u64,
+    /// The tensors sorted by `data_offsets`.
+    pub entries: Vec<TensorEntry>,
+    /// `__metadata__`, if any.
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+}
+
+/// Reads only the header of the safetensors file at `path` and checks it: known dtypes, byte
+/// lengths matching dtype × shape, tensors tiling the data section exactly, and a data section
+/// that ends where the file ends.
+pub fn read_header(path: &Path) -> Result<SafetensorsHeader> {
+    use std::io::Read;
+    let bad = |message: String| ExportError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err("opening", path))?;
+    let file_len = file
+        .metadata()
+        .map_err(io_err("reading metadata of", path))?
+        .len();
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|_| bad("shorter than the 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > 100_000_000 || 8 + header_len > file_len {
+        return Err(bad(format!(
+            "header length {header_len} does not fit the file ({file_len} bytes)"
+        )));
+    }
+    let mut json = vec![0u8; header_len as usize];
+    file.read_exact(&mut json).map_err(io_err("reading", path))?;
+    let mut map: Map<String, Value> =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("header JSON: {e}")))?;
+    let metadata = match map.remove("__metadata__") {
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(bad(format!("__metadata__ is not an object: {other}"))),
+        None => Map::new(),
+    };
+    let mut entries = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let raw: RawEntry =
+            serde_json::from_value(value).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let [begin, end] = raw.data_offsets;
+        let expected = tensor_byte_len(raw.dtype, &raw.shape);
+        if end < begin || Some(end - begin) != expected {
+            return Err(bad(format!(
+                "tensor `{name}`: {:?} {:?} needs {expected:?} bytes, data_offsets say [{begin}, {end})",
+                raw.dtype, raw.shape
+            )));
+        }
+        entries.push(TensorEntry {
+            name,
+            dtype: raw.dtype,
+            shape: raw.shape,
+            data_offsets: (begin, end),
+        });
+    }
+    entries.sort_by_key(|e| e.data_offsets);
+    let mut at = 0;
+    for e in &entries {
+        if e.data_offsets.0 != at {
+            return Err(bad(format!(
+                "tensor `{}` starts at {} but the previous tensor ends at {at}: tensors must tile the data",
+                e.name, e.data_offsets.0
+            )));
+        }
+        at = e.data_offsets.1;
+    }
+    let data_start = 8 + header_len;
+    if data_start + at as u64 != file_len {
+        return Err(bad(format!(
+            "the tensors cover {at} data bytes but the file holds {}",
+            file_len - data_start
+        )));
+    }
+    Ok(SafetensorsHeader {
+        data_start,
+        entries,
+        metadata,
+    })
+}

@@ -253,6 +253,13 @@ impl ShardedWriter {
             if (self.current.data.len() + len) as u64 > self.max_shard_bytes {
                 self.flush()?;
             }
+            if self.current.data.capacity() == 0 {
+                // Reserve the whole shard once: growing by doubling would copy the buffer and hold
+                // old + new (up to 1.5 × a shard) at once. The reservation is address space only;
+                // pages count as memory once written.
+                let reserve = usize::try_from(self.max_shard_bytes).unwrap_or(usize::MAX);
+                self.current.data.reserve_exact(reserve.max(len));
+            }
             let begin = self.current.data.len();
             match payload {
                 Payload::Bytes(bytes) => self.current.data.extend_from_slice(bytes),

@@ -1,0 +1,180 @@
+//! The base model folder: its weight files (sharded or single), their headers, and `config.json`.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::dtype::{dtype_from_torch_name, extend_decoded_f32};
+use crate::error::io_err;
+use crate::safetensors_io::{SafetensorsHeader, TensorEntry, read_header};
+use crate::{Dtype, ExportError, INDEX_FILE_NAME, Result, SINGLE_FILE_NAME};
+
+/// One weight file and its header.
+#[derive(Debug)]
+pub struct WeightFile {
+    pub path: PathBuf,
+    pub header: SafetensorsHeader,
+}
+
+impl WeightFile {
+    /// Reads one tensor's bytes (a positioned read: nothing else of the file is loaded).
+    pub fn read_tensor(&self, file: &mut std::fs::File, entry: &TensorEntry) -> Result<Vec<u8>> {
+        let (begin, end) = entry.data_offsets;
+        let mut bytes = vec![0u8; end - begin];
+        file.seek(SeekFrom::Start(self.header.data_start + begin as u64))
+            .map_err(io_err("seeking in", &self.path))?;
+        file.read_exact(&mut bytes)
+            .map_err(io_err("reading", &self.path))?;
+        Ok(bytes)
+    }
+
+    /// Reads one float tensor decoded to f32, in 1 MiB chunks (no full-size byte copy is held);
+    /// `None` when the tensor is not F32/F16/BF16/F64.
+    pub fn read_tensor_f32(&self, file: &mut std::fs::File, entry: &TensorEntry) -> Result<Option<Vec<f32>>> {
+        if !entry.dtype.is_float() {
+            return Ok(None);
+        }
+        let (begin, end) = entry.data_offsets;
+        file.seek(SeekFrom::Start(self.header.data_start + begin as u64))
+            .map_err(io_err("seeking in", &self.path))?;
+        let mut values = Vec::with_capacity((end - begin) / entry.dtype.size_bytes());
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(end - begin)];
+        let mut left = end - begin;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            file.read_exact(&mut chunk[..n])
+                .map_err(io_err("reading", &self.path))?;
+            extend_decoded_f32(&chunk[..n], entry.dtype, &mut values).expect("invariant: float dtype");
+            left -= n;
+        }
+        Ok(Some(values))
+    }
+}
+
+/// Chunk size of [`WeightFile::read_tensor_f32`] (a multiple of every element size).
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// A Hugging Face model folder opened for merging: only headers are read up front.
+#[derive(Debug)]
+pub struct BaseFolder {
+    /// Weight files in order (shard 1, 2, …).
+    pub files: Vec<WeightFile>,
+    /// Tensor name → (file index, entry index).
+    by_name: HashMap<String, (usize, usize)>,
+    /// `config.json`, when present.
+    pub config: Option<Map<String, Value>>,
+}
+
+impl BaseFolder {
+    /// Opens `dir`: `model.safetensors.index.json` and the shards it names, or `model.safetensors`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let index_path = dir.join(INDEX_FILE_NAME);
+        let files = if index_path.exists() {
+            let index = read_json_object(&index_path)?;
+            let weight_map = index
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| ExportError::Json {
+                    path: index_path.clone(),
+                    message: "no `weight_map` object".into(),
+                })?;
+            let mut shard_names: Vec<String> = Vec::new();
+            for (name, shard) in weight_map {
+                let shard = shard.as_str().ok_or_else(|| ExportError::Json {
+                    path: index_path.clone(),
+                    message: format!("weight_map[`{name}`] is not a file name"),
+                })?;
+                if !shard_names.iter().any(|s| s == shard) {
+                    shard_names.push(shard.to_string());
+                }
+            }
+            shard_names.sort();
+            let files: Vec<WeightFile> = shard_names
+                .iter()
+                .map(|s| open_weight_file(&dir.join(s)))
+                .collect::<Result<_>>()?;
+            for (name, shard) in weight_map {
+                let shard = shard.as_str().expect("invariant: checked above");
+                let k = shard_names
+                    .iter()
+                    .position(|s| s == shard)
+                    .expect("invariant: listed");
+                if !files[k].header.entries.iter().any(|e| &e.name == name) {
+                    return Err(ExportError::IndexMismatch {
+                        index: index_path.clone(),
+                        name: name.clone(),
+                        shard: shard.to_string(),
+                    });
+                }
+            }
+            files
+        } else if dir.join(SINGLE_FILE_NAME).exists() {
+            vec![open_weight_file(&dir.join(SINGLE_FILE_NAME))?]
+        } else {
+            return Err(ExportError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let mut by_name = HashMap::new();
+        for (f, file) in files.iter().enumerate() {
+            for (e, entry) in file.header.entries.iter().enumerate() {
+                by_name.insert(entry.name.clone(), (f, e));
+            }
+        }
+        let config_path = dir.join("config.json");
+        let config = if config_path.exists() {
+            Some(read_json_object(&config_path)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            files,
+            by_name,
+            config,
+        })
+    }
+
+    /// The header entry of tensor `name`.
+    pub fn entry(&self, name: &str) -> Option<&TensorEntry> {
+        let &(f, e) = self.by_name.get(name)?;
+        Some(&self.files[f].header.entries[e])
+    }
+
+    /// The dtype `config.json` declares (`dtype`, written by transformers 5, or `torch_dtype`),
+    /// when it names a float type.
+    pub fn config_dtype(&self) -> Option<Dtype> {
+        let config = self.config.as_ref()?;
+        ["dtype", "torch_dtype"]
+            .iter()
+            .find_map(|k| config.get(*k)?.as_str().and_then(dtype_from_torch_name))
+    }
+
+    /// The most common float dtype among the tensors (by element count), if any.
+    pub fn tensor_dtype(&self) -> Option<Dtype> {
+        let mut counts: HashMap<Dtype, u64> = HashMap::new();
+        for e in self.files.iter().flat_map(|f| &f.header.entries) {
+            if e.dtype.is_float() {
+                *counts.entry(e.dtype).or_default() += e.shape.iter().product::<usize>() as u64;
+            }
+        }
+        counts.into_iter().max_by_key(|&(_, n)| n).map(|(d, _)| d)
+    }
+}
+
+fn open_weight_file(path: &Path) -> Result<WeightFile> {
+    Ok(WeightFile {
+        path: path.to_path_buf(),
+        header: read_header(path)?,
+    })
+}
+
+/// Reads a JSON file that must hold an object.
+pub fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
+    let text = std::fs::read_to_string(path).map_err(io_err("reading", path))?;
+    serde_json::from_str(&text).map_err(|e| ExportError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
