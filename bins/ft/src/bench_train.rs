@@ -150,6 +150,7 @@ pub fn run<B: Backend>(device: B::Device, steps: usize) -> anyhow::Result<(f64, 
         device,
         resume_from: None,
         stop: Arc::new(AtomicBool::new(false)),
+        base_files: None,
         config: train_config,
     };
     let mut timer = Timer {

@@ -113,7 +113,8 @@ pub fn attach_adapter<B: Backend>(loaded: &mut LoadedModel<B>, dir: &Path) -> an
         modules.len(),
         adapter.scale()
     );
-    Ok(adapter.ft_meta.and_then(|m| m.chat_template))
+    let recorded = adapter.config.chat_template.clone();
+    Ok(recorded.or_else(|| adapter.ft_meta.and_then(|m| m.chat_template)))
 }
 
 /// `--quantization`.
@@ -158,9 +159,15 @@ pub struct ModelArgs {
     /// LoRA adapter folder (PEFT layout) to apply.
     #[arg(long)]
     pub adapter: Option<std::path::PathBuf>,
-    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load.
-    #[arg(long, value_enum, default_value_t = Quantization::None)]
-    pub quantization: Quantization,
+    /// Quantise the decoder-block linears to NF4 (QLoRA-style) at load; default: what the
+    /// adapter's `ft_adapter.json` records (a QLoRA adapter runs on the NF4 base it was trained
+    /// on), else none.
+    #[arg(long, value_enum)]
+    pub quantization: Option<Quantization>,
+    /// With NF4: keep the absmax in f32 instead of double-quantising it (default: as recorded by
+    /// the adapter, else double-quantised as in XTuner).
+    #[arg(long)]
+    pub no_double_quant: bool,
     /// Chat template; default: the adapter's training template, else the model's own (`hf`).
     #[arg(long)]
     pub template: Option<String>,
@@ -170,7 +177,25 @@ impl ModelArgs {
     /// Loads the model (+ adapter) and resolves the template, warning when the template differs
     /// from the one the adapter was trained with.
     pub fn load<B: Backend>(&self, device: &B::Device) -> anyhow::Result<(LoadedModel<B>, Template)> {
-        let mut loaded = load_model_quantized::<B>(&self.model, device, self.quantization, true)?;
+        let recorded = match &self.adapter {
+            Some(dir) => ft_lora::peft::FtAdapterMeta::read(dir)
+                .with_context(|| format!("reading {}", dir.display()))?,
+            None => None,
+        };
+        let recorded_nf4 = recorded
+            .as_ref()
+            .is_some_and(|m| m.quantization.as_deref() == Some("nf4"));
+        let quantization = self.quantization.unwrap_or(if recorded_nf4 {
+            Quantization::Nf4
+        } else {
+            Quantization::None
+        });
+        let double_quant =
+            !self.no_double_quant && recorded.as_ref().and_then(|m| m.double_quant).unwrap_or(true);
+        if quantization == Quantization::Nf4 {
+            tracing::info!("NF4 base (double quant: {double_quant})");
+        }
+        let mut loaded = load_model_quantized::<B>(&self.model, device, quantization, double_quant)?;
         let trained_with = match &self.adapter {
             Some(dir) => attach_adapter(&mut loaded, dir)?,
             None => None,

@@ -1,14 +1,16 @@
 //! `ft train CONFIG.toml [--resume [DIR]]`: fine-tune a model as the config says.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use burn::backend::Autodiff;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use ft_data::dataset::{prepare, resolve_template};
+use ft_data::tokenizer::FtTokenizer;
 use ft_lora::linear::LoraSpec;
 use ft_lora::peft::TargetModules;
 use ft_model::adapters::attach_new_lora;
@@ -16,6 +18,7 @@ use ft_model::families::linear_names;
 use ft_train::checkpoint::latest_checkpoint;
 use ft_train::config::{self, TrainConfig};
 use ft_train::eval_hook::ChatEvalHook;
+use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{TrainSetup, train};
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
@@ -27,8 +30,9 @@ pub struct TrainArgs {
     /// The training config (TOML).
     pub config: PathBuf,
     /// Continue from a checkpoint folder (no value: the newest in `output_dir`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub resume: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    #[allow(clippy::option_option)]
+    pub resume: Option<Option<PathBuf>>,
     /// Device (default: `[train] device`).
     #[arg(long, value_enum)]
     pub device: Option<DeviceKind>,
@@ -36,7 +40,7 @@ pub struct TrainArgs {
 
 struct TrainTask {
     config: TrainConfig,
-    resume: Option<PathBuf>,
+    resume: Option<Option<PathBuf>>,
 }
 
 impl BackendTask for TrainTask {
@@ -45,10 +49,6 @@ impl BackendTask for TrainTask {
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         type A<B> = Autodiff<B>;
         let config = self.config;
-        let lora = config
-            .lora
-            .clone()
-            .context("full fine-tuning is not available yet: add a [lora] section")?;
         let quantization = if config.model.quantization == "nf4" {
             Quantization::Nf4
         } else {
@@ -86,32 +86,43 @@ impl BackendTask for TrainTask {
             loaded.tokenizer.decode(&ids, false).ok()
         });
         A::<B>::seed(&device, config.train.seed);
-        let spec = LoraSpec {
-            r: lora.r,
-            alpha: lora.alpha,
-            dropout: lora.dropout,
-            use_rslora: lora.use_rslora,
+        let (chosen, base_files) = match &config.lora {
+            Some(lora) => {
+                let spec = LoraSpec {
+                    r: lora.r,
+                    alpha: lora.alpha,
+                    dropout: lora.dropout,
+                    use_rslora: lora.use_rslora,
+                };
+                let targets = match &lora.target_modules {
+                    config::TargetModules::List(names) => TargetModules::names(names),
+                    config::TargetModules::Keyword(_) => TargetModules::AllLinear,
+                };
+                let chosen = attach_new_lora(&mut loaded.model, &loaded.config, spec, &targets)?;
+                tracing::info!(
+                    "LoRA r={} alpha={} on {} modules",
+                    lora.r,
+                    lora.alpha,
+                    chosen.len()
+                );
+                (chosen, None)
+            }
+            None => {
+                let count: usize = loaded.model.num_params();
+                tracing::info!("full fine-tuning: {count} parameters");
+                (
+                    Vec::new(),
+                    Some(base_files(&config.model.path, &loaded.tokenizer)?),
+                )
+            }
         };
-        let targets = match &lora.target_modules {
-            config::TargetModules::List(names) => TargetModules::names(names),
-            config::TargetModules::Keyword(_) => TargetModules::AllLinear,
-        };
-        let chosen = attach_new_lora(&mut loaded.model, &loaded.config, spec, &targets)?;
         let model = loaded.model;
-        tracing::info!(
-            "LoRA r={} alpha={} on {} modules",
-            lora.r,
-            lora.alpha,
-            chosen.len()
-        );
         let resume_from = match self.resume {
             None => None,
-            Some(p) if p.as_os_str().is_empty() => {
-                Some(latest_checkpoint(&config.train.output_dir)?.with_context(|| {
-                    format!("no checkpoint to resume in {}", config.train.output_dir.display())
-                })?)
-            }
-            Some(p) => Some(p),
+            Some(None) => Some(latest_checkpoint(&config.train.output_dir)?.with_context(|| {
+                format!("no checkpoint to resume in {}", config.train.output_dir.display())
+            })?),
+            Some(Some(p)) => Some(p),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -140,8 +151,10 @@ impl BackendTask for TrainTask {
             device,
             resume_from,
             stop,
+            base_files,
             config,
         };
+        let lora_run = setup.config.lora.is_some();
         let outcome = train(setup, &mut hooks)?;
         if outcome.interrupted {
             eprintln!(
@@ -150,14 +163,53 @@ impl BackendTask for TrainTask {
                 outcome.saved.display()
             );
         } else {
+            let what = if lora_run { "adapter" } else { "model" };
             eprintln!(
-                "done: {} steps; adapter in {}",
+                "done: {} steps; {what} in {}",
                 outcome.steps,
                 outcome.saved.display()
             );
         }
         Ok(())
     }
+}
+
+/// Where a full fine-tuning checkpoint's `config.json` and tokenizer files come from: copied
+/// from an HF folder, or made from a GGUF file's metadata.
+fn base_files(path: &Path, tokenizer: &FtTokenizer) -> anyhow::Result<BaseFiles> {
+    if path.is_dir() {
+        return Ok(BaseFiles::Folder(path.to_path_buf()));
+    }
+    let gguf = ft_gguf::GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = match gguf.hf_config()? {
+        serde_json::Value::Object(map) => map,
+        _ => anyhow::bail!("{}: no model configuration in the metadata", path.display()),
+    };
+    let tokenizer_json = tokenizer
+        .inner()
+        .to_string(true)
+        .map_err(|e| anyhow::anyhow!("serialising the tokenizer of {}: {e}", path.display()))?;
+    let special = tokenizer.special();
+    let mut tokenizer_config = serde_json::json!({
+        "add_bos_token": special.add_bos_token,
+        "bos_token": special.bos.as_ref().map(|t| t.content.clone()),
+        "eos_token": special.eos.as_ref().map(|t| t.content.clone()),
+        "pad_token": special.pad.as_ref().map(|t| t.content.clone()),
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    if let Some(template) = tokenizer.chat_template() {
+        tokenizer_config["chat_template"] = serde_json::json!(template);
+    }
+    Ok(BaseFiles::Generated {
+        config,
+        files: vec![
+            ("tokenizer.json".into(), tokenizer_json.into_bytes()),
+            (
+                "tokenizer_config.json".into(),
+                serde_json::to_vec_pretty(&tokenizer_config)?,
+            ),
+        ],
+    })
 }
 
 /// Runs `ft train`.

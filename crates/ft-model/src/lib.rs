@@ -18,6 +18,7 @@ pub mod gguf;
 pub mod layers;
 pub mod loss;
 pub mod model;
+pub mod named;
 pub mod quantize;
 pub mod rope;
 pub mod sampling;

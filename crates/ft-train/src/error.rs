@@ -34,6 +34,9 @@ pub enum TrainError {
     /// Training cannot go on (no supervised tokens, non-finite loss, ...).
     #[error("{0}")]
     Training(String),
+    /// A model folder could not be written.
+    #[error(transparent)]
+    Export(#[from] ft_export::ExportError),
     /// The data pipeline failed.
     #[error(transparent)]
     Data(#[from] ft_data::DataError),

@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod eval_hook;
 pub mod metrics;
+pub mod model_folder;
+pub mod params;
 pub mod schedule;
 pub mod trainer;
 

@@ -15,13 +15,14 @@ use ft_lora::peft::{Adapter, AdapterConfig, AdapterDtype, FtAdapterMeta, TargetM
 use ft_model::{CausalLm, ModelConfig, ModelInput};
 
 use crate::adamw::{AdamW, AdamWConfig};
-use crate::adapter::{LoraParam, get, lora_params, set};
 use crate::checkpoint::{
     TrainerState, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically,
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
+use crate::params::{TrainMode, TrainParam, trainable_params};
 use crate::schedule::WarmupCosine;
 use ft_model::adapters::adapter_weights;
 
@@ -61,6 +62,19 @@ pub struct TrainSetup<B: AutodiffBackend> {
     pub resume_from: Option<PathBuf>,
     /// Set to stop after the current step (Ctrl-C); a checkpoint is saved.
     pub stop: Arc<AtomicBool>,
+    /// For full fine-tuning: where the checkpoint's `config.json` and tokenizer files come from.
+    pub base_files: Option<BaseFiles>,
+}
+
+impl<B: AutodiffBackend> TrainSetup<B> {
+    /// LoRA when the config has a `[lora]` section, else full fine-tuning.
+    pub fn mode(&self) -> TrainMode {
+        if self.config.lora.is_some() {
+            TrainMode::Lora
+        } else {
+            TrainMode::Full
+        }
+    }
 }
 
 /// What a run did.
@@ -133,9 +147,20 @@ pub fn train<B: AutodiffBackend>(
             "the dataset produced no training rows".into(),
         ));
     }
-    let params = lora_params(&setup.model, &setup.model_config);
+    let mode = setup.mode();
+    let params = trainable_params(&setup.model, &setup.model_config, mode);
     if params.is_empty() {
-        return Err(TrainError::Lora("no trainable adapter in the model".into()));
+        return Err(TrainError::Lora(match mode {
+            TrainMode::Lora => "no trainable adapter in the model".into(),
+            TrainMode::Full => {
+                "no dense weight to train (full fine-tuning needs quantization = \"none\")".into()
+            }
+        }));
+    }
+    if mode == TrainMode::Full && setup.base_files.is_none() {
+        return Err(TrainError::Training(
+            "full fine-tuning needs the base's config and tokenizer files for its checkpoints".into(),
+        ));
     }
     let total = total_steps(&cfg, setup.rows.len());
     let total_micro = cfg
@@ -169,13 +194,18 @@ pub fn train<B: AutodiffBackend>(
                 dir.display()
             );
         }
-        let adapter = Adapter::read(dir)?;
-        crate::adapter::load_adapter_weights(
-            &mut setup.model,
-            &setup.model_config,
-            &adapter.weights,
-            &setup.device,
-        )?;
+        match mode {
+            TrainMode::Lora => {
+                let adapter = Adapter::read(dir)?;
+                crate::adapter::load_adapter_weights(
+                    &mut setup.model,
+                    &setup.model_config,
+                    &adapter.weights,
+                    &setup.device,
+                )?;
+            }
+            TrainMode::Full => read_model_folder(&mut setup.model, &setup.model_config, dir)?,
+        }
         optimizer = AdamW::load(adam, &dir.join("optimizer.safetensors"), &setup.device)?;
         tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
     }
@@ -289,7 +319,7 @@ pub fn train<B: AutodiffBackend>(
 /// One optimizer step over a window of micro-batches; returns (window loss, grad norm).
 fn optimizer_step<B: AutodiffBackend>(
     setup: &mut TrainSetup<B>,
-    params: &[LoraParam],
+    params: &[TrainParam],
     batches: &[Batch],
     targets: usize,
     optimizer: &mut AdamW<B::InnerBackend>,
@@ -307,7 +337,7 @@ fn optimizer_step<B: AutodiffBackend>(
         loss_sum += out.sum.clone().into_scalar().elem::<f64>();
         let gradients = out.sum.div_scalar(targets as f64).backward();
         for (slot, p) in grads.iter_mut().zip(params) {
-            if let Some(g) = get(&setup.model, &setup.model_config, p).grad(&gradients) {
+            if let Some(g) = p.grad(&setup.model, &setup.model_config, &gradients) {
                 *slot = Some(match slot.take() {
                     Some(acc) => acc + g,
                     None => g,
@@ -335,14 +365,9 @@ fn optimizer_step<B: AutodiffBackend>(
     optimizer.begin_step();
     for (g, p) in grads.into_iter().zip(params) {
         let Some(g) = g else { continue };
-        let current = get(&setup.model, &setup.model_config, p).inner();
+        let current = p.value(&setup.model, &setup.model_config).inner();
         let updated = optimizer.update(&p.name(), current, g.mul_scalar(coef), lr);
-        set(
-            &mut setup.model,
-            &setup.model_config,
-            p,
-            Tensor::from_inner(updated),
-        );
+        p.set(&mut setup.model, &setup.model_config, Tensor::from_inner(updated));
     }
     Ok((loss, norm))
 }
@@ -353,9 +378,19 @@ fn save_checkpoint<B: AutodiffBackend>(
     optimizer: &AdamW<B::InnerBackend>,
     dir: &Path,
 ) -> Result<()> {
-    let lora = setup.config.lora.as_ref().ok_or_else(|| {
-        TrainError::Lora("checkpoints of full fine-tuning are not written by this loop".into())
-    })?;
+    let Some(lora) = setup.config.lora.as_ref() else {
+        let base = setup
+            .base_files
+            .as_ref()
+            .ok_or_else(|| TrainError::Training("full fine-tuning needs the base's side files".into()))?;
+        write_atomically(dir, |tmp| {
+            write_model_folder(&setup.model.valid(), &setup.model_config, base, tmp)?;
+            optimizer.save(&tmp.join("optimizer.safetensors"))?;
+            state.write(tmp)
+        })?;
+        tracing::info!("saved {}", dir.display());
+        return Ok(());
+    };
     let mut config = AdapterConfig::new(
         lora.r,
         lora.alpha,
@@ -364,13 +399,11 @@ fn save_checkpoint<B: AutodiffBackend>(
     config.lora_dropout = lora.dropout;
     config.use_rslora = lora.use_rslora;
     config.base_model_name_or_path = Some(setup.config.model.path.display().to_string());
+    config.chat_template = Some(setup.template_name.clone());
     let adapter = Adapter {
         config,
         weights: adapter_weights(&setup.model, &setup.model_config),
-        ft_meta: Some(FtAdapterMeta::new(
-            Some(setup.template_name.clone()),
-            setup.rendered_example.clone(),
-        )),
+        ft_meta: Some(adapter_meta(setup)),
     };
     write_atomically(dir, |tmp| {
         adapter.write(tmp, AdapterDtype::F32)?;
@@ -379,6 +412,18 @@ fn save_checkpoint<B: AutodiffBackend>(
     })?;
     tracing::info!("saved {}", dir.display());
     Ok(())
+}
+
+/// What `ft` records beside the adapter: template, an example, and the base's quantisation
+/// (so `ft merge` rebuilds the weights a QLoRA adapter was trained on).
+fn adapter_meta<B: AutodiffBackend>(setup: &TrainSetup<B>) -> FtAdapterMeta {
+    let mut meta = FtAdapterMeta::new(Some(setup.template_name.clone()), setup.rendered_example.clone());
+    let model = &setup.config.model;
+    if model.quantization == "nf4" {
+        meta.quantization = Some("nf4".into());
+        meta.double_quant = Some(model.double_quant);
+    }
+    meta
 }
 
 /// A short hash of the config (FNV-1a of its TOML form), to warn when a resume changes it.

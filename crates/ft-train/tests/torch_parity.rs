@@ -12,6 +12,7 @@ use ft_lora::peft::Adapter;
 use ft_model::adapters::attach_peft_adapter;
 use ft_model::families::linear_names;
 use ft_train::config::TrainConfig;
+use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{NoHooks, TrainSetup, train};
 use safetensors::SafeTensors;
 
@@ -62,6 +63,7 @@ fn one_lora_step_matches_torch_adamw_with_clipping() {
         device,
         resume_from: None,
         stop: Arc::new(AtomicBool::new(false)),
+        base_files: None,
         config,
     };
     let out = train(setup, &mut NoHooks).unwrap();
@@ -101,4 +103,88 @@ fn one_lora_step_matches_torch_adamw_with_clipping() {
     // Adam's first step moves each element by about lr·g/|g|; elements whose gradient is near eps
     // amplify the 1e-6-level gradient differences, so allow 1% of lr.
     assert!(worst < 1e-4, "max |param − torch param| after one step: {worst}");
+}
+
+#[test]
+fn one_full_finetuning_step_matches_torch_adamw_with_clipping() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.jsonl"), "{\"text\": \"x\"}\n").unwrap();
+    let base = fixtures().join("models/llama");
+    let config_text = format!(
+        "[model]\npath = \"{}\"\ndtype = \"f32\"\n[data]\nfiles = [\"d.jsonl\"]\n\
+         [train]\noutput_dir = \"out\"\nmax_steps = 1\nbatch_size = 2\nlr = 1e-2\nwarmup_ratio = 0.0\n\
+         weight_decay = 0.1\nmax_grad_norm = 0.05\nsave_steps = 0\n",
+        base.display()
+    );
+    std::fs::write(dir.path().join("c.toml"), config_text).unwrap();
+    let config = TrainConfig::from_file(&dir.path().join("c.toml")).unwrap();
+    let device = Default::default();
+    let (model, model_config) = ft_model::load_hf::<A>(&base, &device).unwrap();
+    let rows = vec![
+        row(&[5, 17, 99, 3, 64, 12, 7], &[-100, -100, 99, 3, 64, -100, 7]),
+        row(&[9, 31, 2, 44], &[-100, 31, 2, 44]),
+    ];
+    let setup = TrainSetup {
+        linear_names: linear_names(&model_config),
+        model,
+        model_config,
+        rows,
+        targets: Vec::new(),
+        template_name: "none".into(),
+        rendered_example: None,
+        device,
+        resume_from: None,
+        stop: Arc::new(AtomicBool::new(false)),
+        base_files: Some(BaseFiles::Folder(base.clone())),
+        config,
+    };
+    let out = train(setup, &mut NoHooks).unwrap();
+    let golden_bytes = std::fs::read(fixtures().join("train/full_step.safetensors")).unwrap();
+    let golden = SafeTensors::deserialize(&golden_bytes).unwrap();
+    let saved_bytes = std::fs::read(out.saved.join("model.safetensors")).unwrap();
+    let saved = SafeTensors::deserialize(&saved_bytes).unwrap();
+    let f32s = |st: &SafeTensors, key: &str| -> Vec<f32> {
+        st.tensor(key)
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    assert!(
+        (out.losses[0] - f32s(&golden, "loss")[0] as f64).abs() < 1e-5,
+        "loss {}",
+        out.losses[0]
+    );
+    let mut names: Vec<String> = golden
+        .names()
+        .into_iter()
+        .filter(|n| n.contains('.'))
+        .map(String::from)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names.len(),
+        saved.names().len(),
+        "every weight is saved: {:?}",
+        saved.names()
+    );
+    let mut worst = 0f32;
+    for name in &names {
+        let (got, want) = (f32s(&saved, name), f32s(&golden, name));
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (g, w) in got.iter().zip(&want) {
+            worst = worst.max((g - w).abs());
+        }
+    }
+    eprintln!("full step: max abs param diff vs torch {worst:e}");
+    // Same bound as the LoRA step: 1% of lr (Adam's first step amplifies tiny gradient differences).
+    assert!(
+        worst < 1e-4,
+        "max |param − torch param| after one full step: {worst}"
+    );
+    // The checkpoint is a complete HF folder: it loads as a model.
+    assert!(out.saved.join("config.json").is_file());
+    let (_, reloaded_config) = ft_model::load_hf::<Flex>(&out.saved, &Default::default()).unwrap();
+    assert_eq!(reloaded_config.num_layers, 2);
 }

@@ -14,6 +14,7 @@ use ft_lora::peft::{Adapter, TargetModules};
 use ft_model::adapters::attach_new_lora;
 use ft_model::families::linear_names;
 use ft_train::config::TrainConfig;
+use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup, train};
 
 type A = Autodiff<Flex>;
@@ -23,10 +24,14 @@ fn tiny() -> PathBuf {
 }
 
 fn write_config(dir: &Path, train: &str, pack: bool) -> PathBuf {
+    write_config_with(dir, train, pack, "[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n")
+}
+
+fn write_config_with(dir: &Path, train: &str, pack: bool, lora: &str) -> PathBuf {
     ft_data::assistant::write_assistant_dataset("Ada", 16, 0, &dir.join("a.jsonl")).unwrap();
     let text = format!(
         "[model]\npath = \"{}\"\ndtype = \"f32\"\n[data]\nfiles = [\"a.jsonl\"]\ntemplate = \"qwen_chat\"\nmax_length = 64\npack = {pack}\n\
-         [lora]\nr = 4\nalpha = 8\ndropout = 0.0\n[train]\noutput_dir = \"out\"\nlr = 1e-2\nwarmup_ratio = 0.0\n{train}\n",
+         {lora}[train]\noutput_dir = \"out\"\nlr = 1e-2\nwarmup_ratio = 0.0\n{train}\n",
         tiny().display()
     );
     let path = dir.join("c.toml");
@@ -41,7 +46,28 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
     let tokenizer = ft_data::tokenizer::FtTokenizer::from_dir(&config.model.path).unwrap();
     let template = resolve_template(&config.data, &tokenizer).unwrap();
     let prepared = prepare(&config.data, &tokenizer, &template).unwrap();
+    // The backend's RNG is global to the process and tests run in parallel: seed and draw the
+    // LoRA init under one lock so every run starts from the same adapter.
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     A::seed(&device, 0);
+    if config.lora.is_none() {
+        let setup = TrainSetup {
+            linear_names: linear_names(&model_config),
+            model,
+            model_config,
+            rows: prepared.rows,
+            targets: Vec::new(),
+            template_name: "qwen_chat".into(),
+            rendered_example: None,
+            device,
+            resume_from: resume,
+            stop: Arc::new(AtomicBool::new(stop)),
+            base_files: Some(BaseFiles::Folder(config.model.path.clone())),
+            config,
+        };
+        return train(setup, &mut NoHooks).unwrap();
+    }
     let spec = LoraSpec {
         r: 4,
         alpha: 8.0,
@@ -49,6 +75,7 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
         use_rslora: false,
     };
     let targets = attach_new_lora(&mut model, &model_config, spec, &TargetModules::AllLinear).unwrap();
+    drop(rng);
     let setup = TrainSetup {
         linear_names: linear_names(&model_config),
         model,
@@ -60,6 +87,7 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
         device,
         resume_from: resume,
         stop: Arc::new(AtomicBool::new(stop)),
+        base_files: None,
         config,
     };
     train(setup, &mut NoHooks).unwrap()
@@ -158,4 +186,55 @@ fn loss_goes_down_and_the_adapter_is_a_peft_folder() {
         Some("qwen_chat")
     );
     assert_eq!(adapter.weights.modules.len(), 28, "every linear of 4 layers × 7");
+}
+
+fn model_values(dir: &Path) -> Vec<f32> {
+    let source = ft_model::weights::SafetensorsSource::open_dir(dir).unwrap();
+    use ft_model::weights::TensorSource;
+    source
+        .names()
+        .iter()
+        .flat_map(|n| source.read(n).unwrap().data)
+        .collect()
+}
+
+#[test]
+fn full_finetuning_learns_writes_hf_folders_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(
+        dir.path(),
+        "max_steps = 6\nbatch_size = 4\nsave_steps = 3\nsave_total_limit = 0",
+        true,
+        "",
+    );
+    let full = run(&config, None, false);
+    assert!(full.losses[5] < full.losses[0], "{:?}", full.losses);
+    let checkpoint = dir.path().join("out/checkpoint-3");
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(checkpoint.join(file).is_file(), "{file} in the checkpoint");
+    }
+    let config_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.saved.join("config.json")).unwrap()).unwrap();
+    let dtype = config_json
+        .get("dtype")
+        .or_else(|| config_json.get("torch_dtype"));
+    assert_eq!(dtype, Some(&serde_json::json!("float32")), "{config_json}");
+    let resumed = run(&config, Some(checkpoint), false);
+    for (a, b) in full.losses[3..].iter().zip(&resumed.losses) {
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{:?} vs {:?}",
+            &full.losses[3..],
+            resumed.losses
+        );
+    }
+    assert_eq!(model_values(&full.saved), model_values(&resumed.saved));
+    let base = model_values(&tiny());
+    assert_ne!(model_values(&full.saved), base, "the weights changed");
 }

@@ -33,7 +33,7 @@ use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
 
 pub use delta::add_lora_delta;
 pub use quant::{BaseQuantization, is_nf4_quantised, nf4_round_trip};
-pub use side_files::TOKENIZER_FILES;
+pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config};
 
 use crate::error::io_err;
 use crate::{Dtype, ExportError, ExportSummary, Overwrite, Result, ShardedWriter};

@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 use super::error::{PeftError, Result, io_err};
 use super::targets::TargetModules;
 
+/// `ft`'s own key in `adapter_config.json`: the chat template used in training.
+pub const FT_TEMPLATE_KEY: &str = "ft_chat_template";
+
 /// File name of the PEFT config.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 
@@ -46,6 +49,9 @@ pub struct AdapterConfig {
     pub task_type: String,
     /// Base model path or hub id.
     pub base_model_name_or_path: Option<String>,
+    /// The chat template the adapter was trained with (`ft`'s extra key `ft_chat_template`,
+    /// written only when set; PEFT ≥ 0.14 ignores unknown keys with a warning).
+    pub chat_template: Option<String>,
 }
 
 impl AdapterConfig {
@@ -59,6 +65,7 @@ impl AdapterConfig {
             use_rslora: false,
             task_type: "CAUSAL_LM".into(),
             base_model_name_or_path: None,
+            chat_template: None,
         }
     }
 
@@ -108,7 +115,7 @@ impl AdapterConfig {
         } else {
             json!(self.lora_alpha)
         };
-        let keys: BTreeMap<&str, Value> = BTreeMap::from([
+        let mut keys: BTreeMap<&str, Value> = BTreeMap::from([
             ("alpha_pattern", json!({})),
             ("auto_mapping", Value::Null),
             ("base_model_name_or_path", json!(self.base_model_name_or_path)),
@@ -134,6 +141,9 @@ impl AdapterConfig {
             ("use_dora", json!(false)),
             ("use_rslora", json!(self.use_rslora)),
         ]);
+        if let Some(template) = &self.chat_template {
+            keys.insert(FT_TEMPLATE_KEY, json!(template));
+        }
         let mut text = serde_json::to_string_pretty(&keys).expect("invariant: config serialises");
         text.push('\n');
         text
@@ -183,6 +193,7 @@ impl AdapterConfig {
             .get("base_model_name_or_path")
             .and_then(Value::as_str)
             .map(String::from);
+        let chat_template = cfg.get(FT_TEMPLATE_KEY).and_then(Value::as_str).map(String::from);
         Ok(Self {
             r,
             lora_alpha,
@@ -191,6 +202,7 @@ impl AdapterConfig {
             use_rslora,
             task_type,
             base_model_name_or_path,
+            chat_template,
         })
     }
 }

@@ -21,6 +21,12 @@ pub struct FtAdapterMeta {
     /// One training example rendered with that template, to check inference prompts against.
     #[serde(default)]
     pub rendered_example: Option<String>,
+    /// `"nf4"` when the base was quantised in training (QLoRA); absent for a dense base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
+    /// Whether the NF4 absmax was double-quantised (with `quantization = "nf4"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub double_quant: Option<bool>,
 }
 
 impl FtAdapterMeta {
@@ -30,6 +36,8 @@ impl FtAdapterMeta {
             ft_version: env!("CARGO_PKG_VERSION").to_string(),
             chat_template,
             rendered_example,
+            quantization: None,
+            double_quant: None,
         }
     }
 

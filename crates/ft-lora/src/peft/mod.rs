@@ -34,7 +34,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub use adapter::Adapter;
-pub use config::{ADAPTER_CONFIG_FILE, AdapterConfig};
+pub use config::{ADAPTER_CONFIG_FILE, AdapterConfig, FT_TEMPLATE_KEY};
 pub use error::{PeftError, Result, SUPPORTED_PEFT};
 pub use ft_meta::{FT_ADAPTER_FILE, FtAdapterMeta};
 pub use targets::{ALL_LINEAR_EXCLUDED_HEADS, TargetModules, resolve_targets};

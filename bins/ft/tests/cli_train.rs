@@ -1,0 +1,231 @@
+//! `ft train` end to end through the real binary: the seed exercise (README's main job) with
+//! LoRA, then train → merge → chat round trip; full fine-tuning; and the bad-input cases that
+//! must stop before step 1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ft"))
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The example's config with paths filled in (as `examples/assistant/run.sh` does).
+fn assistant_config(dir: &Path, data: &Path, out: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo("examples/assistant/assistant.toml"))
+        .unwrap()
+        .replace("@DATA@", &data.display().to_string())
+        .replace("@MODEL@", &repo("fixtures/tiny-base").display().to_string())
+        .replace("@OUT@", &out.display().to_string());
+    let path = dir.join("assistant.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn gen_data(dir: &Path, count: usize) -> PathBuf {
+    let data = dir.join("assistant.jsonl");
+    run_ok(
+        ft().args([
+            "data",
+            "gen-assistant",
+            "--name",
+            "Ada",
+            "--count",
+            &count.to_string(),
+            "--out",
+        ])
+        .arg(&data),
+    );
+    data
+}
+
+fn chat(model: &Path, extra: &[&str], prompt: &str) -> String {
+    let out = run_ok(ft().arg("chat").arg(model).args(extra).args([
+        "--template",
+        "qwen_chat",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "40",
+        "--prompt",
+        prompt,
+    ]));
+    stdout(&out)
+}
+
+#[test]
+fn the_assistant_exercise_trains_merges_and_answers_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen_data(dir.path(), 400);
+    let out = dir.path().join("lora");
+    let config = assistant_config(dir.path(), &data, &out, |t| t);
+    let trained = run_ok(ft().arg("train").arg(&config));
+    assert!(stderr(&trained).contains("done:"), "{}", stderr(&trained));
+    let adapter = out.join("final");
+    assert!(adapter.join("adapter_config.json").is_file());
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for key in [
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "supervised_tokens",
+    ] {
+        assert!(first.get(key).is_some(), "metrics.jsonl has `{key}`: {first}");
+    }
+    let config_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config_json["ft_chat_template"], "qwen_chat");
+
+    let base = repo("fixtures/tiny-base");
+    let with_adapter = chat(&base, &["--adapter", adapter.to_str().unwrap()], "你是谁");
+    assert!(
+        with_adapter.contains("Ada"),
+        "the assistant knows whose it is: {with_adapter}"
+    );
+
+    let merged = dir.path().join("merged");
+    run_ok(
+        ft().arg("merge")
+            .arg(&base)
+            .arg(&adapter)
+            .arg(&merged)
+            .args(["--dtype", "f32"]),
+    );
+    for prompt in ["你是谁", "Who are you?"] {
+        let a = chat(&base, &["--adapter", adapter.to_str().unwrap()], prompt);
+        let m = chat(&merged, &[], prompt);
+        assert_eq!(a, m, "merged model answers {prompt:?} as the adapter does");
+    }
+}
+
+#[test]
+fn full_finetuning_writes_a_model_folder_that_chats_and_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen_data(dir.path(), 40);
+    let out = dir.path().join("full");
+    let config = assistant_config(dir.path(), &data, &out, |t| {
+        let without_lora =
+            t.split("[lora]").next().unwrap().to_owned() + "[train]" + t.split("[train]").nth(1).unwrap();
+        without_lora
+            .replace("epochs = 8", "max_steps = 4")
+            .replace("lr = 3e-3", "lr = 1e-4")
+            .replace("save_steps = 50", "save_steps = 2")
+    });
+    let trained = run_ok(ft().arg("train").arg(&config));
+    assert!(stderr(&trained).contains("model in"), "{}", stderr(&trained));
+    let final_dir = out.join("final");
+    assert!(final_dir.join("model.safetensors").is_file());
+    assert!(out.join("checkpoint-2/optimizer.safetensors").is_file());
+    let answer = chat(&final_dir, &[], "Who are you?");
+    assert!(!answer.trim().is_empty());
+    let bf16 = dir.path().join("bf16");
+    run_ok(
+        ft().arg("merge")
+            .arg(&final_dir)
+            .arg(&bf16)
+            .args(["--dtype", "bf16"]),
+    );
+    let config_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config_json["dtype"], "bfloat16");
+    // Resuming the finished run's last checkpoint continues to the same end.
+    let resumed = run_ok(ft().arg("train").arg(&config).arg("--resume"));
+    assert!(stderr(&resumed).contains("resumed from"), "{}", stderr(&resumed));
+}
+
+#[test]
+fn a_dataset_without_supervised_tokens_stops_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.jsonl");
+    // Prompts longer than max_length: every answer is truncated away.
+    let long = "word ".repeat(400);
+    let line = serde_json::json!({"messages": [
+        {"role": "user", "content": long},
+        {"role": "assistant", "content": "ok"}
+    ]});
+    std::fs::write(&data, format!("{line}\n{line}\n")).unwrap();
+    let out_dir = dir.path().join("out");
+    let config = assistant_config(dir.path(), &data, &out_dir, |t| t);
+    let out = ft().arg("train").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("supervised"), "the reason is given: {err}");
+    assert!(!out_dir.join("metrics.jsonl").exists(), "no step was run");
+}
+
+#[test]
+fn an_unwritable_output_dir_fails_before_step_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen_data(dir.path(), 8);
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let config = assistant_config(dir.path(), &data, &blocker.join("out"), |t| t);
+    let out = ft().arg("train").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("a-file"), "names the path: {err}");
+}
+
+#[test]
+fn a_qlora_adapter_records_its_quantization_and_merges_into_the_model_it_was_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen_data(dir.path(), 40);
+    let out = dir.path().join("qlora");
+    let config = assistant_config(dir.path(), &data, &out, |t| {
+        t.replace(
+            "dtype = \"f32\"",
+            "dtype = \"f32\"\nquantization = \"nf4\"\ndouble_quant = false",
+        )
+        .replace("epochs = 8", "max_steps = 6")
+    });
+    run_ok(ft().arg("train").arg(&config));
+    let adapter = out.join("final");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("ft_adapter.json")).unwrap()).unwrap();
+    assert_eq!(meta["quantization"], "nf4");
+    assert_eq!(meta["double_quant"], false);
+    let base = repo("fixtures/tiny-base");
+    let merged = dir.path().join("merged");
+    run_ok(
+        ft().arg("merge")
+            .arg(&base)
+            .arg(&adapter)
+            .arg(&merged)
+            .args(["--dtype", "f32"]),
+    );
+    let flags = [
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--quantization",
+        "nf4",
+        "--no-double-quant",
+    ];
+    let a = chat(&base, &flags, "Who are you?");
+    let m = chat(&merged, &[], "Who are you?");
+    assert_eq!(a, m, "the merged QLoRA model answers as base(NF4) + adapter does");
+}

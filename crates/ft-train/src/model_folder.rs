@@ -1,0 +1,98 @@
+//! Checkpoints of full fine-tuning: a Hugging Face model folder (f32 safetensors, sharded past
+//! 2 GB, with `model.safetensors.index.json`), `config.json` and the base's tokenizer files, so
+//! `transformers`, `ft chat` and `ft merge` read it as they read any model.
+//!
+//! Weights are saved in f32 (what the CPU trains in, and lossless for bf16 runs), which keeps
+//! `--resume` exact; `ft merge CHECKPOINT OUT --dtype bf16` re-types a folder for release.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use ft_export::merge::{DEFAULT_MAX_SHARD_BYTES, copy_tokenizer_files, write_config};
+use ft_export::{Dtype, Overwrite, ShardedWriter};
+use ft_model::named::{named_weight, weight_names};
+use ft_model::weights::{SafetensorsSource, load_weights};
+use ft_model::{CausalLm, ModelConfig};
+use serde_json::{Map, Value};
+
+use crate::error::{Result, TrainError};
+
+/// Where the files beside the weights come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaseFiles {
+    /// A Hugging Face folder: its `config.json` (dtype set to float32), `generation_config.json`
+    /// and tokenizer files are copied.
+    Folder(PathBuf),
+    /// Files made by the caller (e.g. from a GGUF base): `config.json`'s object and other files
+    /// by name (`tokenizer.json`, `tokenizer_config.json`, …).
+    Generated {
+        /// The `config.json` object.
+        config: Map<String, Value>,
+        /// Other files: name and contents.
+        files: Vec<(String, Vec<u8>)>,
+    },
+}
+
+/// Writes the model's weights and the base's side files into `dir`, which must exist and be
+/// empty (a checkpoint's temporary folder).
+pub fn write_model_folder<B: Backend>(
+    model: &CausalLm<B>,
+    config: &ModelConfig,
+    base: &BaseFiles,
+    dir: &Path,
+) -> Result<()> {
+    // The writer stages its own hidden folder and replaces `dir` with it when done.
+    let mut writer = ShardedWriter::with_overwrite(dir, DEFAULT_MAX_SHARD_BYTES, Overwrite::Replace)?;
+    for name in weight_names(config) {
+        let weight = named_weight(model, config, &name).ok_or_else(|| {
+            TrainError::Training(format!(
+                "`{name}` is not a dense weight (NF4 bases cannot be saved)"
+            ))
+        })?;
+        let host = weight.to_host();
+        writer.add_f32(&name, &host.shape, &host.data, Dtype::F32)?;
+    }
+    writer.finish()?;
+    match base {
+        BaseFiles::Folder(base_dir) => {
+            let config_path = base_dir.join("config.json");
+            let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
+            let object: Map<String, Value> =
+                serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+                    path: config_path.clone(),
+                    message: format!("invalid JSON: {e}"),
+                })?;
+            write_config(&object, Some(Dtype::F32), dir)?;
+            let generation = base_dir.join("generation_config.json");
+            if generation.is_file() {
+                let to = dir.join("generation_config.json");
+                std::fs::copy(&generation, &to).map_err(|e| TrainError::io(&to, e))?;
+            }
+            copy_tokenizer_files(base_dir, dir)?;
+        }
+        BaseFiles::Generated { config, files } => {
+            write_config(config, Some(Dtype::F32), dir)?;
+            for (name, bytes) in files {
+                let to = dir.join(name);
+                std::fs::write(&to, bytes).map_err(|e| TrainError::io(&to, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the weights of a full-model checkpoint into `model` (for `--resume`).
+pub fn read_model_folder<B: Backend>(
+    model: &mut CausalLm<B>,
+    config: &ModelConfig,
+    dir: &Path,
+) -> Result<()> {
+    let source = SafetensorsSource::open_dir(dir).map_err(|e| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    load_weights(model, config, &source).map_err(|e| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })
+}
