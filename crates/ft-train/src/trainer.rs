@@ -231,10 +231,12 @@ pub fn train<B: AutodiffBackend>(
         let started = Instant::now();
         let first = step * t.grad_accum;
         let last = ((step + 1) * t.grad_accum).min(total_micro.max(first + 1));
+        let mut window_rows = Vec::new();
         let batches: Vec<Batch> = (first..last)
             .map(|k| {
-                let rows: Vec<&PackedRow> =
-                    order.micro_batch(k).into_iter().map(|i| &setup.rows[i]).collect();
+                let indices = order.micro_batch(k);
+                let rows: Vec<&PackedRow> = indices.iter().map(|&i| &setup.rows[i]).collect();
+                window_rows.extend(indices);
                 collate(&rows)
             })
             .collect();
@@ -242,7 +244,7 @@ pub fn train<B: AutodiffBackend>(
         let real_tokens: usize = batches.iter().map(Batch::real_tokens).sum();
         let (loss, grad_norm) = if targets == 0 {
             tracing::warn!(
-                "step {}: no supervised token in micro-batches {first}..{last}; skipped",
+                "step {}: no supervised token in rows {window_rows:?} (micro-batches {first}..{last}); skipped",
                 step + 1
             );
             (f64::NAN, 0.0)
@@ -257,6 +259,12 @@ pub fn train<B: AutodiffBackend>(
                 t.max_grad_norm,
             )?
         };
+        if targets > 0 && !loss.is_finite() {
+            tracing::warn!(
+                "step {}: non-finite loss {loss} on rows {window_rows:?}; the update was skipped",
+                step + 1
+            );
+        }
         state.global_step += 1;
         state.micro_step = last;
         state.epoch = last / setup.rows.len().div_ceil(t.batch_size);
@@ -347,7 +355,6 @@ fn optimizer_step<B: AutodiffBackend>(
     }
     let loss = loss_sum / targets as f64;
     if !loss.is_finite() {
-        tracing::warn!("non-finite loss {loss}; the step is skipped");
         return Ok((loss, f64::NAN));
     }
     let squares: f64 = grads
