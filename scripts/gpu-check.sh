@@ -23,7 +23,14 @@ for dtype in f32 bf16; do
   "$ft" bench generate --device cuda --dtype $dtype --json > "$out/gen-$dtype.json" 2>>"$out/bench.err" \
     && row "generate tiny $dtype" "$(grep -o '"tokens_per_s":[0-9.]*' "$out/gen-$dtype.json")"
 done
-# 3. A short LoRA training run on the GPU.
+# 3. LoRA training step benches: bench_torch.py's shape in f32, a 1B-class shape in bf16 with MFU
+#    (989 TFLOP/s = H100/H200 dense bf16 peak).
+"$ft" bench train --device cuda --json > "$out/train-small.json" 2>>"$out/bench.err" \
+  && row "train step bench-torch f32" "$(grep -o '"tokens_per_s":[0-9.]*' "$out/train-small.json")"
+timeout 300 "$ft" bench train --device cuda --shape 1b --dtype bf16 --batch 4 --seq 1024 --steps 3 \
+  --peak-tflops 989 --json > "$out/train-1b.json" 2>>"$out/bench.err" \
+  && row "train step 1b bf16 b4 s1024" "$(grep -o '"tokens_per_s":[0-9.]*\|"mfu":[0-9.]*' "$out/train-1b.json" | tr '\n' ' ')"
+# 4. A short LoRA training run on the GPU.
 if [ -f runs/assistant/assistant.toml ]; then
   timeout 300 "$ft" train runs/assistant/assistant.toml --device cuda > "$out/train.log" 2>&1 \
     && row "train assistant (cuda)" "ok" || row "train assistant (cuda)" "FAIL (see train.log)"

@@ -39,6 +39,23 @@ enum BenchKind {
         /// Timed steps (after warm-up).
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// Model shape: `bench-torch` (hidden 256, 4 layers: bench_torch.py's) or `1b` (TinyLlama-1.1B:
+        /// hidden 2048, 22 layers, 32 heads / 4 kv heads, intermediate 5632, vocab 32000).
+        #[arg(long, value_enum, default_value_t = crate::bench_train::Shape::BenchTorch)]
+        shape: crate::bench_train::Shape,
+        /// Rows per step.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        /// Compute dtype on a GPU (the CPU computes f32).
+        #[arg(long, value_enum, default_value_t = DType::F32)]
+        dtype: DType,
+        /// The device's peak dense TFLOP/s in the chosen dtype, to report MFU (e.g. 989 for H100/H200
+        /// bf16).
+        #[arg(long)]
+        peak_tflops: Option<f64>,
         /// Print `{"tokens_per_s": .., "peak_rss_mb": ..}`.
         #[arg(long)]
         json: bool,
@@ -112,18 +129,35 @@ impl BackendTask for BenchArgs {
     fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let common = match &self.what {
             BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => common.clone(),
-            BenchKind::Train { steps, json, .. } => {
-                let (median, tokens_per_s) = crate::bench_train::run::<B>(device, *steps)?;
+            BenchKind::Train {
+                steps,
+                json,
+                shape,
+                batch,
+                seq,
+                peak_tflops,
+                ..
+            } => {
+                let run = crate::bench_train::run::<B>(device, *steps, *shape, *batch, *seq)?;
                 let peak = crate::bench_train::peak_rss_mb();
+                let achieved_tflops = run.flops_per_step / run.median_step_s / 1e12;
+                let mfu = peak_tflops.map(|p| achieved_tflops / p);
                 if *json {
                     println!(
                         "{}",
-                        serde_json::json!({"tokens_per_s": tokens_per_s, "peak_rss_mb": peak,
-                        "median_step_s": median, "device": label})
+                        serde_json::json!({"tokens_per_s": run.tokens_per_s, "peak_rss_mb": peak,
+                        "median_step_s": run.median_step_s, "device": label, "shape": shape.name(),
+                        "achieved_tflops": achieved_tflops, "mfu": mfu})
                     );
                 } else {
+                    let mfu = mfu
+                        .map(|m| format!(", MFU {:.1}%", m * 100.0))
+                        .unwrap_or_default();
                     println!(
-                        "train step on {label}: {tokens_per_s:.0} tokens/s (median {median:.4} s), peak RSS {peak:.0} MB"
+                        "train step ({}) on {label}: {:.0} tokens/s (median {:.4} s), {achieved_tflops:.3} TFLOP/s{mfu}, peak RSS {peak:.0} MB",
+                        shape.name(),
+                        run.tokens_per_s,
+                        run.median_step_s
                     );
                 }
                 return Ok(());
@@ -208,7 +242,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => {
             (common.device, common.dtype)
         }
-        BenchKind::Train { device, .. } => (*device, DType::F32),
+        BenchKind::Train { device, dtype, .. } => (*device, *dtype),
     };
     dispatch(device, dtype, args)
 }

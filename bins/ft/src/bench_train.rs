@@ -1,6 +1,7 @@
 //! `ft bench train`: tokens/s and peak memory of a LoRA training step, on the shape of
 //! `shared/bench/bench_torch.py` (Llama hidden 256, 4 layers, 4 heads, intermediate 688, vocab
-//! 4096, batch 4 × seq 256, fp32, LoRA r 8 / alpha 16 on q,k,v,o,gate,up,down).
+//! 4096, batch 4 × seq 256, fp32, LoRA r 8 / alpha 16 on q,k,v,o,gate,up,down), or a 1B-class
+//! shape for GPUs (`--shape 1b --dtype bf16 --peak-tflops 989` reports MFU).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,10 +70,47 @@ impl<B: AutodiffBackend> TrainHooks<B> for Timer {
     }
 }
 
-fn bench_config() -> ModelConfig {
-    let json = serde_json::json!({"model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 4096,
-        "max_position_embeddings": 512, "rms_norm_eps": 1e-6});
+/// The model shape of `ft bench train`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// bench_torch.py's Llama: hidden 256, 4 layers, 4 heads, intermediate 688, vocab 4096.
+    BenchTorch,
+    /// A 1B-class Llama (TinyLlama-1.1B's shape).
+    #[value(name = "1b")]
+    OneB,
+}
+
+impl Shape {
+    /// The name printed in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::BenchTorch => "bench-torch",
+            Shape::OneB => "1b",
+        }
+    }
+}
+
+/// What one benchmark run measured.
+pub struct TrainBench {
+    /// Median seconds per optimizer step.
+    pub median_step_s: f64,
+    /// Tokens per second.
+    pub tokens_per_s: f64,
+    /// Model FLOPs of one step (LoRA: forward 2·N + input gradients 2·N per token over the frozen
+    /// base's N matrix parameters, plus attention scores/values forward and backward; the
+    /// adapters' own FLOPs are negligible and not counted).
+    pub flops_per_step: f64,
+}
+
+fn bench_config(shape: Shape) -> ModelConfig {
+    let json = match shape {
+        Shape::BenchTorch => serde_json::json!({"model_type": "llama", "hidden_size": 256,
+            "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6}),
+        Shape::OneB => serde_json::json!({"model_type": "llama", "hidden_size": 2048,
+            "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}),
+    };
     let hf: ft_model::HfConfig = serde_json::from_value(json).expect("invariant: valid bench config");
     hf.to_config(Path::new("bench"))
         .expect("invariant: valid bench config")
@@ -90,11 +128,37 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Runs the benchmark on backend `B` (trained through `Autodiff<B>`); returns (median step s, tokens/s).
-pub fn run<B: Backend>(device: B::Device, steps: usize) -> anyhow::Result<(f64, f64)> {
+/// Model FLOPs of one LoRA step (see [`TrainBench::flops_per_step`]).
+fn lora_step_flops(config: &ModelConfig, batch: usize, seq: usize) -> f64 {
+    let matrix_params: usize = expected_tensors(config)
+        .iter()
+        .filter(|(name, shape)| shape.len() == 2 && !name.contains("embed"))
+        .map(|(_, shape)| shape.iter().product::<usize>())
+        .sum();
+    let head = if config.tie_word_embeddings {
+        config.vocab_size * config.hidden_size
+    } else {
+        0
+    };
+    let tokens = (batch * seq) as f64;
+    let linear = 4.0 * (matrix_params + head) as f64 * tokens;
+    // q·kᵀ and p·v: 2 matmuls × 2 FLOPs × seq per token per head dim, forward + 2× backward.
+    let attention =
+        3.0 * 4.0 * (config.num_layers * config.num_heads * config.head_dim) as f64 * seq as f64 * tokens;
+    linear + attention
+}
+
+/// Runs the benchmark on backend `B` (trained through `Autodiff<B>`).
+pub fn run<B: Backend>(
+    device: B::Device,
+    steps: usize,
+    shape: Shape,
+    batch: usize,
+    seq: usize,
+) -> anyhow::Result<TrainBench> {
     type A<B> = Autodiff<B>;
-    let config = bench_config();
-    let (batch, seq) = (4usize, 256usize);
+    let config = bench_config(shape);
+    let vocab = config.vocab_size;
     let mut model = CausalLm::<A<B>>::init(&config, &device);
     let source = RandomWeights {
         shapes: expected_tensors(&config),
@@ -121,7 +185,7 @@ pub fn run<B: Backend>(device: B::Device, steps: usize) -> anyhow::Result<(f64, 
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let rows: Vec<PackedRow> = (0..batch)
         .map(|_| {
-            let ids: Vec<i32> = (0..seq).map(|_| rng.random_range(0..4096)).collect();
+            let ids: Vec<i32> = (0..seq).map(|_| rng.random_range(0..vocab as i32)).collect();
             PackedRow {
                 labels: ids.clone(),
                 input_ids: ids,
@@ -139,6 +203,7 @@ pub fn run<B: Backend>(device: B::Device, steps: usize) -> anyhow::Result<(f64, 
     );
     std::fs::write(dir.join("c.toml"), toml)?;
     let train_config = TrainConfig::from_file(&dir.join("c.toml"))?;
+    let model_config_for_flops = config.clone();
     let setup = TrainSetup {
         linear_names: linear_names(&config),
         model,
@@ -162,7 +227,11 @@ pub fn run<B: Backend>(device: B::Device, steps: usize) -> anyhow::Result<(f64, 
     let mut measured: Vec<f64> = timer.steps.into_iter().skip(1).collect();
     measured.sort_by(f64::total_cmp);
     let median = measured.get(measured.len() / 2).copied().unwrap_or(f64::NAN);
-    Ok((median, (batch * seq) as f64 / median))
+    Ok(TrainBench {
+        median_step_s: median,
+        tokens_per_s: (batch * seq) as f64 / median,
+        flops_per_step: lora_step_flops(&model_config_for_flops, batch, seq),
+    })
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
