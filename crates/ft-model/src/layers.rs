@@ -4,12 +4,12 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor};
 use ft_lora::linear::FtLinear;
 
 use crate::rope;
 
-/// RMSNorm: `x · rsqrt(mean(x²) + eps) · weight`.
+/// RMSNorm: `x · rsqrt(mean(x²) + eps) · weight`, normalised in f32 whatever the dtype.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Scale, `[hidden]`.
@@ -27,12 +27,17 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
+    /// Normalises in f32 (as transformers' `LlamaRMSNorm` does: an f16 square overflows above
+    /// 255), casts back to the input's dtype, then scales by the weight.
+    ///
     /// # Shapes
     /// - input: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let variance = x.clone().powi_scalar(2).mean_dim(2);
-        let normed = x * (variance + self.eps).sqrt().recip();
+        let normed = (x * (variance + self.eps).sqrt().recip()).cast(dtype);
         normed * self.weight.val().unsqueeze_dims::<3>(&[0, 1])
     }
 }
