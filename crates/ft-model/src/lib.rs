@@ -17,6 +17,7 @@ pub mod generate;
 pub mod gguf;
 pub mod layers;
 pub mod loss;
+mod mask;
 pub mod model;
 pub mod quantize;
 pub mod rope;
