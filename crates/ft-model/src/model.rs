@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use ft_lora::linear::{FtLinear, Nf4Weight};
 
 use crate::config::{Family, ModelConfig};
@@ -159,6 +159,9 @@ impl<B: Backend> CausalLm<B> {
             max_position.max(past + s),
             &device,
         );
+        // Tables computed in f32, used in the model's dtype (transformers: `cos.to(x.dtype)`).
+        let dtype = x.dtype();
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         // One bias per distinct attention window (full causal and at most one sliding window).
         let mut biases: Vec<(Option<usize>, Tensor<B, 4>)> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -166,7 +169,8 @@ impl<B: Backend> CausalLm<B> {
             let built = biases.iter().position(|(w, _)| *w == window);
             let index = built.unwrap_or_else(|| {
                 let host = mask::attention_bias(input, past, window);
-                let bias = Tensor::from_data(TensorData::new(host, [b, 1, s, past + s]), &device);
+                let data = TensorData::new(host, [b, 1, s, past + s]);
+                let bias = Tensor::from_data(data, (&device, DType::F32));
                 biases.push((window, bias));
                 biases.len() - 1
             });

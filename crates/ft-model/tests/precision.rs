@@ -2,13 +2,18 @@
 //! transformers does (an f16 square overflows above 255; an f16/bf16 sum of many squares or a
 //! log-sum-exp near 1000 loses most of its digits).
 
-use burn::module::Param;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData, Tolerance};
 use burn_flex::Flex;
 use ft_model::layers::RmsNorm;
+use ft_model::load_hf;
 use ft_model::loss::cross_entropy_sum;
 
 type B = Flex;
+
+mod common;
+
+use common::{Golden, max_logit_error, model_dir};
 
 /// A unit-scale norm of width `values.len()` with its weight in `dtype`, applied to `values`
 /// cast to `dtype`; returns the output (checked to keep `dtype`) as f32.
@@ -101,5 +106,62 @@ fn cross_entropy_of_f32_logits_matches_the_reference() {
     found.assert_approx_eq::<f32>(
         &TensorData::new(vec![(lse - 2.0) as f32], [1]),
         Tolerance::absolute(1e-6),
+    );
+}
+
+/// Casts every float parameter of a module.
+struct CastParams(FloatDType);
+
+impl ModuleMapper<B> for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.cast(self.0), mapper)
+    }
+}
+
+/// Max |logit error| and |loss error| of the `llama` fixture run with every weight in `dtype`,
+/// against transformers' f32 goldens.
+fn half_model_errors(dtype: FloatDType) -> (f32, f32) {
+    let device = Default::default();
+    let dir = model_dir("llama");
+    let (model, config) = load_hf::<B>(&dir, &device).unwrap();
+    let model = model.map(&mut CastParams(dtype));
+    let golden = Golden::read(&dir.join("golden.safetensors"));
+    let (input, labels) = golden.input();
+    let logits = model.forward(&input, &config);
+    assert_eq!(
+        logits.dtype(),
+        DType::from(dtype),
+        "logits stay in the model's dtype"
+    );
+    let got = logits
+        .cast(FloatDType::F32)
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
+    let mask = input.attention_mask.as_ref().unwrap();
+    let logit_err = max_logit_error(&got, golden.logits(), mask, config.vocab_size);
+    let loss = model.loss(&input, &labels, &config);
+    assert_eq!(loss.dtype(), DType::F32, "the loss is f32");
+    (logit_err, (loss.into_scalar() - golden.loss()).abs())
+}
+
+#[test]
+fn f16_model_runs_end_to_end_close_to_the_f32_goldens() {
+    let (logit_err, loss_err) = half_model_errors(FloatDType::F16);
+    eprintln!("f16 model: max |logit error| {logit_err}, |loss error| {loss_err}");
+    assert!(
+        logit_err < 5e-2 && loss_err < 1e-2,
+        "f16: logits {logit_err}, loss {loss_err}"
+    );
+}
+
+#[test]
+fn bf16_model_runs_end_to_end_close_to_the_f32_goldens() {
+    let (logit_err, loss_err) = half_model_errors(FloatDType::BF16);
+    eprintln!("bf16 model: max |logit error| {logit_err}, |loss error| {loss_err}");
+    assert!(
+        logit_err < 3e-1 && loss_err < 5e-2,
+        "bf16: logits {logit_err}, loss {loss_err}"
     );
 }
