@@ -120,6 +120,18 @@ pub struct HfConfig {
     /// EOS id(s).
     #[serde(default)]
     pub eos_token_id: Option<TokenIds>,
+    /// Mistral, Qwen2: attention window in tokens (`null` = full attention).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2: whether `sliding_window` applies at all (default false).
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    /// Qwen2: layers from this index on use the window (default 28).
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
+    /// Qwen2 (transformers 5.x): `full_attention` / `sliding_attention` per layer.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
 }
 
 fn default_max_positions() -> usize {
@@ -171,6 +183,9 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     /// Storage dtype name (`bfloat16`, `float16`, `float32`), if given.
     pub dtype: Option<String>,
+    /// Attention window of each layer (`None` = full causal attention); see
+    /// [`ModelConfig::sliding_window`].
+    pub sliding_windows: Vec<Option<usize>>,
 }
 
 impl HfConfig {
@@ -231,6 +246,7 @@ impl HfConfig {
             }
             _ => (self.attention_bias, self.attention_bias, self.mlp_bias),
         };
+        let sliding_windows = self.sliding_windows(family).map_err(err)?;
         Ok(ModelConfig {
             family,
             hidden_size: self.hidden_size,
@@ -254,13 +270,107 @@ impl HfConfig {
                 .map(TokenIds::to_vec)
                 .unwrap_or_default(),
             dtype: self.torch_dtype.clone().or_else(|| self.dtype.clone()),
+            sliding_windows,
+        })
+    }
+
+    /// The attention window of each layer, as transformers 5.x resolves it: Mistral windows
+    /// every layer; Qwen2 only with `use_sliding_window`, on the layers `layer_types` marks
+    /// `sliding_attention` (or, without it, those from `max_window_layers` on).
+    fn sliding_windows(&self, family: Family) -> std::result::Result<Vec<Option<usize>>, String> {
+        let layers = self.num_hidden_layers;
+        if self.sliding_window == Some(0) {
+            return Err("sliding_window must be at least 1".into());
+        }
+        Ok(match family {
+            Family::Mistral => vec![self.sliding_window; layers],
+            Family::Qwen2 => {
+                let window = self
+                    .sliding_window
+                    .filter(|_| self.use_sliding_window == Some(true));
+                match &self.layer_types {
+                    Some(types) if types.len() == layers => types
+                        .iter()
+                        .map(|t| window.filter(|_| t == "sliding_attention"))
+                        .collect(),
+                    Some(types) => {
+                        return Err(format!(
+                            "layer_types has {} entries for {layers} layers",
+                            types.len()
+                        ));
+                    }
+                    None => {
+                        let first = self.max_window_layers.unwrap_or(28);
+                        (0..layers).map(|i| window.filter(|_| i >= first)).collect()
+                    }
+                }
+            }
+            Family::Llama | Family::InternLm2 => vec![None; layers],
         })
     }
 }
 
 impl ModelConfig {
+    /// The attention window of layer `layer` (`None` = full causal attention): its query sees
+    /// itself and the `window - 1` keys before it.
+    pub fn sliding_window(&self, layer: usize) -> Option<usize> {
+        self.sliding_windows.get(layer).copied().flatten()
+    }
+
     /// Reads and resolves `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         HfConfig::read(dir)?.to_config(&dir.join("config.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windows(extra: Value) -> std::result::Result<Vec<Option<usize>>, String> {
+        let mut json = serde_json::json!({"model_type": "qwen2", "hidden_size": 8,
+            "intermediate_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
+            "vocab_size": 10});
+        json.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let hf: HfConfig = serde_json::from_value(json).unwrap();
+        let family = Family::from_model_type(&hf.model_type).unwrap();
+        hf.sliding_windows(family)
+    }
+
+    #[test]
+    fn mistral_windows_every_layer_unless_null() {
+        let on = windows(serde_json::json!({"model_type": "mistral", "sliding_window": 4}));
+        assert_eq!(on.unwrap(), vec![Some(4); 3]);
+        let off = windows(serde_json::json!({"model_type": "mistral", "sliding_window": null}));
+        assert_eq!(off.unwrap(), vec![None; 3]);
+    }
+
+    #[test]
+    fn qwen2_windows_only_with_use_sliding_window_from_max_window_layers() {
+        let off = windows(serde_json::json!({"sliding_window": 4, "max_window_layers": 1}));
+        assert_eq!(off.unwrap(), vec![None; 3]);
+        let on = serde_json::json!({"sliding_window": 4, "use_sliding_window": true,
+            "max_window_layers": 1});
+        assert_eq!(windows(on).unwrap(), vec![None, Some(4), Some(4)]);
+    }
+
+    #[test]
+    fn qwen2_layer_types_decide_which_layers_slide() {
+        let typed = serde_json::json!({"sliding_window": 4, "use_sliding_window": true,
+            "max_window_layers": 0,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]});
+        assert_eq!(windows(typed).unwrap(), vec![Some(4), None, Some(4)]);
+        let short = serde_json::json!({"layer_types": ["full_attention"]});
+        assert!(windows(short).is_err());
+    }
+
+    #[test]
+    fn llama_ignores_and_zero_window_is_rejected() {
+        let llama = windows(serde_json::json!({"model_type": "llama", "sliding_window": 4}));
+        assert_eq!(llama.unwrap(), vec![None; 3]);
+        let zero = windows(serde_json::json!({"model_type": "mistral", "sliding_window": 0}));
+        assert!(zero.is_err());
     }
 }

@@ -1,15 +1,15 @@
 //! The math every family shares: RMSNorm (in f32), SwiGLU MLP, grouped-query attention with
-//! rotate-half RoPE, and the pre-norm decoder block.
+//! rotate-half RoPE (softmax in f32), and the pre-norm decoder block.
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor};
 use ft_lora::linear::FtLinear;
 
 use crate::rope;
 
-/// RMSNorm: `x · rsqrt(mean(x²) + eps) · weight`.
+/// RMSNorm: `x · rsqrt(mean(x²) + eps) · weight`, normalised in f32 whatever the dtype.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Scale, `[hidden]`.
@@ -27,12 +27,17 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
+    /// Normalises in f32 (as transformers' `LlamaRMSNorm` does: an f16 square overflows above
+    /// 255), casts back to the input's dtype, then scales by the weight.
+    ///
     /// # Shapes
     /// - input: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let variance = x.clone().powi_scalar(2).mean_dim(2);
-        let normed = x * (variance + self.eps).sqrt().recip();
+        let normed = (x * (variance + self.eps).sqrt().recip()).cast(dtype);
         normed * self.weight.val().unsqueeze_dims::<3>(&[0, 1])
     }
 }
@@ -110,11 +115,11 @@ impl<B: Backend> LayerCache<B> {
 pub struct AttentionContext<'a, B: Backend> {
     /// `[batch, seq]` positions of the new tokens.
     pub positions: &'a Tensor<B, 2, Int>,
-    /// RoPE tables `[max_position, head_dim]`.
+    /// RoPE tables `[max_position, head_dim]`, in the hidden states' dtype.
     pub cos: &'a Tensor<B, 2>,
-    /// RoPE tables `[max_position, head_dim]`.
+    /// RoPE tables `[max_position, head_dim]`, in the hidden states' dtype.
     pub sin: &'a Tensor<B, 2>,
-    /// Additive bias `[batch, 1, seq, past + seq]` (0 or a large negative number).
+    /// Additive f32 bias `[batch, 1, seq, past + seq]` (0 or a large negative number).
     pub bias: &'a Tensor<B, 4>,
 }
 
@@ -173,8 +178,9 @@ impl<B: Backend> Attention<B> {
         let k = repeat_kv(k, groups);
         let v = repeat_kv(v, groups);
         let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + ctx.bias.clone();
-        let probs = softmax(scores, 3);
+        // Softmax in f32 whatever the dtype (transformers' eager attention does the same).
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let probs = softmax(scores.cast(FloatDType::F32) + ctx.bias.clone(), 3).cast(v.dtype());
         let out = probs
             .matmul(v)
             .swap_dims(1, 2)

@@ -1,8 +1,10 @@
 //! # ft-model
 //!
-//! Decoder LLMs on Burn — Llama (1/2/3, SmolLM2), Mistral, Qwen2 and InternLM2 — loaded from
-//! Hugging Face folders (single or sharded safetensors, f32/f16/bf16), with a forward pass that
-//! matches transformers, a masked causal-LM loss, and KV-cache generation.
+//! Decoder LLMs on Burn — Llama (1/2/3, SmolLM2), Mistral and Qwen2 (sliding-window attention
+//! included) and InternLM2 — loaded from Hugging Face folders (single or sharded safetensors,
+//! f32/f16/bf16), with a forward pass that matches transformers, a masked causal-LM loss, and
+//! KV-cache generation. Models may run in f16/bf16: RMSNorm, the attention softmax and the loss
+//! compute in f32, as transformers does.
 //!
 //! Every projection is [`ft_lora::linear::FtLinear`], so LoRA and NF4 attach to the same model
 //! code. One generic code path serves every backend (`B: Backend`). [`load_hf_nf4`] quantises the
@@ -17,6 +19,7 @@ pub mod generate;
 pub mod gguf;
 pub mod layers;
 pub mod loss;
+mod mask;
 pub mod model;
 pub mod named;
 pub mod quantize;

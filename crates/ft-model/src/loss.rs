@@ -4,7 +4,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 use crate::ModelConfig;
 use crate::model::{CausalLm, ModelInput};
@@ -36,7 +36,8 @@ pub fn shifted_targets(labels: &[i32], batch: usize, seq: usize) -> Vec<(usize, 
     out
 }
 
-/// Σ cross-entropy of the rows of `logits` against `targets`.
+/// Σ cross-entropy of the rows of `logits` against `targets`; the log-softmax (log-sum-exp)
+/// runs in f32 whatever the logits' dtype, and the result is f32 (transformers upcasts too).
 ///
 /// # Shapes
 /// - logits: `[rows, vocab]`
@@ -47,7 +48,7 @@ pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32]) -> T
     let rows = targets.len();
     let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
     let index = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, 1]), &device);
-    let picked = log_softmax(logits, 1).gather(1, index);
+    let picked = log_softmax(logits.cast(FloatDType::F32), 1).gather(1, index);
     picked.sum().neg()
 }
 
@@ -62,7 +63,7 @@ impl<B: Backend> CausalLm<B> {
         let device = self.embed.device();
         if targets.is_empty() {
             return LossSum {
-                sum: Tensor::zeros([1], &device),
+                sum: Tensor::<B, 1>::zeros([1], &device).cast(FloatDType::F32),
                 count: 0,
             };
         }

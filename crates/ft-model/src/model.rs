@@ -3,16 +3,12 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use ft_lora::linear::{FtLinear, Nf4Weight};
 
 use crate::config::{Family, ModelConfig};
 use crate::layers::{Attention, AttentionContext, DecoderLayer, LayerCache, Mlp, RmsNorm};
-use crate::rope;
-
-/// Large negative attention bias for masked positions (finite, so fully masked padding rows
-/// give a uniform softmax instead of NaN).
-const MASKED: f32 = -1e30;
+use crate::{mask, rope};
 
 /// A decoder-only causal language model.
 #[derive(Module, Debug)]
@@ -65,35 +61,6 @@ impl ModelInput {
                 .flat_map(|_| (0..self.seq).map(|s| (s + offset) as i32))
                 .collect(),
         }
-    }
-
-    /// The additive attention bias `[batch, 1, seq, past + seq]`: causal, padding keys masked,
-    /// and no attention across packed segments.
-    fn attention_bias(&self, past: usize) -> Vec<f32> {
-        let (b, s) = (self.batch, self.seq);
-        let total = past + s;
-        let mut bias = vec![0.0f32; b * s * total];
-        for row in 0..b {
-            for i in 0..s {
-                for j in 0..total {
-                    let masked = if j >= past {
-                        let jj = j - past;
-                        let pad = self.attention_mask.as_ref().is_some_and(|m| m[row * s + jj] == 0);
-                        let other_segment = self
-                            .segment_ids
-                            .as_ref()
-                            .is_some_and(|seg| seg[row * s + jj] != seg[row * s + i]);
-                        jj > i || pad || other_segment
-                    } else {
-                        false
-                    };
-                    if masked {
-                        bias[(row * s + i) * total + j] = MASKED;
-                    }
-                }
-            }
-        }
-        bias
     }
 }
 
@@ -192,17 +159,28 @@ impl<B: Backend> CausalLm<B> {
             max_position.max(past + s),
             &device,
         );
-        let bias = Tensor::<B, 4>::from_data(
-            TensorData::new(input.attention_bias(past), [b, 1, s, past + s]),
-            &device,
-        );
-        let ctx = AttentionContext {
-            positions: &positions,
-            cos: &cos,
-            sin: &sin,
-            bias: &bias,
-        };
+        // Tables computed in f32, used in the model's dtype (transformers: `cos.to(x.dtype)`).
+        let dtype = x.dtype();
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
+        // One bias per distinct attention window (full causal and at most one sliding window).
+        let mut biases: Vec<(Option<usize>, Tensor<B, 4>)> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
+            let window = config.sliding_window(i);
+            let built = biases.iter().position(|(w, _)| *w == window);
+            let index = built.unwrap_or_else(|| {
+                let host = mask::attention_bias(input, past, window);
+                let data = TensorData::new(host, [b, 1, s, past + s]);
+                let bias = Tensor::from_data(data, (&device, DType::F32));
+                biases.push((window, bias));
+                biases.len() - 1
+            });
+            let bias = &biases[index].1;
+            let ctx = AttentionContext {
+                positions: &positions,
+                cos: &cos,
+                sin: &sin,
+                bias,
+            };
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &ctx, cache);
         }

@@ -87,6 +87,16 @@ fn mistral_matches_transformers() {
 }
 
 #[test]
+fn mistral_sliding_window_matches_transformers() {
+    check_family("mistral-window");
+}
+
+#[test]
+fn qwen2_sliding_window_on_the_later_layer_matches_transformers() {
+    check_family("qwen2-window");
+}
+
+#[test]
 fn internlm2_fused_wqkv_matches_the_llama_it_was_packed_from() {
     check_family("internlm2");
 }
@@ -118,4 +128,77 @@ fn kv_cache_logits_equal_full_forward_logits() {
         &TensorData::new(step, [config.vocab_size]),
         Tolerance::absolute(1e-4),
     );
+}
+
+/// Logits of the last position of a full forward over `ids`, `[vocab]`.
+fn last_logits(model: &ft_model::CausalLm<B>, config: &ft_model::ModelConfig, ids: &[u32]) -> Vec<f32> {
+    let n = ids.len();
+    let full = model.forward(&ModelInput::from_ids(ids), config);
+    full.slice([0..1, n - 1..n, 0..config.vocab_size])
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn kv_cache_beyond_the_sliding_window_equals_full_forward() {
+    use ft_model::generate::LogitsSession;
+    let device = Default::default();
+    let (model, config) = load_hf::<B>(&fixture("mistral-window"), &device).unwrap();
+    assert_eq!(config.sliding_window(0), Some(4));
+    let ids = [5u32, 17, 99, 3, 64, 12, 7, 88, 41, 2, 120, 9];
+    let mut session = KvSession::new(&model, &config);
+    // A 3-token prompt, a 2-token chunk that crosses the window, then one token at a time.
+    let mut end = 0;
+    for chunk in [3, 2, 1, 1, 1, 1, 1, 1, 1] {
+        end += chunk;
+        let step = session.append(&ids[end - chunk..end]).unwrap();
+        let err = max_abs_diff(&step, &last_logits(&model, &config, &ids[..end]));
+        assert!(err < 1e-4, "position {end}: max |kv − full| {err}");
+    }
+    assert_eq!(end, ids.len());
+    // The window matters at this length: full attention gives other logits.
+    let mut unwindowed = config.clone();
+    unwindowed.sliding_windows = vec![None; config.num_layers];
+    let full_attention = last_logits(&model, &unwindowed, &ids);
+    let windowed = last_logits(&model, &config, &ids);
+    assert!(max_abs_diff(&full_attention, &windowed) > 1e-2);
+}
+
+#[test]
+fn packed_segments_under_a_sliding_window_equal_separate_rows() {
+    let device = Default::default();
+    let (model, config) = load_hf::<B>(&fixture("mistral-window"), &device).unwrap();
+    let (a, b) = ([5u32, 17, 99, 3, 64, 12], [9u32, 31, 2, 44, 0, 8, 77]);
+    let ids: Vec<u32> = a.iter().chain(&b).copied().collect();
+    let packed = ModelInput {
+        position_ids: Some((0..a.len()).chain(0..b.len()).map(|p| p as i32).collect()),
+        segment_ids: Some(
+            [0].repeat(a.len())
+                .into_iter()
+                .chain([1].repeat(b.len()))
+                .collect(),
+        ),
+        ..ModelInput::from_ids(&ids)
+    };
+    let got = model
+        .forward(&packed, &config)
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap();
+    let vocab = config.vocab_size;
+    for (offset, row) in [(0, &a[..]), (a.len(), &b[..])] {
+        let alone = model
+            .forward(&ModelInput::from_ids(row), &config)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        let part = &got[offset * vocab..(offset + row.len()) * vocab];
+        let err = max_abs_diff(part, &alone);
+        assert!(err < 1e-4, "segment at {offset}: max |packed − alone| {err}");
+    }
 }
