@@ -132,7 +132,12 @@ pub fn tables<B: Backend>(
     )
 }
 
-/// Applies RoPE to `x` at `positions`.
+/// Applies RoPE to `x` at `positions`: `x·cos + rotate_half(x)·sin`.
+///
+/// The products run in `[batch, seq, heads, head_dim]`, the projections' own contiguous layout
+/// (`x` is normally a `swap_dims` view of it), with the tables repeated over heads and the sign of
+/// `rotate_half` folded into the sine table, so every element-wise op sees contiguous operands
+/// (the CPU backend's fast path) and no negation of activations is recorded for backward.
 ///
 /// # Shapes
 /// - x: `[batch, heads, seq, head_dim]`
@@ -146,15 +151,28 @@ pub fn apply<B: Backend>(
     sin: &Tensor<B, 2>,
 ) -> Tensor<B, 4> {
     let [batch, heads, seq, head_dim] = x.dims();
-    let flat = positions.clone().reshape([batch * seq]);
-    let cos = cos
-        .clone()
-        .select(0, flat.clone())
-        .reshape([batch, 1, seq, head_dim]);
-    let sin = sin.clone().select(0, flat).reshape([batch, 1, seq, head_dim]);
     let half = head_dim / 2;
-    let x1 = x.clone().slice([0..batch, 0..heads, 0..seq, 0..half]);
-    let x2 = x.clone().slice([0..batch, 0..heads, 0..seq, half..head_dim]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos + rotated * sin
+    let flat = positions.clone().reshape([batch * seq]);
+    let per_head = |table: Tensor<B, 2>| {
+        table
+            .reshape([batch, seq, 1, head_dim])
+            .repeat_dim(2, heads)
+    };
+    let cos = per_head(cos.clone().select(0, flat.clone()));
+    let sin = sin.clone().select(0, flat);
+    let rows = batch * seq;
+    // rotate_half(x)·sin = [x₂, x₁]·[−sin₁, sin₂]
+    let signed_sin = Tensor::cat(
+        vec![
+            sin.clone().slice([0..rows, 0..half]).neg(),
+            sin.slice([0..rows, half..head_dim]),
+        ],
+        1,
+    );
+    let sin = per_head(signed_sin);
+    let x = x.swap_dims(1, 2);
+    let x1 = x.clone().slice([0..batch, 0..seq, 0..heads, 0..half]);
+    let x2 = x.clone().slice([0..batch, 0..seq, 0..heads, half..head_dim]);
+    let swapped = Tensor::cat(vec![x2, x1], 3);
+    (x * cos + swapped * sin).swap_dims(1, 2)
 }
