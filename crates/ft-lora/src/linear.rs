@@ -197,7 +197,8 @@ impl<B: Backend> FtLinear<B> {
         }
         if let Some(lora) = &self.lora {
             let h = lora.dropout.forward(x).matmul(lora.a.val().transpose());
-            y = y + h.matmul(lora.b.val().transpose()).mul_scalar(lora.scale);
+            // The scale goes on the small `B` ([out, r]) rather than on the [rows, out] product.
+            y = y + h.matmul(lora.b.val().mul_scalar(lora.scale).transpose());
         }
         let mut out_dims = dims;
         out_dims[D - 1] = y.dims()[1];
