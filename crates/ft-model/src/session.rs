@@ -65,6 +65,11 @@ impl<B: Backend> LogitsSession for KvSession<'_, B> {
     }
 
     fn max_context(&self) -> usize {
-        self.config.max_position_embeddings
+        match self.config.rope_scaling {
+            // Dynamic NTK scaling exists to run past `max_position_embeddings` (transformers
+            // sets no limit either).
+            crate::rope::RopeScaling::Dynamic { .. } => usize::MAX,
+            _ => self.config.max_position_embeddings,
+        }
     }
 }

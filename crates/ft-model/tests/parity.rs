@@ -77,6 +77,16 @@ fn llama_rope_llama3_matches_transformers() {
 }
 
 #[test]
+fn llama_rope_linear_scaling_matches_transformers() {
+    check_family("llama-rope-linear");
+}
+
+#[test]
+fn llama_rope_dynamic_ntk_beyond_max_positions_matches_transformers() {
+    check_family("llama-rope-dynamic");
+}
+
+#[test]
 fn qwen2_with_biases_and_tied_embeddings_matches_transformers() {
     check_family("qwen2");
 }
