@@ -153,11 +153,7 @@ pub fn apply<B: Backend>(
     let [batch, heads, seq, head_dim] = x.dims();
     let half = head_dim / 2;
     let flat = positions.clone().reshape([batch * seq]);
-    let per_head = |table: Tensor<B, 2>| {
-        table
-            .reshape([batch, seq, 1, head_dim])
-            .repeat_dim(2, heads)
-    };
+    let per_head = |table: Tensor<B, 2>| table.reshape([batch, seq, 1, head_dim]).repeat_dim(2, heads);
     let cos = per_head(cos.clone().select(0, flat.clone()));
     let sin = sin.clone().select(0, flat);
     let rows = batch * seq;

@@ -51,30 +51,18 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     A::seed(&device, 0);
-    if config.lora.is_none() {
-        let setup = TrainSetup {
-            linear_names: linear_names(&model_config),
-            model,
-            model_config,
-            rows: prepared.rows,
-            targets: Vec::new(),
-            template_name: "qwen_chat".into(),
-            rendered_example: None,
-            device,
-            resume_from: resume,
-            stop: Arc::new(AtomicBool::new(stop)),
-            base_files: Some(BaseFiles::Folder(config.model.path.clone())),
-            config,
+    let (targets, base_files) = if config.lora.is_some() {
+        let spec = LoraSpec {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            use_rslora: false,
         };
-        return train(setup, &mut NoHooks).unwrap();
-    }
-    let spec = LoraSpec {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        use_rslora: false,
+        let targets = attach_new_lora(&mut model, &model_config, spec, &TargetModules::AllLinear).unwrap();
+        (targets, None)
+    } else {
+        (Vec::new(), Some(BaseFiles::Folder(config.model.path.clone())))
     };
-    let targets = attach_new_lora(&mut model, &model_config, spec, &TargetModules::AllLinear).unwrap();
     drop(rng);
     let setup = TrainSetup {
         linear_names: linear_names(&model_config),
@@ -87,7 +75,7 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
         device,
         resume_from: resume,
         stop: Arc::new(AtomicBool::new(stop)),
-        base_files: None,
+        base_files,
         config,
     };
     train(setup, &mut NoHooks).unwrap()
