@@ -12,7 +12,9 @@ fn ft() -> Command {
 }
 
 fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(p)
 }
 
 fn stderr(out: &Output) -> String {
@@ -60,11 +62,16 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn converted_gguf_gives_the_hf_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    for (model, f16_relative, q8_relative) in [("tiny-base", None, 0.01), ("models/llama", Some(2e-3), 0.06)] {
+    for (model, f16_relative, q8_relative) in [("tiny-base", None, 0.01), ("models/llama", Some(2e-3), 0.06)]
+    {
         let dir = fixture(model);
         let reference = hf_logits(&dir);
         let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let bounds = [1e-4, f16_relative.map_or(1e-4, |r| r * scale), q8_relative * scale];
+        let bounds = [
+            1e-4,
+            f16_relative.map_or(1e-4, |r| r * scale),
+            q8_relative * scale,
+        ];
         for (ty, bound) in ["f32", "f16", "q8_0"].into_iter().zip(bounds) {
             let out = tmp.path().join(format!("{}-{ty}.gguf", model.replace('/', "-")));
             let run = convert(&dir, &out, ty);
@@ -83,28 +90,59 @@ fn cli_reports_what_it_wrote_and_refuses_bad_inputs() {
     let run = convert(&fixture("tiny-base"), &out, "q8_0");
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("38 tensors (9 F32, 29 Q8_0), with tokenizer"), "{stdout}");
+    assert!(
+        stdout.contains("38 tensors (9 F32, 29 Q8_0), with tokenizer"),
+        "{stdout}"
+    );
 
     let again = convert(&fixture("tiny-base"), &out, "f16");
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already exists (pass --force to overwrite)"), "{}", stderr(&again));
-    let forced = ft().args(["convert", "gguf"]).arg(fixture("tiny-base")).arg(&out).arg("--force").output().unwrap();
+    assert!(
+        stderr(&again).contains("already exists (pass --force to overwrite)"),
+        "{}",
+        stderr(&again)
+    );
+    let forced = ft()
+        .args(["convert", "gguf"])
+        .arg(fixture("tiny-base"))
+        .arg(&out)
+        .arg("--force")
+        .output()
+        .unwrap();
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(String::from_utf8_lossy(&forced.stdout).contains("29 F16"));
 
-    let missing = convert(&fixture("tokenizers/tiny-smol"), &tmp.path().join("x.gguf"), "f16");
+    let missing = convert(
+        &fixture("tokenizers/tiny-smol"),
+        &tmp.path().join("x.gguf"),
+        "f16",
+    );
     assert!(!missing.status.success());
-    assert!(stderr(&missing).contains("tiny-smol/config.json not found"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("tiny-smol/config.json not found"),
+        "{}",
+        stderr(&missing)
+    );
 
     let internlm = convert(&fixture("models/internlm2"), &tmp.path().join("x.gguf"), "f16");
     assert!(!internlm.status.success());
     let msg = stderr(&internlm);
-    assert!(msg.contains("InternLM2ForCausalLM") && msg.contains("supported: LlamaForCausalLM"), "{msg}");
+    assert!(
+        msg.contains("InternLM2ForCausalLM") && msg.contains("supported: LlamaForCausalLM"),
+        "{msg}"
+    );
     assert!(!tmp.path().join("x.gguf").exists());
 
     let no_tok = convert(&fixture("models/qwen2"), &tmp.path().join("q.gguf"), "f32");
     assert!(no_tok.status.success(), "{}", stderr(&no_tok));
-    assert!(stderr(&no_tok).contains("no tokenizer.json"), "{}", stderr(&no_tok));
-    let diff = max_diff(&gguf_logits(&tmp.path().join("q.gguf")), &hf_logits(&fixture("models/qwen2")));
+    assert!(
+        stderr(&no_tok).contains("no tokenizer.json"),
+        "{}",
+        stderr(&no_tok)
+    );
+    let diff = max_diff(
+        &gguf_logits(&tmp.path().join("q.gguf")),
+        &hf_logits(&fixture("models/qwen2")),
+    );
     assert!(diff <= 1e-4, "qwen2 f32: {diff}");
 }

@@ -67,7 +67,10 @@ pub struct ExportSummary {
 /// Where a planned tensor's values come from.
 enum Origin {
     /// An HF tensor, permuted with this many heads when set.
-    Hf { name: String, permute_heads: Option<usize> },
+    Hf {
+        name: String,
+        permute_heads: Option<usize>,
+    },
     /// Computed values (`rope_freqs.weight`).
     Values(Vec<f32>),
 }
@@ -97,7 +100,11 @@ fn order_key(gguf: &str) -> (usize, usize, String) {
 
 /// Plans the GGUF for the HF folder `dir` (config.json, tokenizer files) with weights from
 /// `source`: every metadata key and tensor, and where each tensor's values come from.
-fn plan(dir: &Path, source: &dyn HfTensors, out: OutType) -> Result<(GgufWriter, Vec<Origin>, HfHyperParams, bool)> {
+fn plan(
+    dir: &Path,
+    source: &dyn HfTensors,
+    out: OutType,
+) -> Result<(GgufWriter, Vec<Origin>, HfHyperParams, bool)> {
     let hp = HfHyperParams::read(dir)?;
     let err = |what: String| GgufError::Export {
         file: dir.to_path_buf(),
@@ -114,33 +121,54 @@ fn plan(dir: &Path, source: &dyn HfTensors, out: OutType) -> Result<(GgufWriter,
     w.set("general.name", MetadataValue::String(name));
     w.set("general.file_type", MetadataValue::U32(out.file_type()));
     w.set("general.quantization_version", MetadataValue::U32(2));
-    w.set("general.alignment", MetadataValue::U32(crate::file::DEFAULT_ALIGNMENT as u32));
+    w.set(
+        "general.alignment",
+        MetadataValue::U32(crate::file::DEFAULT_ALIGNMENT as u32),
+    );
     hp.write_metadata(&mut w);
     let has_tokenizer = export_tokenizer(dir, hp.vocab_size as usize, &mut w)?;
 
     let mut entries: Vec<(String, Vec<usize>, Origin)> = Vec::new();
     if let Some(freqs) = hp.rope_freqs() {
-        entries.push(("rope_freqs.weight".into(), vec![freqs.len()], Origin::Values(freqs)));
+        entries.push((
+            "rope_freqs.weight".into(),
+            vec![freqs.len()],
+            Origin::Values(freqs),
+        ));
     }
     for hf in source.names() {
         if hf.ends_with(".rotary_emb.inv_freq") || (hf == "lm_head.weight" && hp.tie_word_embeddings) {
             continue;
         }
         let gguf = gguf_name(&hf).ok_or_else(|| {
-            err(format!("tensor `{hf}` has no GGUF name ({} has no such module)", hp.arch))
+            err(format!(
+                "tensor `{hf}` has no GGUF name ({} has no such module)",
+                hp.arch
+            ))
         })?;
-        let shape = source.shape(&hf).ok_or_else(|| err(format!("tensor `{hf}` has no shape")))?;
+        let shape = source
+            .shape(&hf)
+            .ok_or_else(|| err(format!("tensor `{hf}` has no shape")))?;
         let permute_heads = match (hp.arch, gguf.split('.').nth(2)) {
             ("llama", Some("attn_q")) => Some(hp.heads as usize),
             ("llama", Some("attn_k")) => Some(hp.kv_heads as usize),
             _ => None,
         };
         if let Some(n) = permute_heads
-            && (n == 0 || !shape.first().is_some_and(|r| r % (2 * n) == 0))
+            && (n == 0 || shape.first().is_none_or(|r| r % (2 * n) != 0))
         {
-            return Err(err(format!("tensor `{hf}` of shape {shape:?} does not split into {n} heads")));
+            return Err(err(format!(
+                "tensor `{hf}` of shape {shape:?} does not split into {n} heads"
+            )));
         }
-        entries.push((gguf, shape, Origin::Hf { name: hf, permute_heads }));
+        entries.push((
+            gguf,
+            shape,
+            Origin::Hf {
+                name: hf,
+                permute_heads,
+            },
+        ));
     }
     entries.sort_by_key(|(gguf, _, _)| order_key(gguf));
     let mut origins = Vec::with_capacity(entries.len());

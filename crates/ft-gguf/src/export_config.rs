@@ -26,7 +26,12 @@ pub(crate) enum RopeScaling {
     /// YaRN: type, factor and the original context length as keys.
     Yarn { factor: f64, original: Option<u64> },
     /// Llama 3.1: per-frequency factors in a `rope_freqs.weight` tensor.
-    Llama3 { factor: f64, low: f64, high: f64, original: f64 },
+    Llama3 {
+        factor: f64,
+        low: f64,
+        high: f64,
+        original: f64,
+    },
 }
 
 /// The hyper-parameters of a Llama-family `config.json`.
@@ -79,7 +84,12 @@ impl HfHyperParams {
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("key `architectures` is missing (supported: {})", supported())))?
+            .ok_or_else(|| {
+                err(format!(
+                    "key `architectures` is missing (supported: {})",
+                    supported()
+                ))
+            })?
             .to_string();
         let &(_, arch) = SUPPORTED_ARCHITECTURES
             .iter()
@@ -91,13 +101,18 @@ impl HfHyperParams {
                 ))
             })?;
         let uint = |key: &str| json.get(key).and_then(Value::as_u64);
-        let need = |key: &str| uint(key).ok_or_else(|| err(format!("key `{key}` is missing or not an integer")));
+        let need =
+            |key: &str| uint(key).ok_or_else(|| err(format!("key `{key}` is missing or not an integer")));
         let heads = need("num_attention_heads")?;
         let rope_parameters = json.get("rope_parameters").filter(|v| v.is_object());
         let rope_theta = json
             .get("rope_theta")
             .and_then(Value::as_f64)
-            .or_else(|| rope_parameters.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+            .or_else(|| {
+                rope_parameters
+                    .and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
             .unwrap_or(10000.0);
         let scaling = json
             .get("rope_scaling")
@@ -142,7 +157,10 @@ impl HfHyperParams {
         w.set(key("attention.head_count"), u32v(self.heads));
         w.set(key("attention.head_count_kv"), u32v(self.kv_heads));
         w.set(key("rope.freq_base"), MetadataValue::F32(self.rope_theta as f32));
-        w.set(key("attention.layer_norm_rms_epsilon"), MetadataValue::F32(self.rms_eps as f32));
+        w.set(
+            key("attention.layer_norm_rms_epsilon"),
+            MetadataValue::F32(self.rms_eps as f32),
+        );
         if let Some(hd) = self.head_dim {
             w.set(key("attention.key_length"), u32v(hd));
             w.set(key("attention.value_length"), u32v(hd));

@@ -37,14 +37,19 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         file: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map(Some).map_err(|e| GgufError::Export {
-        file: path.to_path_buf(),
-        what: format!("invalid JSON: {e}"),
-    })
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| GgufError::Export {
+            file: path.to_path_buf(),
+            what: format!("invalid JSON: {e}"),
+        })
 }
 
 fn strings(items: Vec<String>) -> MetadataValue {
-    MetadataValue::Array(TYPE_STRING, items.into_iter().map(MetadataValue::String).collect())
+    MetadataValue::Array(
+        TYPE_STRING,
+        items.into_iter().map(MetadataValue::String).collect(),
+    )
 }
 
 /// Adds the `tokenizer.*` keys for the tokenizer in `dir` to `w`, for a model of `vocab_size`
@@ -61,22 +66,30 @@ pub fn export_tokenizer(dir: &Path, vocab_size: usize, w: &mut GgufWriter) -> Re
     let model = &json["model"];
     let kind = model["type"].as_str().unwrap_or("?");
     if kind != "BPE" {
-        return Err(err(format!("tokenizer model `{kind}` cannot be exported (supported: BPE)")));
+        return Err(err(format!(
+            "tokenizer model `{kind}` cannot be exported (supported: BPE)"
+        )));
     }
     let byte_fallback = model["byte_fallback"].as_bool().unwrap_or(false);
     let mut tokens: Vec<Option<String>> = vec![None; vocab_size];
     let mut types = vec![NORMAL; vocab_size];
     let mut put = |id: u64, token: &str, ty: i32| -> Result<()> {
         let slot = tokens.get_mut(id as usize).ok_or_else(|| {
-            err(format!("token `{token}` has id {id}, past config.json vocab_size {vocab_size}"))
+            err(format!(
+                "token `{token}` has id {id}, past config.json vocab_size {vocab_size}"
+            ))
         })?;
         *slot = Some(token.to_string());
         types[id as usize] = ty;
         Ok(())
     };
-    let vocab = model["vocab"].as_object().ok_or_else(|| err("`model.vocab` is missing".into()))?;
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| err("`model.vocab` is missing".into()))?;
     for (token, id) in vocab {
-        let id = id.as_u64().ok_or_else(|| err(format!("token `{token}` has no integer id")))?;
+        let id = id
+            .as_u64()
+            .ok_or_else(|| err(format!("token `{token}` has no integer id")))?;
         let is_byte = byte_fallback && token.len() == 6 && token.starts_with("<0x") && token.ends_with('>');
         put(id, token, if is_byte { BYTE } else { NORMAL })?;
     }
@@ -107,7 +120,10 @@ pub fn export_tokenizer(dir: &Path, vocab_size: usize, w: &mut GgufWriter) -> Re
         .collect();
     let merges = merges(&model["merges"]).map_err(err)?;
 
-    w.set("tokenizer.ggml.model", MetadataValue::String(if byte_fallback { "llama" } else { "gpt2" }.into()));
+    w.set(
+        "tokenizer.ggml.model",
+        MetadataValue::String(if byte_fallback { "llama" } else { "gpt2" }.into()),
+    );
     let pre = if byte_fallback {
         "default"
     } else {
@@ -138,7 +154,10 @@ pub fn export_tokenizer(dir: &Path, vocab_size: usize, w: &mut GgufWriter) -> Re
         w.set("tokenizer.ggml.merges", strings(merges));
     }
     if byte_fallback {
-        w.set("tokenizer.ggml.add_space_prefix", MetadataValue::Bool(prepends_space(&json)));
+        w.set(
+            "tokenizer.ggml.add_space_prefix",
+            MetadataValue::Bool(prepends_space(&json)),
+        );
     }
     special_tokens(dir, &json, &added, vocab_size, w)?;
     Ok(true)
@@ -193,9 +212,8 @@ fn byte_level_pre(pre: &Value) -> std::result::Result<&'static str, String> {
 /// Whether a SentencePiece-style pipeline prepends `▁` (Metaspace or a Prepend normalizer).
 fn prepends_space(json: &Value) -> bool {
     let pre = &json["pre_tokenizer"];
-    let metaspace = |v: &Value| {
-        v["type"] == "Metaspace" && v["prepend_scheme"].as_str().is_none_or(|s| s != "never")
-    };
+    let metaspace =
+        |v: &Value| v["type"] == "Metaspace" && v["prepend_scheme"].as_str().is_none_or(|s| s != "never");
     let prepend = |v: &Value| v["type"] == "Prepend";
     let any = |v: &Value, key: &str, f: &dyn Fn(&Value) -> bool| {
         f(v) || v[key].as_array().is_some_and(|list| list.iter().any(f))
@@ -234,9 +252,11 @@ fn special_tokens(
     }
     // The post-processor says whether bos/eos are added; tokenizer_config.json overrides it.
     let processors = match &json["post_processor"] {
-        Value::Object(p) if p.get("type").and_then(Value::as_str) == Some("Sequence") => {
-            p.get("processors").and_then(Value::as_array).cloned().unwrap_or_default()
-        }
+        Value::Object(p) if p.get("type").and_then(Value::as_str) == Some("Sequence") => p
+            .get("processors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         Value::Null => Vec::new(),
         other => vec![other.clone()],
     };
@@ -246,12 +266,19 @@ fn special_tokens(
             .filter(|p| p["type"] == "TemplateProcessing")
             .find_map(|p| {
                 let single = p["single"].as_array().filter(|s| s.len() > 1)?;
-                let edge = if typ == "bos" { single.first() } else { single.last() }?;
+                let edge = if typ == "bos" {
+                    single.first()
+                } else {
+                    single.last()
+                }?;
                 let special = edge["SpecialToken"]["id"].as_str()?;
                 Some(content(typ).as_deref() == Some(special))
             });
         if let Some(add) = tok_config[format!("add_{typ}_token")].as_bool().or(from_template) {
-            w.set(format!("tokenizer.ggml.add_{typ}_token"), MetadataValue::Bool(add));
+            w.set(
+                format!("tokenizer.ggml.add_{typ}_token"),
+                MetadataValue::Bool(add),
+            );
         }
     }
     let template = match &tok_config["chat_template"] {

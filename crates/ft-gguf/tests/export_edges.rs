@@ -61,7 +61,10 @@ fn q8_0_keeps_rows_that_are_not_a_multiple_of_32_in_f16() {
     assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q8_0, "rows of 64");
     assert_eq!(ty("blk.0.attn_norm.weight"), GgmlType::F32);
     assert!(!file.has_tensor("output.weight"), "tied head is not written");
-    assert_eq!(file.metadata().require_str("llama.rope.scaling.type").unwrap(), "linear");
+    assert_eq!(
+        file.metadata().require_str("llama.rope.scaling.type").unwrap(),
+        "linear"
+    );
     assert_eq!(file.metadata().get_u64("general.file_type").unwrap(), Some(7));
 }
 
@@ -73,8 +76,14 @@ fn a_failed_export_leaves_no_output_and_no_partial_file() {
         fail_on: Some("model.layers.0.mlp.up_proj.weight"),
     };
     let err = export_gguf(dir.path(), &source, &out, OutType::F16, false).unwrap_err();
-    assert!(err.to_string().contains("mlp.up_proj.weight`: disk on fire"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        err.to_string().contains("mlp.up_proj.weight`: disk on fire"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("config.json")]);
 }
 
@@ -84,14 +93,27 @@ fn bad_inputs_name_the_file_and_key() {
     let out = dir.path().join("out.gguf");
     let err = export_gguf(dir.path(), &Tiny { fail_on: None }, &out, OutType::F16, false).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("config.json") && msg.contains("InternLM2ForCausalLM"), "{msg}");
-    assert!(msg.contains("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("InternLM2ForCausalLM"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"),
+        "{msg}"
+    );
 
     let dir = folder(&CONFIG.replace("\"hidden_size\": 48,", ""));
     let err = export_gguf(dir.path(), &Tiny { fail_on: None }, &out, OutType::F16, false).unwrap_err();
     assert!(err.to_string().contains("`hidden_size`"), "{err}");
 
-    let err = export_gguf(Path::new("/nonexistent"), &Tiny { fail_on: None }, &out, OutType::F16, false).unwrap_err();
+    let err = export_gguf(
+        Path::new("/nonexistent"),
+        &Tiny { fail_on: None },
+        &out,
+        OutType::F16,
+        false,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/config.json"), "{err}");
 
     let dir = folder(CONFIG);
