@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_train;
 mod chat_cmd;
 mod chat_session;
+mod convert_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod merge_cmd;
@@ -28,6 +29,8 @@ enum Command {
     Data(data_cmd::DataArgs),
     /// Merge a LoRA adapter into its base model (or re-shard / re-type a model).
     Merge(merge_cmd::MergeArgs),
+    /// Export a model to another format (`ft convert gguf MODEL OUT.gguf`).
+    Convert(convert_cmd::ConvertArgs),
     /// List the chat templates.
     Templates(templates_cmd::TemplatesArgs),
     /// Chat with a model in the terminal (or answer one --prompt).
@@ -60,6 +63,7 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Data(args) => data_cmd::run(args),
         Command::Merge(args) => merge_cmd::run(args),
+        Command::Convert(args) => convert_cmd::run(args),
         Command::Templates(args) => templates_cmd::run(args),
         Command::Chat(args) => chat_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while reading a GGUF file.
+/// Everything that can go wrong while reading or writing a GGUF file.
 ///
 /// Every variant names the file, so a message read out of context still says where to look.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ pub enum GgufError {
         ggml_type: String,
     },
     /// The model architecture has no HF mapping here.
-    #[error("{file}: architecture `{architecture}` is not supported (supported: llama)")]
+    #[error("{file}: architecture `{architecture}` is not supported (supported: llama, qwen2)")]
     UnsupportedArchitecture {
         /// The file.
         file: PathBuf,
@@ -105,6 +105,20 @@ pub enum GgufError {
         /// The file.
         file: PathBuf,
         /// What is wrong.
+        what: String,
+    },
+    /// The output file exists and overwriting was not asked for.
+    #[error("{file}: already exists (pass --force to overwrite)")]
+    OutputExists {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The input to an export (config.json, tokenizer.json, a tensor) cannot be converted.
+    #[error("{file}: {what}")]
+    Export {
+        /// The input file (or folder) at fault.
+        file: PathBuf,
+        /// What is wrong, naming the key or tensor.
         what: String,
     },
 }

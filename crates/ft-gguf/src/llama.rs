@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use crate::error::{GgufError, Result};
 use crate::file::GgufFile;
 
-/// Architectures whose tensors follow the Llama naming and q/k permutation.
-const LLAMA_FAMILY: &[&str] = &["llama"];
+/// Architectures whose tensors follow the Llama naming (`qwen2` without the q/k permutation,
+/// since llama.cpp runs it with NeoX RoPE).
+const LLAMA_FAMILY: &[&str] = &["llama", "qwen2"];
 
 /// Per-layer GGUF suffix → HF suffix (after `blk.N.` / `model.layers.N.`).
 const LAYER_NAMES: &[(&str, &str)] = &[
@@ -89,6 +90,31 @@ pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_heads: usize) 
     Some(out)
 }
 
+/// Applies llama.cpp's q/k row permutation (inverse of [`unpermute_rows`]): HF row
+/// `s·hd/2 + j` of each head becomes GGUF row `2j + s`.
+///
+/// # Shapes
+/// - values: `[rows, cols]` row-major, `rows % (2·n_heads) == 0`
+/// - output: `[rows, cols]`
+pub fn permute_rows(values: &[f32], rows: usize, cols: usize, n_heads: usize) -> Option<Vec<f32>> {
+    if n_heads == 0 || !rows.is_multiple_of(2 * n_heads) || values.len() != rows * cols {
+        return None;
+    }
+    let hd = rows / n_heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; values.len()];
+    for head in 0..n_heads {
+        for j in 0..half {
+            for s in 0..2 {
+                let src = head * hd + s * half + j;
+                let dst = head * hd + 2 * j + s;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
 impl GgufFile {
     /// `general.architecture`, checked to be Llama-family.
     pub fn llama_architecture(&self) -> Result<&str> {
@@ -130,7 +156,9 @@ impl GgufFile {
             return Err(not_found());
         }
         let (values, shape) = self.gguf_tensor_f32(&gguf)?;
-        let heads_key = if gguf.contains(".attn_q.") {
+        let heads_key = if arch != "llama" {
+            None
+        } else if gguf.contains(".attn_q.") {
             Some(format!("{arch}.attention.head_count"))
         } else if gguf.contains(".attn_k.") {
             Some(format!("{arch}.attention.head_count_kv"))
@@ -156,7 +184,8 @@ impl GgufFile {
         Ok((values, shape))
     }
 
-    /// The HF `config.json` this file corresponds to (a `LlamaForCausalLM`).
+    /// The HF `config.json` this file corresponds to (a `LlamaForCausalLM`, or a
+    /// `Qwen2ForCausalLM` for `qwen2` files).
     pub fn hf_config(&self) -> Result<Value> {
         let arch = self.llama_architecture()?;
         let md = self.metadata();
@@ -186,8 +215,8 @@ impl GgufFile {
             },
         };
         let mut config = json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+            "architectures": [if arch == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+            "model_type": arch,
             "hidden_size": hidden,
             "intermediate_size": md.require_u64(&key("feed_forward_length"))?,
             "num_hidden_layers": md.require_u64(&key("block_count"))?,
@@ -249,5 +278,9 @@ mod tests {
         let out = unpermute_rows(&[0.0, 10.0, 1.0, 11.0], 4, 1, 1).expect("valid");
         assert_eq!(out, vec![0.0, 1.0, 10.0, 11.0]);
         assert!(unpermute_rows(&[0.0; 6], 6, 1, 2).is_none());
+        let hf: Vec<f32> = (0..48).map(|v| v as f32).collect();
+        let gguf = permute_rows(&hf, 12, 4, 3).expect("valid");
+        assert_eq!(&gguf[4..8], &hf[8..12], "GGUF row 1 = HF row hd/2 of head 0");
+        assert_eq!(unpermute_rows(&gguf, 12, 4, 3).expect("valid"), hf);
     }
 }

@@ -1,0 +1,254 @@
+//! A Hugging Face `config.json` read for GGUF export: architecture and hyper-parameters, written
+//! as llama.cpp's `{arch}.*` keys (the same keys and types as `convert_hf_to_gguf.py`).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{GgufError, Result};
+use crate::metadata::MetadataValue;
+use crate::writer::GgufWriter;
+
+/// HF architectures the exporter accepts, and the llama.cpp architecture each becomes.
+pub const SUPPORTED_ARCHITECTURES: &[(&str, &str)] = &[
+    ("LlamaForCausalLM", "llama"),
+    ("MistralForCausalLM", "llama"),
+    ("Qwen2ForCausalLM", "qwen2"),
+];
+
+/// RoPE scaling as llama.cpp stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RopeScaling {
+    /// None, or `rope_type: default`.
+    None,
+    /// Position interpolation: `rope.scaling.type linear` + `rope.scaling.factor`.
+    Linear { factor: f64 },
+    /// YaRN: type, factor and the original context length as keys.
+    Yarn { factor: f64, original: Option<u64> },
+    /// Llama 3.1: per-frequency factors in a `rope_freqs.weight` tensor.
+    Llama3 {
+        factor: f64,
+        low: f64,
+        high: f64,
+        original: f64,
+    },
+}
+
+/// The hyper-parameters of a Llama-family `config.json`.
+#[derive(Debug, Clone)]
+pub(crate) struct HfHyperParams {
+    /// HF class, e.g. `LlamaForCausalLM`.
+    pub hf_architecture: String,
+    /// llama.cpp architecture, `llama` or `qwen2`.
+    pub arch: &'static str,
+    pub hidden: u64,
+    pub intermediate: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    /// `head_dim` when the config states it.
+    pub head_dim: Option<u64>,
+    pub rms_eps: f64,
+    pub rope_theta: f64,
+    pub context: Option<u64>,
+    pub vocab_size: u64,
+    pub tie_word_embeddings: bool,
+    pub rope: RopeScaling,
+}
+
+impl HfHyperParams {
+    /// Reads `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let file = dir.join("config.json");
+        let text = std::fs::read_to_string(&file).map_err(|source| GgufError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| GgufError::Export {
+            file: file.clone(),
+            what: format!("invalid JSON: {e}"),
+        })?;
+        Self::from_json(&file, &json)
+    }
+
+    fn from_json(file: &Path, json: &Value) -> Result<Self> {
+        let err = |what: String| GgufError::Export {
+            file: file.to_path_buf(),
+            what,
+        };
+        let supported = || {
+            let names: Vec<&str> = SUPPORTED_ARCHITECTURES.iter().map(|(hf, _)| *hf).collect();
+            names.join(", ")
+        };
+        let hf_architecture = json
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                err(format!(
+                    "key `architectures` is missing (supported: {})",
+                    supported()
+                ))
+            })?
+            .to_string();
+        let &(_, arch) = SUPPORTED_ARCHITECTURES
+            .iter()
+            .find(|(hf, _)| *hf == hf_architecture)
+            .ok_or_else(|| {
+                err(format!(
+                    "architecture `{hf_architecture}` cannot be exported to GGUF (supported: {})",
+                    supported()
+                ))
+            })?;
+        let uint = |key: &str| json.get(key).and_then(Value::as_u64);
+        let need =
+            |key: &str| uint(key).ok_or_else(|| err(format!("key `{key}` is missing or not an integer")));
+        let heads = need("num_attention_heads")?;
+        let rope_parameters = json.get("rope_parameters").filter(|v| v.is_object());
+        let rope_theta = json
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .or_else(|| {
+                rope_parameters
+                    .and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
+            .unwrap_or(10000.0);
+        let scaling = json
+            .get("rope_scaling")
+            .filter(|v| v.is_object())
+            .or(rope_parameters);
+        Ok(Self {
+            rope: rope_scaling(scaling, uint("max_position_embeddings")).map_err(err)?,
+            hf_architecture,
+            arch,
+            hidden: need("hidden_size")?,
+            intermediate: need("intermediate_size")?,
+            layers: need("num_hidden_layers")?,
+            heads,
+            kv_heads: uint("num_key_value_heads").unwrap_or(heads),
+            head_dim: uint("head_dim"),
+            rms_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            rope_theta,
+            context: uint("max_position_embeddings"),
+            vocab_size: need("vocab_size")?,
+            tie_word_embeddings: json
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+
+    /// `head_dim`, or hidden / heads.
+    pub fn rope_dim(&self) -> u64 {
+        self.head_dim.unwrap_or(self.hidden / self.heads.max(1))
+    }
+
+    /// Writes the `{arch}.*` keys.
+    pub fn write_metadata(&self, w: &mut GgufWriter) {
+        let key = |k: &str| format!("{}.{k}", self.arch);
+        let u32v = |v: u64| MetadataValue::U32(v as u32);
+        if let Some(ctx) = self.context {
+            w.set(key("context_length"), u32v(ctx));
+        }
+        w.set(key("embedding_length"), u32v(self.hidden));
+        w.set(key("block_count"), u32v(self.layers));
+        w.set(key("feed_forward_length"), u32v(self.intermediate));
+        w.set(key("attention.head_count"), u32v(self.heads));
+        w.set(key("attention.head_count_kv"), u32v(self.kv_heads));
+        w.set(key("rope.freq_base"), MetadataValue::F32(self.rope_theta as f32));
+        w.set(
+            key("attention.layer_norm_rms_epsilon"),
+            MetadataValue::F32(self.rms_eps as f32),
+        );
+        if let Some(hd) = self.head_dim {
+            w.set(key("attention.key_length"), u32v(hd));
+            w.set(key("attention.value_length"), u32v(hd));
+        }
+        w.set(key("vocab_size"), u32v(self.vocab_size));
+        w.set(key("rope.dimension_count"), u32v(self.rope_dim()));
+        match &self.rope {
+            RopeScaling::None | RopeScaling::Llama3 { .. } => {}
+            RopeScaling::Linear { factor } => {
+                w.set(key("rope.scaling.type"), MetadataValue::String("linear".into()));
+                w.set(key("rope.scaling.factor"), MetadataValue::F32(*factor as f32));
+            }
+            RopeScaling::Yarn { factor, original } => {
+                w.set(key("rope.scaling.type"), MetadataValue::String("yarn".into()));
+                w.set(key("rope.scaling.factor"), MetadataValue::F32(*factor as f32));
+                if let Some(orig) = original {
+                    w.set(key("rope.scaling.original_context_length"), u32v(*orig));
+                }
+            }
+        }
+    }
+
+    /// Llama 3.1's per-frequency divisors for `rope_freqs.weight` (`[rope_dim / 2]`), as
+    /// llama.cpp's converter computes them; `None` without llama3 scaling.
+    pub fn rope_freqs(&self) -> Option<Vec<f32>> {
+        let RopeScaling::Llama3 {
+            factor,
+            low,
+            high,
+            original,
+        } = self.rope
+        else {
+            return None;
+        };
+        let dim = self.rope_dim() as usize;
+        // All in f32, as torch evaluates llama.cpp's formula on f32 tensors.
+        let (factor, low, high, original) = (factor as f32, low as f32, high as f32, original as f32);
+        let (low_wavelen, high_wavelen) = (original / low, original / high);
+        let factors = (0..dim)
+            .step_by(2)
+            .map(|i| {
+                let freq = 1.0 / (self.rope_theta as f32).powf(i as f32 / dim as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth = (original / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                }
+            })
+            .collect();
+        Some(factors)
+    }
+}
+
+fn rope_scaling(scaling: Option<&Value>, max_pos: Option<u64>) -> std::result::Result<RopeScaling, String> {
+    let Some(s) = scaling else {
+        return Ok(RopeScaling::None);
+    };
+    let kind = s
+        .get("rope_type")
+        .or_else(|| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let num = |k: &str| s.get(k).and_then(Value::as_f64);
+    let factor = || num("factor").ok_or_else(|| format!("rope scaling `{kind}` has no `factor`"));
+    Ok(match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: factor()? },
+        "yarn" => RopeScaling::Yarn {
+            factor: factor()?,
+            original: s
+                .get("original_max_position_embeddings")
+                .and_then(Value::as_u64)
+                .or(max_pos),
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor").unwrap_or(8.0),
+            low: num("low_freq_factor").unwrap_or(1.0),
+            high: num("high_freq_factor").unwrap_or(4.0),
+            original: num("original_max_position_embeddings").unwrap_or(8192.0),
+        },
+        other => {
+            return Err(format!(
+                "rope scaling type `{other}` cannot be exported (supported: default, linear, yarn, llama3)"
+            ));
+        }
+    })
+}
