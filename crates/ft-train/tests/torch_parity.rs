@@ -33,10 +33,10 @@ fn row(ids: &[i32], labels: &[i32]) -> PackedRow {
 }
 
 /// One step on gen_train.py's batch: LoRA with its PEFT adapter, or full fine-tuning.
-fn one_step(lora: bool) -> (tempfile::TempDir, TrainOutcome) {
+fn one_step(model: &str, lora: bool) -> (tempfile::TempDir, TrainOutcome) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("d.jsonl"), "{\"text\": \"x\"}\n").unwrap();
-    let base = fixtures().join("models/llama");
+    let base = fixtures().join("models").join(model);
     let lora_section = if lora {
         "[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n"
     } else {
@@ -111,7 +111,7 @@ const PARAM_BOUND: f32 = 1e-4;
 
 #[test]
 fn one_lora_step_matches_torch_adamw_with_clipping() {
-    let (dir, out) = one_step(true);
+    let (dir, out) = one_step("llama", true);
     let bytes = std::fs::read(fixtures().join("train/adamw_step.safetensors")).unwrap();
     let golden = SafeTensors::deserialize(&bytes).unwrap();
     check_loss_and_norm(dir.path(), &out, &golden);
@@ -132,10 +132,10 @@ fn one_lora_step_matches_torch_adamw_with_clipping() {
     );
 }
 
-#[test]
-fn one_full_finetuning_step_matches_torch_adamw_with_clipping() {
-    let (dir, out) = one_step(false);
-    let bytes = std::fs::read(fixtures().join("train/full_step.safetensors")).unwrap();
+/// Full fine-tuning of `model` for one step against `golden` (gen_train.py's `main_full`).
+fn check_full_step(model: &str, golden_file: &str) {
+    let (dir, out) = one_step(model, false);
+    let bytes = std::fs::read(fixtures().join("train").join(golden_file)).unwrap();
     let golden = SafeTensors::deserialize(&bytes).unwrap();
     check_loss_and_norm(dir.path(), &out, &golden);
     let saved_bytes = std::fs::read(out.saved.join("model.safetensors")).unwrap();
@@ -160,13 +160,23 @@ fn one_full_finetuning_step_matches_torch_adamw_with_clipping() {
             worst = worst.max((g - w).abs());
         }
     }
-    eprintln!("full step: max abs param diff vs torch {worst:e}");
+    eprintln!("{model} full step: max abs param diff vs torch {worst:e}");
     assert!(
         worst < PARAM_BOUND,
-        "max |param − torch param| after one full step: {worst}"
+        "{model}: max |param − torch param| after one full step: {worst}"
     );
     // The checkpoint is a complete HF folder: it loads as a model.
     assert!(out.saved.join("config.json").is_file());
     let (_, reloaded) = ft_model::load_hf::<Flex>(&out.saved, &Default::default()).unwrap();
     assert_eq!(reloaded.num_layers, 2);
+}
+
+#[test]
+fn one_full_finetuning_step_matches_torch_adamw_with_clipping() {
+    check_full_step("llama", "full_step.safetensors");
+}
+
+#[test]
+fn one_full_step_of_a_tied_model_with_biases_matches_torch() {
+    check_full_step("qwen2", "full_step_qwen2.safetensors");
 }
