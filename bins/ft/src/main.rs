@@ -15,6 +15,11 @@ mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed pages for reuse: training allocates and frees many activation-sized
+/// buffers per step, which the system allocator returns to the OS and faults in again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fine-tune large language models the way XTuner does, in Rust.
 #[derive(Parser)]
 #[command(name = "ft", version, about)]
