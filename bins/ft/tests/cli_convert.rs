@@ -83,6 +83,21 @@ fn converted_gguf_gives_the_hf_logits() {
     }
 }
 
+/// RoPE scaling survives the trip: `linear` as metadata keys, Llama 3.1's `llama3` as the
+/// `rope_freqs.weight` divisors llama.cpp uses; ft reads both back (f32, so 1e-4).
+#[test]
+fn rope_scaling_round_trips_through_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    for model in ["models/llama-rope-linear", "models/llama-rope-llama3"] {
+        let out = tmp.path().join(format!("{}.gguf", model.replace('/', "-")));
+        let run = convert(&fixture(model), &out, "f32");
+        assert!(run.status.success(), "{}", stderr(&run));
+        let diff = max_diff(&gguf_logits(&out), &hf_logits(&fixture(model)));
+        eprintln!("{model}: max |Δlogit| = {diff:.2e}");
+        assert!(diff <= 1e-4, "{model}: max |Δlogit| {diff}");
+    }
+}
+
 #[test]
 fn cli_reports_what_it_wrote_and_refuses_bad_inputs() {
     let tmp = tempfile::tempdir().unwrap();

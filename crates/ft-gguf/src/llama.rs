@@ -186,6 +186,16 @@ impl GgufFile {
 
     /// The HF `config.json` this file corresponds to (a `LlamaForCausalLM`, or a
     /// `Qwen2ForCausalLM` for `qwen2` files).
+    /// llama.cpp's per-frequency RoPE divisors (`rope_freqs.weight`, `[head_dim / 2]`: Llama 3.1
+    /// scaling baked into numbers), if the file has them: frequency `i` is `θ^(−2i/d) / factors[i]`.
+    pub fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
+        if !self.has_tensor("rope_freqs.weight") {
+            return Ok(None);
+        }
+        self.gguf_tensor_f32("rope_freqs.weight")
+            .map(|(values, _)| Some(values))
+    }
+
     pub fn hf_config(&self) -> Result<Value> {
         let arch = self.llama_architecture()?;
         let md = self.metadata();
@@ -234,6 +244,18 @@ impl GgufFile {
             "torch_dtype": "float32",
         });
         let obj = config.as_object_mut().expect("invariant: json! built an object");
+        if let Some(kind) = md.get_str(&key("rope.scaling.type"))?
+            && kind != "none"
+        {
+            let mut scaling = json!({
+                "rope_type": kind,
+                "factor": md.get_f64(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            });
+            if let Some(original) = md.get_u64(&key("rope.scaling.original_context_length"))? {
+                scaling["original_max_position_embeddings"] = json!(original);
+            }
+            obj.insert("rope_scaling".into(), scaling);
+        }
         for (hf, gguf) in [
             ("bos_token_id", "tokenizer.ggml.bos_token_id"),
             ("eos_token_id", "tokenizer.ggml.eos_token_id"),

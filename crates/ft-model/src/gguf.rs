@@ -50,7 +50,28 @@ impl GgufSource {
             path: self.path.clone(),
             message: format!("GGUF metadata does not describe a supported model: {e}"),
         })?;
-        hf.to_config(&self.path)
+        let mut config = hf.to_config(&self.path)?;
+        let factors = self
+            .file
+            .rope_freq_factors()
+            .map_err(|e| gguf_error(&self.path, e))?;
+        if let Some(factors) = factors {
+            if factors.len() != config.head_dim / 2 {
+                return Err(ModelError::Corrupt {
+                    path: self.path.clone(),
+                    message: format!(
+                        "rope_freqs.weight has {} values; head_dim {} needs {}",
+                        factors.len(),
+                        config.head_dim,
+                        config.head_dim / 2
+                    ),
+                });
+            }
+            config.rope_scaling = crate::rope::RopeScaling::FreqFactors {
+                factors: factors.into_iter().map(f64::from).collect(),
+            };
+        }
+        Ok(config)
     }
 }
 

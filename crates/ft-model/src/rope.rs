@@ -21,6 +21,9 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_positions: usize,
     },
+    /// Explicit divisors per frequency (llama.cpp's `rope_freqs.weight` in GGUF files, which is
+    /// how Llama 3.1 scaling travels there).
+    FreqFactors { factors: Vec<f64> },
 }
 
 impl RopeScaling {
@@ -76,6 +79,7 @@ pub fn inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling, seq_len: usi
     let freqs = (0..head_dim / 2).map(|i| 1.0 / base.powf(2.0 * i as f64 / head_dim as f64));
     match scaling {
         RopeScaling::Linear { factor } => freqs.map(|f| f / factor).collect(),
+        RopeScaling::FreqFactors { factors } => freqs.zip(factors).map(|(f, d)| f / d).collect(),
         RopeScaling::Llama3 {
             factor,
             low_freq_factor,
