@@ -42,7 +42,7 @@ enum Command {
     Chat(chat_cmd::ChatArgs),
     /// Loss and perplexity of a model on a dataset.
     Eval(eval_cmd::EvalArgs),
-    /// Fine-tune a model (LoRA) as a TOML config says.
+    /// Fine-tune a model as a TOML config says: LoRA, QLoRA, or full fine-tuning without `[lora]`.
     Train(train_cmd::TrainArgs),
     /// Speed benchmarks.
     Bench(bench_cmd::BenchArgs),
