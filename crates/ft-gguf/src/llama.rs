@@ -72,22 +72,9 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
 /// - values: `[rows, cols]` row-major, `rows % (2·n_heads) == 0`
 /// - output: `[rows, cols]`
 pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_heads: usize) -> Option<Vec<f32>> {
-    if n_heads == 0 || !rows.is_multiple_of(2 * n_heads) || values.len() != rows * cols {
-        return None;
-    }
-    let hd = rows / n_heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; values.len()];
-    for head in 0..n_heads {
-        for j in 0..half {
-            for s in 0..2 {
-                let src = head * hd + 2 * j + s;
-                let dst = head * hd + s * half + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    Some(out)
+    move_rows(values, rows, cols, n_heads, |hd, j, s| {
+        (2 * j + s, s * (hd / 2) + j)
+    })
 }
 
 /// Applies llama.cpp's q/k row permutation (inverse of [`unpermute_rows`]): HF row
@@ -97,17 +84,30 @@ pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_heads: usize) 
 /// - values: `[rows, cols]` row-major, `rows % (2·n_heads) == 0`
 /// - output: `[rows, cols]`
 pub fn permute_rows(values: &[f32], rows: usize, cols: usize, n_heads: usize) -> Option<Vec<f32>> {
+    move_rows(values, rows, cols, n_heads, |hd, j, s| {
+        (s * (hd / 2) + j, 2 * j + s)
+    })
+}
+
+/// Copies whole rows within each head: `row_map(head_dim, j, s)` gives (source, destination)
+/// offsets inside the head for j < head_dim/2, s ∈ {0, 1}.
+fn move_rows(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    n_heads: usize,
+    row_map: impl Fn(usize, usize, usize) -> (usize, usize),
+) -> Option<Vec<f32>> {
     if n_heads == 0 || !rows.is_multiple_of(2 * n_heads) || values.len() != rows * cols {
         return None;
     }
     let hd = rows / n_heads;
-    let half = hd / 2;
     let mut out = vec![0f32; values.len()];
     for head in 0..n_heads {
-        for j in 0..half {
+        for j in 0..hd / 2 {
             for s in 0..2 {
-                let src = head * hd + s * half + j;
-                let dst = head * hd + 2 * j + s;
+                let (src, dst) = row_map(hd, j, s);
+                let (src, dst) = (head * hd + src, head * hd + dst);
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
             }
         }
