@@ -75,6 +75,20 @@ fn chat(model: &Path, extra: &[&str], prompt: &str) -> String {
     stdout(&out)
 }
 
+fn merge_f32(base: &Path, adapter: &Path, out: &Path) {
+    run_ok(
+        ft().arg("merge")
+            .arg(base)
+            .arg(adapter)
+            .arg(out)
+            .args(["--dtype", "f32"]),
+    );
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn the_assistant_exercise_trains_merges_and_answers_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,8 +111,7 @@ fn the_assistant_exercise_trains_merges_and_answers_the_same_way() {
     ] {
         assert!(first.get(key).is_some(), "metrics.jsonl has `{key}`: {first}");
     }
-    let config_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();
+    let config_json = read_json(&adapter.join("adapter_config.json"));
     assert_eq!(config_json["ft_chat_template"], "qwen_chat");
 
     let base = repo("fixtures/tiny-base");
@@ -109,13 +122,7 @@ fn the_assistant_exercise_trains_merges_and_answers_the_same_way() {
     );
 
     let merged = dir.path().join("merged");
-    run_ok(
-        ft().arg("merge")
-            .arg(&base)
-            .arg(&adapter)
-            .arg(&merged)
-            .args(["--dtype", "f32"]),
-    );
+    merge_f32(&base, &adapter, &merged);
     for prompt in ["你是谁", "Who are you?"] {
         let a = chat(&base, &["--adapter", adapter.to_str().unwrap()], prompt);
         let m = chat(&merged, &[], prompt);
@@ -150,8 +157,7 @@ fn full_finetuning_writes_a_model_folder_that_chats_and_merges() {
             .arg(&bf16)
             .args(["--dtype", "bf16"]),
     );
-    let config_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bf16.join("config.json")).unwrap()).unwrap();
+    let config_json = read_json(&bf16.join("config.json"));
     assert_eq!(config_json["dtype"], "bfloat16");
     // Resuming the finished run's last checkpoint continues to the same end.
     let resumed = run_ok(ft().arg("train").arg(&config).arg("--resume"));
@@ -205,19 +211,12 @@ fn a_qlora_adapter_records_its_quantization_and_merges_into_the_model_it_was_tra
     });
     run_ok(ft().arg("train").arg(&config));
     let adapter = out.join("final");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter.join("ft_adapter.json")).unwrap()).unwrap();
+    let meta = read_json(&adapter.join("ft_adapter.json"));
     assert_eq!(meta["quantization"], "nf4");
     assert_eq!(meta["double_quant"], false);
     let base = repo("fixtures/tiny-base");
     let merged = dir.path().join("merged");
-    run_ok(
-        ft().arg("merge")
-            .arg(&base)
-            .arg(&adapter)
-            .arg(&merged)
-            .args(["--dtype", "f32"]),
-    );
+    merge_f32(&base, &adapter, &merged);
     let flags = [
         "--adapter",
         adapter.to_str().unwrap(),

@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Int, Tensor};
+use burn::tensor::{FloatDType, Tensor};
 use ft_lora::linear::FtLinear;
 
 use crate::rope;
@@ -113,12 +113,10 @@ impl<B: Backend> LayerCache<B> {
 
 /// What attention needs besides the hidden states.
 pub struct AttentionContext<'a, B: Backend> {
-    /// `[batch, seq]` positions of the new tokens.
-    pub positions: &'a Tensor<B, 2, Int>,
-    /// RoPE tables `[max_position, head_dim]`, in the hidden states' dtype.
-    pub cos: &'a Tensor<B, 2>,
-    /// RoPE tables `[max_position, head_dim]`, in the hidden states' dtype.
-    pub sin: &'a Tensor<B, 2>,
+    /// RoPE factors of the new tokens for the query heads, in the hidden states' dtype.
+    pub rope_q: &'a rope::RopeAngles<B>,
+    /// The same for the key heads (the query ones when there is no grouping).
+    pub rope_k: &'a rope::RopeAngles<B>,
     /// Additive f32 bias `[batch, 1, seq, past + seq]` (0 or a large negative number).
     pub bias: &'a Tensor<B, 4>,
 }
@@ -163,8 +161,8 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (q, k, v) = self.project_qkv(x);
-        let q = rope::apply(q, ctx.positions, ctx.cos, ctx.sin);
-        let mut k = rope::apply(k, ctx.positions, ctx.cos, ctx.sin);
+        let q = rope::apply(q, ctx.rope_q);
+        let mut k = rope::apply(k, ctx.rope_k);
         let mut v = v;
         if let Some(cache) = cache {
             if let (Some(past_k), Some(past_v)) = (cache.k.take(), cache.v.take()) {

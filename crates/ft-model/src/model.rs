@@ -162,6 +162,12 @@ impl<B: Backend> CausalLm<B> {
         // Tables computed in f32, used in the model's dtype (transformers: `cos.to(x.dtype)`).
         let dtype = x.dtype();
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
+        let rope_q = rope::RopeAngles::new(&positions, &cos, &sin, config.num_heads);
+        let rope_k = if config.num_kv_heads == config.num_heads {
+            rope_q.clone()
+        } else {
+            rope::RopeAngles::new(&positions, &cos, &sin, config.num_kv_heads)
+        };
         // One bias per distinct attention window (full causal and at most one sliding window).
         let mut biases: Vec<(Option<usize>, Tensor<B, 4>)> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -176,9 +182,8 @@ impl<B: Backend> CausalLm<B> {
             });
             let bias = &biases[index].1;
             let ctx = AttentionContext {
-                positions: &positions,
-                cos: &cos,
-                sin: &sin,
+                rope_q: &rope_q,
+                rope_k: &rope_k,
                 bias,
             };
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);

@@ -136,43 +136,57 @@ pub fn tables<B: Backend>(
     )
 }
 
-/// Applies RoPE to `x` at `positions`: `x·cos + rotate_half(x)·sin`.
-///
-/// The products run in `[batch, seq, heads, head_dim]`, the projections' own contiguous layout
-/// (`x` is normally a `swap_dims` view of it), with the tables repeated over heads and the sign of
-/// `rotate_half` folded into the sine table, so every element-wise op sees contiguous operands
-/// (the CPU backend's fast path) and no negation of activations is recorded for backward.
+/// The RoPE factors of one forward pass: the tables gathered at the tokens' positions, laid out
+/// like the projections (`[batch, seq, heads, head_dim]`, contiguous, repeated over heads) with the
+/// sign of `rotate_half` folded into the sine, so [`apply`] runs only contiguous element-wise ops
+/// (the CPU backend's fast path) and records no negation of activations for backward. Built once
+/// per forward for the query heads and once for the key heads, shared by every layer.
+#[derive(Debug, Clone)]
+pub struct RopeAngles<B: Backend> {
+    cos: Tensor<B, 4>,
+    signed_sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> RopeAngles<B> {
+    /// # Shapes
+    /// - positions: `[batch, seq]`
+    /// - cos, sin: `[max_positions, head_dim]`
+    pub fn new(positions: &Tensor<B, 2, Int>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, heads: usize) -> Self {
+        let [batch, seq] = positions.dims();
+        let [_, head_dim] = cos.dims();
+        let half = head_dim / 2;
+        let rows = batch * seq;
+        let flat = positions.clone().reshape([rows]);
+        let per_head = |table: Tensor<B, 2>| table.reshape([batch, seq, 1, head_dim]).repeat_dim(2, heads);
+        let sin = sin.clone().select(0, flat.clone());
+        // rotate_half(x)·sin = [x₂, x₁]·[−sin₁, sin₂]
+        let signed_sin = Tensor::cat(
+            vec![
+                sin.clone().slice([0..rows, 0..half]).neg(),
+                sin.slice([0..rows, half..head_dim]),
+            ],
+            1,
+        );
+        Self {
+            cos: per_head(cos.clone().select(0, flat)),
+            signed_sin: per_head(signed_sin),
+        }
+    }
+}
+
+/// Applies RoPE: `x·cos + rotate_half(x)·sin`, computed in the projections' own layout (`x` is
+/// normally a `swap_dims` view of `[batch, seq, heads, head_dim]`).
 ///
 /// # Shapes
 /// - x: `[batch, heads, seq, head_dim]`
-/// - positions: `[batch, seq]`
-/// - cos, sin: `[max_positions, head_dim]`
+/// - angles: built for `heads`
 /// - output: `[batch, heads, seq, head_dim]`
-pub fn apply<B: Backend>(
-    x: Tensor<B, 4>,
-    positions: &Tensor<B, 2, Int>,
-    cos: &Tensor<B, 2>,
-    sin: &Tensor<B, 2>,
-) -> Tensor<B, 4> {
+pub fn apply<B: Backend>(x: Tensor<B, 4>, angles: &RopeAngles<B>) -> Tensor<B, 4> {
     let [batch, heads, seq, head_dim] = x.dims();
     let half = head_dim / 2;
-    let flat = positions.clone().reshape([batch * seq]);
-    let per_head = |table: Tensor<B, 2>| table.reshape([batch, seq, 1, head_dim]).repeat_dim(2, heads);
-    let cos = per_head(cos.clone().select(0, flat.clone()));
-    let sin = sin.clone().select(0, flat);
-    let rows = batch * seq;
-    // rotate_half(x)·sin = [x₂, x₁]·[−sin₁, sin₂]
-    let signed_sin = Tensor::cat(
-        vec![
-            sin.clone().slice([0..rows, 0..half]).neg(),
-            sin.slice([0..rows, half..head_dim]),
-        ],
-        1,
-    );
-    let sin = per_head(signed_sin);
     let x = x.swap_dims(1, 2);
     let x1 = x.clone().slice([0..batch, 0..seq, 0..heads, 0..half]);
     let x2 = x.clone().slice([0..batch, 0..seq, 0..heads, half..head_dim]);
     let swapped = Tensor::cat(vec![x2, x1], 3);
-    (x * cos + swapped * sin).swap_dims(1, 2)
+    (x * angles.cos.clone() + swapped * angles.signed_sin.clone()).swap_dims(1, 2)
 }

@@ -81,6 +81,19 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
     train(setup, &mut NoHooks).unwrap()
 }
 
+/// The losses after resuming from step `k` equal the uninterrupted run's.
+fn assert_resumed_losses_equal(full: &TrainOutcome, resumed: &TrainOutcome, k: usize) {
+    assert_eq!(resumed.losses.len(), full.losses.len() - k);
+    for (a, b) in full.losses[k..].iter().zip(&resumed.losses) {
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{:?} vs {:?}",
+            &full.losses[k..],
+            resumed.losses
+        );
+    }
+}
+
 fn adapter_values(dir: &Path) -> Vec<f32> {
     let adapter = Adapter::read(dir).unwrap();
     adapter
@@ -135,15 +148,7 @@ fn resuming_from_step_k_reproduces_the_uninterrupted_losses() {
     let checkpoint = dir.path().join("out/checkpoint-3");
     assert!(checkpoint.join("adapter_config.json").exists());
     let resumed = run(&config, Some(checkpoint), false);
-    assert_eq!(resumed.losses.len(), 3);
-    for (a, b) in full.losses[3..].iter().zip(&resumed.losses) {
-        assert!(
-            (a - b).abs() < 1e-9,
-            "{:?} vs {:?}",
-            &full.losses[3..],
-            resumed.losses
-        );
-    }
+    assert_resumed_losses_equal(&full, &resumed, 3);
     assert_eq!(adapter_values(&full.saved), adapter_values(&resumed.saved));
 }
 
@@ -214,14 +219,7 @@ fn full_finetuning_learns_writes_hf_folders_and_resumes_exactly() {
         .or_else(|| config_json.get("torch_dtype"));
     assert_eq!(dtype, Some(&serde_json::json!("float32")), "{config_json}");
     let resumed = run(&config, Some(checkpoint), false);
-    for (a, b) in full.losses[3..].iter().zip(&resumed.losses) {
-        assert!(
-            (a - b).abs() < 1e-9,
-            "{:?} vs {:?}",
-            &full.losses[3..],
-            resumed.losses
-        );
-    }
+    assert_resumed_losses_equal(&full, &resumed, 3);
     assert_eq!(model_values(&full.saved), model_values(&resumed.saved));
     let base = model_values(&tiny());
     assert_ne!(model_values(&full.saved), base, "the weights changed");
