@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ft_lora::linear::{LinearBase, Nf4Weight};
@@ -16,6 +15,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::families::{self, linear_mut};
 use crate::model::{CausalLm, LinearStorage};
+use crate::named::{NamedTensor, set_named_weight};
 
 /// A tensor on the host in f32, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -318,54 +318,26 @@ fn assign<B: Backend>(
     device: &B::Device,
     storage: LinearStorage,
 ) -> Result<()> {
-    let n = families::names(config.family);
-    let data = || TensorData::new(host.data.clone(), host.shape.clone());
-    let t2 = || Tensor::<B, 2>::from_data(data(), device);
-    let t1 = || Tensor::<B, 1>::from_data(data(), device);
-    if name == n.embed {
-        model.embed = Param::from_tensor(t2());
-        return Ok(());
-    }
-    if name == n.norm {
-        model.norm.weight = Param::from_tensor(t1());
-        return Ok(());
-    }
-    if let Some(module) = name
-        .strip_suffix(".weight")
-        .or_else(|| name.strip_suffix(".bias"))
+    // QLoRA storage: a decoder-block linear weight is quantised on the host, never uploaded dense.
+    if let LinearStorage::Nf4 { double_quant } = storage
+        && name.starts_with("model.layers.")
+        && let Some(module) = name.strip_suffix(".weight")
+        && let Some(linear) = linear_mut(model, config, module)
     {
-        if let Some(rest) = module.strip_prefix("model.layers.")
-            && let Some((index, local)) = rest.split_once('.')
-            && let Ok(i) = index.parse::<usize>()
-        {
-            if local == n.attn_norm {
-                model.layers[i].attn_norm.weight = Param::from_tensor(t1());
-                return Ok(());
-            }
-            if local == n.mlp_norm {
-                model.layers[i].mlp_norm.weight = Param::from_tensor(t1());
-                return Ok(());
-            }
+        let (out, d_in) = (host.shape[0], host.shape[1]);
+        let nf4 = Nf4Weight::quantize(&host.data, out, d_in, double_quant).map_err(ModelError::Nf4)?;
+        linear.base = LinearBase::Nf4(nf4);
+        if let Some(bias) = linear.bias.take() {
+            linear.bias = Some(bias.set_require_grad(false));
         }
-        if let Some(linear) = linear_mut(model, config, module) {
-            if name.ends_with(".weight") {
-                match storage {
-                    LinearStorage::Nf4 { double_quant } if module.starts_with("model.layers.") => {
-                        let (out, d_in) = (host.shape[0], host.shape[1]);
-                        let nf4 = Nf4Weight::quantize(&host.data, out, d_in, double_quant)
-                            .map_err(ModelError::Nf4)?;
-                        linear.base = LinearBase::Nf4(nf4);
-                        if let Some(bias) = linear.bias.take() {
-                            linear.bias = Some(bias.set_require_grad(false));
-                        }
-                    }
-                    _ => linear.set_dense_weight(t2()),
-                }
-            } else {
-                linear.bias = Some(Param::from_tensor(t1()));
-            }
-            return Ok(());
-        }
+        return Ok(());
     }
-    unreachable!("invariant: `{name}` comes from expected_tensors");
+    let data = TensorData::new(host.data, host.shape.clone());
+    let value = match host.shape.len() {
+        1 => NamedTensor::Vector(Tensor::from_data(data, device)),
+        _ => NamedTensor::Matrix(Tensor::from_data(data, device)),
+    };
+    let assigned = set_named_weight(model, config, name, value);
+    assert!(assigned, "invariant: `{name}` comes from expected_tensors");
+    Ok(())
 }
