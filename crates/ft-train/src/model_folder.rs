@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use ft_export::merge::{DEFAULT_MAX_SHARD_BYTES, copy_tokenizer_files, write_config};
+use ft_export::merge::{
+    DEFAULT_MAX_SHARD_BYTES, copy_tokenizer_files, read_json_object, write_config, write_generation_config,
+};
 use ft_export::{Dtype, Overwrite, ShardedWriter};
 use ft_model::named::{named_weight, weight_names};
 use ft_model::weights::{SafetensorsSource, load_weights};
@@ -55,19 +57,9 @@ pub fn write_model_folder<B: Backend>(
     writer.finish()?;
     match base {
         BaseFiles::Folder(base_dir) => {
-            let config_path = base_dir.join("config.json");
-            let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-            let object: Map<String, Value> =
-                serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-                    path: config_path.clone(),
-                    message: format!("invalid JSON: {e}"),
-                })?;
-            write_config(&object, Some(Dtype::F32), dir)?;
-            let generation = base_dir.join("generation_config.json");
-            if generation.is_file() {
-                let to = dir.join("generation_config.json");
-                std::fs::copy(&generation, &to).map_err(|e| TrainError::io(&to, e))?;
-            }
+            let config = read_json_object(&base_dir.join("config.json"))?;
+            write_config(&config, Some(Dtype::F32), dir)?;
+            write_generation_config(base_dir, Some(&config), &[], dir)?;
             copy_tokenizer_files(base_dir, dir)?;
         }
         BaseFiles::Generated { config, files } => {

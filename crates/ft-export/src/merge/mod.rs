@@ -31,9 +31,10 @@ use std::path::Path;
 
 use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
 
+pub use base_folder::read_json_object;
 pub use delta::add_lora_delta;
 pub use quant::{BaseQuantization, is_nf4_quantised, nf4_round_trip};
-pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config};
+pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config, write_generation_config};
 
 use crate::error::io_err;
 use crate::{Dtype, ExportError, ExportSummary, Overwrite, Result, ShardedWriter};
