@@ -29,3 +29,6 @@ for q in "你是谁" "Who are you?"; do
   echo ">>> $q"
   ft chat fixtures/tiny-base --adapter "$out/lora/final" --prompt "$q" --temperature 0
 done
+
+# 6. Its curves (redrawn at every checkpoint; `ft plot` compares runs).
+echo "loss curves: $out/lora/loss.png"

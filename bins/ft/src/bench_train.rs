@@ -181,7 +181,7 @@ pub fn run<B: Backend>(
         "up_proj",
         "down_proj",
     ]);
-    let chosen = attach_new_lora(&mut model, &config, spec, &targets)?;
+    let chosen = attach_new_lora(&mut model, &config, spec, &targets, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let rows: Vec<PackedRow> = (0..batch)
         .map(|_| {

@@ -10,6 +10,7 @@ mod data_cmd;
 mod eval_cmd;
 mod merge_cmd;
 mod model_load;
+mod plot_cmd;
 mod templates_cmd;
 mod train_cmd;
 
@@ -46,6 +47,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Speed benchmarks.
     Bench(bench_cmd::BenchArgs),
+    /// Draw one metric of one or several runs in one picture (from their metrics.jsonl).
+    Plot(plot_cmd::PlotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,5 +77,6 @@ fn run() -> anyhow::Result<()> {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
+        Command::Plot(args) => plot_cmd::run(args),
     }
 }

@@ -98,7 +98,13 @@ impl BackendTask for TrainTask {
                     config::TargetModules::List(names) => TargetModules::names(names),
                     config::TargetModules::Keyword(_) => TargetModules::AllLinear,
                 };
-                let chosen = attach_new_lora(&mut loaded.model, &loaded.config, spec, &targets)?;
+                let chosen = attach_new_lora(
+                    &mut loaded.model,
+                    &loaded.config,
+                    spec,
+                    &targets,
+                    config.train.seed,
+                )?;
                 tracing::info!(
                     "LoRA r={} alpha={} on {} modules",
                     lora.r,

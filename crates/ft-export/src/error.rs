@@ -114,6 +114,16 @@ pub enum ExportError {
 pub type Result<T> = std::result::Result<T, ExportError>;
 
 /// Attaches an action and a path to an `io::Error`.
+/// Staging folders and atomic writes (ft-io) report in this crate's terms.
+impl From<ft_io::IoError> for ExportError {
+    fn from(e: ft_io::IoError) -> Self {
+        match e {
+            ft_io::IoError::Io { path, action, source } => ExportError::Io { action, path, source },
+            ft_io::IoError::OutputExists { path } => ExportError::OutputExists { path },
+        }
+    }
+}
+
 pub(crate) fn io_err(
     action: &'static str,
     path: impl Into<PathBuf>,

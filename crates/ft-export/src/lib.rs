@@ -24,13 +24,12 @@ pub mod merge;
 pub mod safetensors_io;
 mod sharded_writer;
 mod size;
-mod staging;
 
 pub use dtype::{
     BF16_CANONICAL_NAN, Dtype, cast_f32_into, decode_to_f32, dtype_from_torch_name, extend_decoded_f32,
     f32_to_bf16_bits, f32_to_f16_bits, torch_dtype_name,
 };
 pub use error::{ExportError, Result};
+pub use ft_io::{Overwrite, StagingDir};
 pub use sharded_writer::{ExportSummary, INDEX_FILE_NAME, SINGLE_FILE_NAME, ShardedWriter};
 pub use size::parse_size;
-pub use staging::{Overwrite, StagingDir};

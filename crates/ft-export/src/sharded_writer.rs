@@ -10,8 +10,8 @@ use crate::error::io_err;
 use crate::safetensors_io::{
     TensorEntry, check_tensor_name, pt_metadata, tensor_byte_len, write_safetensors_file,
 };
-use crate::staging::{Overwrite, StagingDir};
 use crate::{Dtype, ExportError, Result, cast_f32_into};
+use ft_io::{Overwrite, StagingDir};
 
 /// File name of an unsharded checkpoint.
 pub const SINGLE_FILE_NAME: &str = "model.safetensors";

@@ -9,7 +9,7 @@ pub use crate::base::{LinearBase, Nf4Weight};
 use crate::nf4::Nf4Error;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Tensor, TensorData};
 
 /// A LoRA adapter: `A [r, in]`, `B [out, r]` (PEFT's `lora_A` / `lora_B` layout), scaled by
 /// `alpha / r` (or `alpha / √r` with rsLoRA).
@@ -149,17 +149,21 @@ impl<B: Backend> FtLinear<B> {
     }
 
     /// Attaches a fresh adapter with PEFT's init: A kaiming-uniform(a=√5) = U(−1/√in, 1/√in),
-    /// B = 0 (so the layer's output is unchanged).
-    pub fn with_new_lora(mut self, spec: LoraSpec, device: &B::Device) -> Self {
-        self.set_new_lora(spec, device);
+    /// B = 0 (so the layer's output is unchanged). A is drawn on the host from `rng`, so the
+    /// same seed gives the same adapter on every backend.
+    pub fn with_new_lora(mut self, spec: LoraSpec, rng: &mut impl rand::Rng, device: &B::Device) -> Self {
+        self.set_new_lora(spec, rng, device);
         self
     }
 
     /// In-place [`Self::with_new_lora`] (replaces any adapter).
-    pub fn set_new_lora(&mut self, spec: LoraSpec, device: &B::Device) {
+    pub fn set_new_lora(&mut self, spec: LoraSpec, rng: &mut impl rand::Rng, device: &B::Device) {
         let (out, d_in) = self.shape();
-        let bound = 1.0 / (d_in as f64).sqrt();
-        let a = Tensor::random([spec.r, d_in], Distribution::Uniform(-bound, bound), device);
+        let bound = 1.0 / (d_in as f32).sqrt();
+        let values: Vec<f32> = (0..spec.r * d_in)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let a = Tensor::from_data(TensorData::new(values, [spec.r, d_in]), device);
         let b = Tensor::zeros([out, spec.r], device);
         self.set_lora(a, b, spec.scale(), spec.dropout);
     }
@@ -210,8 +214,9 @@ impl<B: Backend> FtLinear<B> {
 mod tests {
     use super::*;
     use burn::backend::Autodiff;
-    use burn::tensor::{TensorData, Tolerance};
+    use burn::tensor::{Distribution, Tolerance};
     use burn_flex::Flex;
+    use rand::SeedableRng;
 
     type B = Flex;
 
@@ -269,7 +274,8 @@ mod tests {
             dropout: 0.0,
             use_rslora: false,
         };
-        let layer = base.with_new_lora(spec, &device);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let layer = base.with_new_lora(spec, &mut rng, &device);
         let y = layer.forward(x.clone());
         y.clone()
             .into_data()
@@ -282,6 +288,24 @@ mod tests {
         );
         assert!(lora.b.val().grad(&grads).is_some());
         assert!(x.grad(&grads).is_some(), "gradient flows to the input");
+        // A is U(−1/√in, 1/√in), drawn on the host: the same seed gives the same values.
+        let a: Vec<f32> = lora.a.val().into_data().into_vec().unwrap();
+        assert!(a.iter().all(|v| v.abs() < 0.5) && a.iter().any(|v| *v != 0.0));
+        let again = FtLinear::from_weight(Tensor::<A, 2>::zeros([3, 4], &device), None).with_new_lora(
+            spec,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(7),
+            &device,
+        );
+        let a2: Vec<f32> = again
+            .lora
+            .as_ref()
+            .unwrap()
+            .a
+            .val()
+            .into_data()
+            .into_vec()
+            .unwrap();
+        assert_eq!(a, a2);
         assert_eq!(spec.scale(), 2.0);
         assert_eq!(
             LoraSpec {

@@ -10,6 +10,7 @@ use ft_lora::linear::{FtLinear, LoraSpec};
 use ft_lora::peft::{
     Adapter, AdapterConfig, AdapterWeights, LoraMatrix, LoraPair, TargetModules, resolve_targets,
 };
+use rand::SeedableRng;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -50,14 +51,18 @@ pub fn attach_new_lora<B: Backend>(
     config: &ModelConfig,
     spec: LoraSpec,
     targets: &TargetModules,
+    seed: u64,
 ) -> Result<Vec<String>> {
     let picked = resolve_model_targets(config, targets)?;
     let device = model.embed.device();
     freeze_all(model);
+    // One host-side generator, drawn in target order: the same seed gives the same adapters on
+    // every backend (the backends' own generators differ).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for name in &picked {
         linear_mut(model, config, name)
             .expect("invariant: resolved targets are linear names")
-            .set_new_lora(spec, &device);
+            .set_new_lora(spec, &mut rng, &device);
     }
     Ok(picked)
 }

@@ -100,7 +100,7 @@ fn fresh_adapters_leave_logits_unchanged_and_train_only_a_b() {
         let (mut model, config) = load_hf::<A>(&model_dir(name), &Default::default()).unwrap();
         let g = Golden::read(&model_dir(name).join("golden.safetensors"));
         let (input, labels) = g.input();
-        let picked = attach_new_lora(&mut model, &config, SPEC, &TargetModules::AllLinear).unwrap();
+        let picked = attach_new_lora(&mut model, &config, SPEC, &TargetModules::AllLinear, 0).unwrap();
         assert_eq!(picked.len(), expected, "{name}: all-linear targets");
         // XTuner's all-linear: Llama's lm_head stays out, InternLM2's `output` is adapted.
         assert_eq!(picked.iter().any(|n| n == "output"), name == "internlm2");
@@ -135,6 +135,7 @@ fn named_targets_select_by_suffix_and_unknown_names_list_the_linears() {
         &config,
         SPEC,
         &TargetModules::names(&["q_proj", "lm_head"]),
+        0,
     )
     .unwrap();
     assert_eq!(
@@ -145,7 +146,7 @@ fn named_targets_select_by_suffix_and_unknown_names_list_the_linears() {
             "lm_head"
         ]
     );
-    let err = attach_new_lora(&mut model, &config, SPEC, &TargetModules::names(&["wqkv"]))
+    let err = attach_new_lora(&mut model, &config, SPEC, &TargetModules::names(&["wqkv"]), 0)
         .unwrap_err()
         .to_string();
     for listed in ["wqkv", "q_proj", "down_proj", "lm_head"] {

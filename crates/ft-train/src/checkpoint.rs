@@ -62,27 +62,15 @@ pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {
     output_dir.join(format!("{CHECKPOINT_PREFIX}{step}"))
 }
 
-/// Writes a checkpoint folder atomically: `write` fills a temporary folder, which is then
-/// renamed to `final_dir` (replacing an older one of the same name).
+/// Writes a checkpoint folder atomically: `write` fills a hidden staging folder, whose files are
+/// fsynced before it is renamed to `final_dir`. An older folder of that name is moved aside first
+/// and removed only once the new one is in place, so a crash at any moment leaves a complete
+/// checkpoint under every `checkpoint-N` name (the last one may be missing, never half-written).
 pub fn write_atomically(final_dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = final_dir.parent().unwrap_or(Path::new("."));
-    let name = final_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if final_dir.exists() {
-        std::fs::remove_dir_all(final_dir).map_err(|e| TrainError::io(final_dir, e))?;
-    }
-    std::fs::rename(&tmp, final_dir).map_err(|e| TrainError::io(final_dir, e))
+    let staging = ft_io::StagingDir::new(final_dir, ft_io::Overwrite::Replace)?;
+    write(staging.path())?;
+    staging.commit()?;
+    Ok(())
 }
 
 /// Step checkpoints in `output_dir`, oldest first. Temporary folders are ignored.
@@ -116,7 +104,15 @@ pub fn rotate_checkpoints(output_dir: &Path, limit: usize) -> Result<Vec<PathBuf
     let excess = all.len().saturating_sub(limit);
     let mut removed = Vec::new();
     for (_, path) in all.into_iter().take(excess) {
-        std::fs::remove_dir_all(&path).map_err(|e| TrainError::io(&path, e))?;
+        // Renamed out of sight first: a crash mid-removal leaves a hidden folder (cleared by the
+        // next run), never a half-deleted `checkpoint-N`.
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doomed = output_dir.join(format!(".{name}.ft-partial-{}-rotated.old", std::process::id()));
+        std::fs::rename(&path, &doomed).map_err(|e| TrainError::io(&path, e))?;
+        std::fs::remove_dir_all(&doomed).map_err(|e| TrainError::io(&doomed, e))?;
         removed.push(path);
     }
     Ok(removed)
@@ -175,6 +171,26 @@ mod tests {
             "temporary folder removed"
         );
         assert_eq!(latest_checkpoint(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_rewrite_keeps_the_complete_old_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = checkpoint_dir(dir.path(), 3);
+        write_atomically(&target, |tmp| state(3).write(tmp)).unwrap();
+        let err = write_atomically(&target, |tmp| {
+            state(4).write(tmp)?;
+            Err(TrainError::io(tmp, std::io::Error::other("killed")))
+        });
+        assert!(err.is_err());
+        assert_eq!(TrainerState::read(&target).unwrap(), state(3));
+        write_atomically(&target, |tmp| state(5).write(tmp)).unwrap();
+        assert_eq!(TrainerState::read(&target).unwrap(), state(5));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing left aside"
+        );
     }
 
     #[test]

@@ -127,7 +127,14 @@ pub struct TrainSection {
     /// Log every this many optimizer steps.
     #[serde(default = "default_one")]
     pub log_steps: usize,
+    /// Where else metrics go besides `metrics.jsonl` and `loss.png`: `["tensorboard"]` writes
+    /// TensorBoard event files under `output_dir/runs/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_to: Vec<String>,
 }
+
+/// The `report_to` values.
+pub const REPORT_TO: [&str; 2] = ["tensorboard", "none"];
 
 /// `[eval]`: sample answers during training (XTuner's EvaluateChatHook).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +249,9 @@ impl TrainConfig {
         one_of(&self.model.dtype, &["f32", "bf16", "f16"]).map_err(|m| err("model.dtype", m))?;
         one_of(&self.model.quantization, &["none", "nf4"]).map_err(|m| err("model.quantization", m))?;
         one_of(&self.train.device, &["auto", "cuda", "wgpu", "cpu"]).map_err(|m| err("train.device", m))?;
+        for target in &self.train.report_to {
+            one_of(target, &REPORT_TO).map_err(|m| err("train.report_to", m))?;
+        }
         if self.model.quantization == "nf4" && self.lora.is_none() {
             return Err(err(
                 "model.quantization",

@@ -40,6 +40,12 @@ pub enum TrainError {
     /// The data pipeline failed.
     #[error(transparent)]
     Data(#[from] ft_data::DataError),
+    /// A file or folder could not be written atomically.
+    #[error(transparent)]
+    Files(#[from] ft_io::IoError),
+    /// Metrics, pictures or TensorBoard files could not be written.
+    #[error(transparent)]
+    Metrics(#[from] ft_metrics::MetricsError),
 }
 
 /// Result alias for the crate.

@@ -1,90 +1,92 @@
-//! `output_dir/metrics.jsonl`: one JSON object per logged optimizer step.
+//! What a run logs, and where: `output_dir/metrics.jsonl` (always), TensorBoard event files
+//! under `output_dir/runs/` (`[train] report_to = ["tensorboard"]`), and the pictures
+//! `output_dir/loss.png` / `loss.svg`, redrawn at every checkpoint and at the end.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use ft_metrics::tensorboard::{EventWriter, TENSORBOARD_DIR};
+pub use ft_metrics::{EvalMetrics, MetricsWriter, StepMetrics};
 
-use crate::error::{Result, TrainError};
+use crate::config::TrainConfig;
+use crate::error::Result;
 
-/// What is logged for an optimizer step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    /// Optimizer step (1-based).
-    pub step: usize,
-    /// Token-mean loss over the step's accumulation window.
-    pub loss: f64,
-    /// Learning rate used for the step.
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Real (non-padding) tokens per second over the step.
-    pub tokens_per_s: f64,
-    /// Supervised tokens in the window.
-    pub supervised_tokens: usize,
-}
-
-/// Appends metrics lines, flushing each one (a crash loses nothing already logged).
+/// The logs of one training run.
 #[derive(Debug)]
-pub struct MetricsWriter {
-    path: PathBuf,
-    file: std::fs::File,
+pub struct RunLog {
+    jsonl: MetricsWriter,
+    tensorboard: Option<EventWriter>,
+    output_dir: PathBuf,
+    title: String,
 }
 
-impl MetricsWriter {
-    /// Opens `output_dir/metrics.jsonl` for appending.
-    pub fn open(output_dir: &Path) -> Result<Self> {
-        let path = output_dir.join("metrics.jsonl");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| TrainError::io(&path, e))?;
-        Ok(Self { path, file })
-    }
-
-    /// Appends one line.
-    pub fn log(&mut self, metrics: &StepMetrics) -> Result<()> {
-        let line = serde_json::to_string(metrics).expect("invariant: metrics serialise");
-        writeln!(self.file, "{line}")
-            .and_then(|_| self.file.flush())
-            .map_err(|e| TrainError::io(&self.path, e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_append_and_parse_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = StepMetrics {
-            step: 1,
-            loss: 2.5,
-            lr: 1e-4,
-            grad_norm: 0.9,
-            tokens_per_s: 1000.0,
-            supervised_tokens: 12,
+impl RunLog {
+    /// Opens the logs of `config`'s run, which starts after optimizer step `resumed_after` (0 for
+    /// a fresh run): lines and events logged past it by an earlier run into the same
+    /// `output_dir` are superseded, so the curves continue as one.
+    pub fn open(config: &TrainConfig, resumed_after: usize) -> Result<Self> {
+        let output_dir = config.train.output_dir.clone();
+        let jsonl = MetricsWriter::open_resumed(&output_dir, resumed_after)?;
+        let tensorboard = if config.train.report_to.iter().any(|r| r == "tensorboard") {
+            let dir = output_dir.join(TENSORBOARD_DIR);
+            Some(EventWriter::create(&dir, Some(resumed_after))?)
+        } else {
+            None
         };
-        MetricsWriter::open(dir.path()).unwrap().log(&m).unwrap();
-        MetricsWriter::open(dir.path())
-            .unwrap()
-            .log(&StepMetrics { step: 2, ..m.clone() })
-            .unwrap();
-        let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
-        let lines: Vec<StepMetrics> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0], m);
-        for key in [
-            "step",
-            "loss",
-            "lr",
-            "grad_norm",
-            "tokens_per_s",
-            "supervised_tokens",
-        ] {
-            assert!(text.lines().next().unwrap().contains(&format!("\"{key}\"")));
+        Ok(Self {
+            jsonl,
+            tensorboard,
+            title: run_title(config),
+            output_dir,
+        })
+    }
+
+    /// Logs an optimizer step.
+    pub fn log_step(&mut self, m: &StepMetrics) -> Result<()> {
+        self.jsonl.log(m)?;
+        if let Some(tb) = &mut self.tensorboard {
+            tb.add_scalars(
+                m.step,
+                &[
+                    ("train/loss", m.loss),
+                    ("train/lr", m.lr),
+                    ("train/grad_norm", m.grad_norm),
+                    ("train/tokens_per_s", m.tokens_per_s),
+                    ("train/supervised_tokens", m.supervised_tokens as f64),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Logs an evaluation of held-out data.
+    pub fn log_eval(&mut self, m: &EvalMetrics) -> Result<()> {
+        self.jsonl.log_eval(m)?;
+        if let Some(tb) = &mut self.tensorboard {
+            tb.add_scalars(m.step, &[("eval/loss", m.eval_loss)])?;
+        }
+        Ok(())
+    }
+
+    /// Redraws `loss.png` and `loss.svg` from everything logged so far. A picture that cannot
+    /// be drawn is a warning: it never stops training.
+    pub fn draw(&self) {
+        if let Err(e) = ft_metrics::plot::write_run_plots(&self.output_dir, &self.title) {
+            tracing::warn!("loss picture not drawn: {e}");
         }
     }
+}
+
+/// `RUN · BASE`: the output folder's name and the base model's file or folder name.
+fn run_title(config: &TrainConfig) -> String {
+    let name = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .ok()
+            .and_then(|a| a.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    format!(
+        "{} · {}",
+        name(&config.train.output_dir),
+        name(&config.model.path)
+    )
 }

@@ -20,7 +20,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::metrics::{RunLog, StepMetrics};
 use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
 use crate::params::{TrainMode, TrainParam, trainable_params};
 use crate::schedule::WarmupCosine;
@@ -142,6 +142,9 @@ pub fn train<B: AutodiffBackend>(
     let cfg = setup.config.clone();
     let t = &cfg.train;
     ensure_writable(&t.output_dir)?;
+    for stale in ft_io::remove_stale_staging(&t.output_dir)? {
+        tracing::info!("removed {}, left by an interrupted save", stale.display());
+    }
     if setup.rows.is_empty() {
         return Err(TrainError::Training(
             "the dataset produced no training rows".into(),
@@ -209,7 +212,7 @@ pub fn train<B: AutodiffBackend>(
         optimizer = AdamW::load(adam, &dir.join("optimizer.safetensors"), &setup.device)?;
         tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
     }
-    let mut metrics = MetricsWriter::open(&t.output_dir)?;
+    let mut log = RunLog::open(&cfg, state.global_step)?;
     let mut order = DataOrder {
         rows: setup.rows.len(),
         batch_size: t.batch_size,
@@ -280,7 +283,7 @@ pub fn train<B: AutodiffBackend>(
         losses.push(loss);
         hooks.on_step(&m, total);
         if state.global_step.is_multiple_of(t.log_steps) || state.global_step == total {
-            metrics.log(&m)?;
+            log.log_step(&m)?;
             state
                 .log_history
                 .push(serde_json::to_value(&m).expect("invariant: metrics serialise"));
@@ -300,6 +303,7 @@ pub fn train<B: AutodiffBackend>(
                 &checkpoint_dir(&t.output_dir, state.global_step),
             )?;
             rotate_checkpoints(&t.output_dir, t.save_total_limit)?;
+            log.draw();
         }
         if stopping && !finished {
             interrupted = true;
@@ -311,6 +315,7 @@ pub fn train<B: AutodiffBackend>(
     } else {
         let final_dir = t.output_dir.join("final");
         save_checkpoint(&setup, &state, &optimizer, &final_dir)?;
+        log.draw();
         if cfg.eval.is_some() {
             hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
         }

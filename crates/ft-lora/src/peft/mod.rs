@@ -30,7 +30,6 @@ mod ft_meta;
 mod targets;
 mod weights;
 
-use std::io::Write;
 use std::path::Path;
 
 pub use adapter::Adapter;
@@ -42,22 +41,14 @@ pub use weights::{
     ADAPTER_WEIGHTS_FILE, AdapterDtype, AdapterWeights, LoraMatrix, LoraPair, PEFT_KEY_PREFIX,
 };
 
-/// Writes `bytes` to a hidden temporary file next to `path`, syncs it, and renames it onto `path`,
-/// so a reader never sees a half-written file.
+/// Writes a whole file atomically (temporary sibling, fsync, rename: `ft_io`).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(error::io_err("creating", &tmp))?;
-        file.write_all(bytes).map_err(error::io_err("writing", &tmp))?;
-        file.sync_all().map_err(error::io_err("syncing", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(error::io_err("renaming to", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    ft_io::write_file_atomically(path, bytes).map_err(|e| match e {
+        ft_io::IoError::Io { path, action, source } => PeftError::Io { action, path, source },
+        other => PeftError::Io {
+            action: "writing",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }

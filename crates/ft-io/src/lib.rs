@@ -1,0 +1,33 @@
+//! # ft-io
+//!
+//! The files and folders `ft` writes, written so that a crash never leaves one half-written:
+//! - a file goes to a temporary name in the same folder, is fsynced, and is renamed over the target
+//!   ([`write_file_atomically`]);
+//! - a folder (a checkpoint, an exported model) is filled under a hidden staging name, every file
+//!   in it is fsynced, an existing folder of the same name is moved aside, the staging folder is
+//!   renamed into place, and only then is the old one removed ([`StagingDir`]).
+//!
+//! Either way the parent folder is fsynced too, so the rename itself survives a power cut.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("loss.svg");
+//! ft_io::write_file_atomically(&path, b"<svg/>").unwrap();
+//! assert_eq!(std::fs::read(&path).unwrap(), b"<svg/>");
+//!
+//! let out = dir.path().join("checkpoint-1");
+//! let staging = ft_io::StagingDir::new(&out, ft_io::Overwrite::Replace).unwrap();
+//! std::fs::write(staging.path().join("trainer_state.json"), "{}").unwrap();
+//! staging.commit().unwrap();
+//! assert!(out.join("trainer_state.json").is_file());
+//! ```
+//!
+//! This crate has no Burn dependency.
+
+pub mod atomic;
+pub mod error;
+pub mod staging;
+
+pub use atomic::{sync_parent, temporary_sibling, write_file_atomically};
+pub use error::{IoError, Result};
+pub use staging::{Overwrite, StagingDir, remove_stale_staging};
