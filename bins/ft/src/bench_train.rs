@@ -208,7 +208,7 @@ pub fn run<B: Backend>(
         linear_names: linear_names(&config),
         model,
         model_config: config,
-        rows,
+        rows: Box::new(rows),
         targets: chosen,
         template_name: "none".into(),
         rendered_example: None,

@@ -1,13 +1,19 @@
-//! `ft data preview` and `ft data gen-assistant`.
+//! `ft data prepare`, `ft data preview` and `ft data gen-assistant`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use ft_data::dataset::{PreparedDataset, length_histogram, prepare, resolve_template};
+use std::io::Write;
+
+use ft_data::cache::{CacheStatus, CachedDataset};
+use ft_data::dataset::{DatasetStats, length_histogram, prepare, resolve_template};
 use ft_data::encode::{IGNORE_INDEX, IMAGE_TOKEN_INDEX};
+use ft_data::rows::RowSource;
 use ft_data::tokenizer::FtTokenizer;
 use owo_colors::{OwoColorize, Stream::Stdout};
+
+use crate::data_cache::open_or_build_with_progress;
 
 /// Arguments of `ft data`.
 #[derive(Args)]
@@ -18,6 +24,18 @@ pub struct DataArgs {
 
 #[derive(Subcommand)]
 enum DataCommand {
+    /// Tokenise the `[data]` files once into a token cache (streamed, on all cores) that
+    /// `ft train` and `ft data preview` then memory-map; a valid cache is kept as is.
+    Prepare {
+        /// The training config (TOML); reads `[model] path`, `[data]` and `[train] output_dir`.
+        config: PathBuf,
+        /// Cache folder (default: `[data] cache_dir`, else `output_dir/data-cache`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Rebuild even when the cache is valid.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show exactly what will be trained on: rendered samples with the trained tokens
     /// highlighted, token counts and dataset statistics.
     Preview {
@@ -29,6 +47,9 @@ enum DataCommand {
         /// Print one JSON object per encoded sample (`input_ids`, `labels`), dataset order, no packing.
         #[arg(long)]
         json: bool,
+        /// Encode in memory instead of using (and building) the token cache.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Write a self-cognition dataset ("who are you?" answered as NAME's assistant).
     GenAssistant {
@@ -50,7 +71,19 @@ enum DataCommand {
 /// Runs `ft data ...`.
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
-        DataCommand::Preview { config, limit, json } => preview(&config, limit, json),
+        DataCommand::Prepare { config, out, force } => prepare_cache(&config, out, force),
+        DataCommand::Preview {
+            config,
+            limit,
+            json,
+            no_cache,
+        } => {
+            if no_cache {
+                preview(&config, limit, json)
+            } else {
+                preview_cached(&config, limit, json)
+            }
+        }
         DataCommand::GenAssistant {
             name,
             out,
@@ -115,7 +148,91 @@ fn preview(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Resu
         );
         println!("{}", highlighted(&tokenizer, &e.input_ids, &e.labels)?);
     }
-    print_stats(&prepared, data.max_length, data.pack);
+    let histogram = length_histogram(&prepared.samples, data.max_length, 8);
+    print_stats(
+        &prepared.stats,
+        prepared.eval.len(),
+        &histogram,
+        data.max_length,
+        data.pack,
+    );
+    Ok(())
+}
+
+fn prepare_cache(config_path: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
+    let config = ft_train::config::TrainConfig::from_file(config_path)?;
+    let tokenizer = load_tokenizer(&config.model.path)?;
+    let template = resolve_template(&config.data, &tokenizer)?;
+    let dir = out.unwrap_or_else(|| config.cache_dir());
+    let (cache, status) = open_or_build_with_progress(&dir, &config.data, &tokenizer, &template, force)?;
+    let dataset = CachedDataset::new(cache, &config.data);
+    let s = &dataset.stats;
+    let verb = match status {
+        CacheStatus::Hit => "up to date",
+        CacheStatus::Built { .. } => "written",
+    };
+    println!(
+        "{}: {verb}: {} samples, {} tokens ({} trained), {} skipped, {} rows, {} held out",
+        dir.display(),
+        s.samples,
+        s.tokens,
+        s.supervised_tokens,
+        s.skipped_bad,
+        s.rows,
+        dataset.eval.len()
+    );
+    Ok(())
+}
+
+/// `ft data preview` over the token cache (built first when missing or stale).
+fn preview_cached(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Result<()> {
+    let config = ft_train::config::TrainConfig::from_file(config_path)?;
+    let model_path = config.model.path.clone();
+    let tokenizer = load_tokenizer(&model_path)?;
+    let template = resolve_template(&config.data, &tokenizer)?;
+    let (cache, _) =
+        open_or_build_with_progress(&config.cache_dir(), &config.data, &tokenizer, &template, false)?;
+    if json {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for i in 0..cache.len().min(limit.unwrap_or(usize::MAX)) {
+            let sample = cache.sample(i);
+            let line = serde_json::json!({"input_ids": sample.input_ids, "labels": sample.labels});
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    let data = &config.data;
+    println!(
+        "template: {}   tokenizer: {}   max_length: {}   cache: {}   legend: {} {}",
+        template.name(),
+        model_path.display(),
+        data.max_length,
+        cache.dir().display(),
+        "trained".if_supports_color(Stdout, |t| t.green()),
+        "not trained".if_supports_color(Stdout, |t| t.dimmed()),
+    );
+    for i in 0..cache.len().min(limit.unwrap_or(3)) {
+        let e = cache.sample(i);
+        let info = cache.info(i);
+        println!(
+            "\n── sample {i} ({}:{}) · {} tokens · {} trained{}",
+            cache.source_path(info.file).display(),
+            info.line,
+            e.len(),
+            e.supervised_tokens(),
+            if e.truncated { " · truncated" } else { "" }
+        );
+        println!("{}", highlighted(&tokenizer, &e.input_ids, &e.labels)?);
+    }
+    let histogram = cache.manifest().length_histogram.clone();
+    let dataset = CachedDataset::new(cache, data);
+    print_stats(
+        &dataset.stats,
+        dataset.eval.len(),
+        &histogram,
+        data.max_length,
+        data.pack,
+    );
     Ok(())
 }
 
@@ -146,8 +263,13 @@ fn highlighted(tokenizer: &FtTokenizer, ids: &[i32], labels: &[i32]) -> anyhow::
     Ok(out)
 }
 
-fn print_stats(prepared: &PreparedDataset, max_length: usize, packed: bool) {
-    let s = &prepared.stats;
+fn print_stats(
+    s: &DatasetStats,
+    held_out: usize,
+    histogram: &[(usize, usize)],
+    max_length: usize,
+    packed: bool,
+) {
     println!("\n── statistics");
     println!("records            {}", s.records);
     println!("samples kept       {}", s.samples);
@@ -166,10 +288,12 @@ fn print_stats(prepared: &PreparedDataset, max_length: usize, packed: bool) {
     } else {
         println!("rows (no packing)  {}", s.rows);
     }
+    if held_out > 0 {
+        println!("held out (eval)    {held_out} samples");
+    }
     println!("length histogram (tokens ≤ bound: samples)");
-    let histogram = length_histogram(&prepared.samples, max_length, 8);
     let peak = histogram.iter().map(|(_, c)| *c).max().unwrap_or(1).max(1);
-    for (bound, count) in histogram {
+    for &(bound, count) in histogram {
         let bar = "█".repeat((count * 40).div_ceil(peak));
         println!("  ≤{bound:>7} {count:>7} {bar}");
     }

@@ -6,6 +6,7 @@ mod bench_train;
 mod chat_cmd;
 mod chat_session;
 mod convert_cmd;
+mod data_cache;
 mod data_cmd;
 mod eval_cmd;
 mod merge_cmd;

@@ -9,7 +9,9 @@ use burn::backend::Autodiff;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use ft_data::dataset::{prepare, resolve_template};
+use ft_data::cache::CachedDataset;
+use ft_data::dataset::resolve_template;
+use ft_data::rows::RowSource;
 use ft_data::tokenizer::FtTokenizer;
 use ft_lora::linear::LoraSpec;
 use ft_lora::peft::TargetModules;
@@ -18,10 +20,12 @@ use ft_model::families::linear_names;
 use ft_train::checkpoint::latest_checkpoint;
 use ft_train::config::{self, TrainConfig};
 use ft_train::eval_hook::ChatEvalHook;
+use ft_train::eval_loss::EvalLossHook;
 use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{TrainSetup, train};
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
+use crate::data_cache::open_or_build_with_progress;
 use crate::model_load::{Quantization, load_model_quantized};
 
 /// Arguments of `ft train`.
@@ -61,30 +65,37 @@ impl BackendTask for TrainTask {
             config.model.double_quant,
         )?;
         let template = resolve_template(&config.data, &loaded.tokenizer)?;
-        let prepared = prepare(&config.data, &loaded.tokenizer, &template)?;
-        for w in &prepared.warnings {
-            tracing::warn!("{w}");
-        }
-        let s = &prepared.stats;
+        ft_train::checkpoint::ensure_writable(&config.train.output_dir)?;
+        let (cache, _) = open_or_build_with_progress(
+            &config.cache_dir(),
+            &config.data,
+            &loaded.tokenizer,
+            &template,
+            false,
+        )?;
+        let dataset = CachedDataset::new(cache, &config.data);
+        let s = &dataset.stats;
         tracing::info!(
-            "data: {} samples ({} dropped, {} truncated), {} rows, {} trained tokens; template {}; device {label}",
+            "data: {} samples ({} dropped, {} truncated, {} held out), {} rows, {} trained tokens; template {}; device {label}",
             s.samples,
             s.dropped_unsupervised,
             s.truncated,
+            dataset.eval.len(),
             s.rows,
             s.supervised_tokens,
             template.name()
         );
-        let rendered_example = prepared.samples.first().and_then(|sample| {
-            let ids: Vec<u32> = sample
-                .encoded
-                .input_ids
-                .iter()
-                .filter(|&&i| i >= 0)
-                .map(|&i| i as u32)
-                .collect();
-            loaded.tokenizer.decode(&ids, false).ok()
-        });
+        let rendered_example = (!dataset.cache.is_empty())
+            .then(|| dataset.cache.sample(0))
+            .and_then(|sample| {
+                let ids: Vec<u32> = sample
+                    .input_ids
+                    .iter()
+                    .filter(|&&i| i >= 0)
+                    .map(|&i| i as u32)
+                    .collect();
+                loaded.tokenizer.decode(&ids, false).ok()
+            });
         A::<B>::seed(&device, config.train.seed);
         let (chosen, base_files) = match &config.lora {
             Some(lora) => {
@@ -140,17 +151,18 @@ impl BackendTask for TrainTask {
         }) {
             tracing::warn!("Ctrl-C handler not installed: {e}");
         }
-        let mut hooks = ChatEvalHook::new(
+        let chat = ChatEvalHook::new(
             config.eval.clone(),
             template.clone(),
             loaded.tokenizer.clone(),
             config.train.output_dir.clone(),
         );
+        let mut hooks = EvalLossHook::new(chat, Box::new(dataset.eval), config.train.output_dir.clone());
         let setup = TrainSetup {
             linear_names: linear_names(&loaded.config),
             model,
             model_config: loaded.config,
-            rows: prepared.rows,
+            rows: Box::new(dataset.rows),
             targets: chosen,
             template_name: template.name().to_owned(),
             rendered_example,
@@ -220,7 +232,11 @@ fn base_files(path: &Path, tokenizer: &FtTokenizer) -> anyhow::Result<BaseFiles>
 
 /// Runs `ft train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let config = TrainConfig::from_file(&args.config)?;
+    let mut config = TrainConfig::from_file(&args.config)?;
+    if config.data.eval_split > 0.0 && config.eval.is_none() {
+        // The held-out loss is computed when the loop evaluates: every 500 steps and at the end.
+        config.eval = Some(config::EvalSection::default());
+    }
     let device = match args.device {
         Some(d) => d,
         None => match config.train.device.as_str() {

@@ -11,8 +11,20 @@ use crate::formats::DatasetFormat;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Dataset files (JSON array or JSON Lines), relative to the config file.
+    /// Dataset files (JSON array or JSON Lines, optionally `.gz` / `.zst` compressed), relative
+    /// to the config file.
     pub files: Vec<PathBuf>,
+    /// Mixing weight of each file (same length as `files`): per epoch, a file contributes
+    /// `weight × its samples`, whole copies for the integer part and a seeded subset for the
+    /// fraction. Absent: every file once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<f64>>,
+    /// Fraction of samples held out (seeded, deterministic) for the eval loss; 0 = none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_split: f64,
+    /// Where the token cache lives (relative to the config). Absent: `output_dir/data-cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
     /// `conversation`, `alpaca`, `openai`, `llava` or `text`; detected from the first record
     /// when absent.
     #[serde(default)]
@@ -47,12 +59,18 @@ fn default_max_length() -> usize {
 fn default_true() -> bool {
     true
 }
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
 
 impl DataConfig {
     /// A config for `files` with every other key at its default.
     pub fn new(files: Vec<PathBuf>) -> Self {
         Self {
             files,
+            weights: None,
+            eval_split: 0.0,
+            cache_dir: None,
             format: None,
             template: None,
             system: None,
@@ -79,6 +97,41 @@ impl DataConfig {
             });
         }
         self.format()?;
+        if let Some(weights) = &self.weights {
+            if weights.len() != self.files.len() {
+                return Err(DataError::Config {
+                    key: "data.weights".into(),
+                    message: format!(
+                        "has {} values for {} files; give one weight per file",
+                        weights.len(),
+                        self.files.len()
+                    ),
+                });
+            }
+            if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+                return Err(DataError::Config {
+                    key: "data.weights".into(),
+                    message: format!("weights must be finite and ≥ 0, found {w}"),
+                });
+            }
+            if weights.iter().all(|w| *w == 0.0) {
+                return Err(DataError::Config {
+                    key: "data.weights".into(),
+                    message: "at least one weight must be positive".into(),
+                });
+            }
+        }
+        if !(0.0..1.0).contains(&self.eval_split) {
+            return Err(DataError::Config {
+                key: "data.eval_split".into(),
+                message: format!("must be in [0, 1), found {}", self.eval_split),
+            });
+        }
+        if let Some(dir) = &mut self.cache_dir
+            && dir.is_relative()
+        {
+            *dir = base_dir.join(&*dir);
+        }
         for file in &mut self.files {
             if file.is_relative() {
                 *file = base_dir.join(&*file);

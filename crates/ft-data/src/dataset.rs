@@ -7,8 +7,9 @@ use crate::config::DataConfig;
 use crate::encode::{EncodedSample, conversation_segments, encode_segments};
 use crate::error::{DataError, Result};
 use crate::formats::load_file;
-use crate::pack::{PackedRow, pack, shuffled_indices};
+use crate::pack::{PackedRow, pack};
 use crate::record::Origin;
+use crate::split::{SplitKeys, split_samples};
 use crate::template::Template;
 use crate::tokenizer::FtTokenizer;
 
@@ -24,7 +25,7 @@ pub struct Sample {
 }
 
 /// Counts over a prepared dataset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DatasetStats {
     /// Records read (after skipping bad ones).
     pub records: usize,
@@ -51,8 +52,11 @@ pub struct DatasetStats {
 pub struct PreparedDataset {
     /// Kept samples in dataset order.
     pub samples: Vec<Sample>,
-    /// Training rows: packed (shuffled first if asked), or one per sample.
+    /// Training rows: packed (shuffled first if asked), or one per sample; held-out samples
+    /// excluded and `weights` applied.
     pub rows: Vec<PackedRow>,
+    /// Indices (into `samples`) of the held-out samples (`eval_split`).
+    pub eval: Vec<usize>,
     /// Statistics.
     pub stats: DatasetStats,
     /// Warnings about skipped records, each naming file and line.
@@ -81,7 +85,8 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
     let mut stats = DatasetStats::default();
     let mut samples = Vec::new();
     let mut warnings = Vec::new();
-    for file in &config.files {
+    let mut sample_files: Vec<u32> = Vec::new();
+    for (file_index, file) in config.files.iter().enumerate() {
         let loaded = load_file(file, format, config.skip_bad_records)?;
         stats.skipped_bad += loaded.skipped.len();
         warnings.extend(loaded.skipped.iter().map(|e| format!("skipped: {e}")));
@@ -106,6 +111,7 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
             stats.truncated += usize::from(encoded.truncated);
             stats.tokens += encoded.len();
             stats.supervised_tokens += encoded.supervised_tokens();
+            sample_files.push(file_index as u32);
             samples.push(Sample {
                 encoded,
                 origin: record.origin,
@@ -124,21 +130,26 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
             stats.empty
         )));
     }
+    let split = split_samples(&sample_files, config.files.len(), &SplitKeys::of(config));
     let rows = if config.pack {
-        let order: Vec<usize> = if config.shuffle_before_pack {
-            shuffled_indices(samples.len(), config.seed)
-        } else {
-            (0..samples.len()).collect()
-        };
-        let ordered: Vec<EncodedSample> = order.iter().map(|&i| samples[i].encoded.clone()).collect();
+        let ordered: Vec<EncodedSample> = split
+            .train
+            .iter()
+            .map(|&i| samples[i as usize].encoded.clone())
+            .collect();
         pack(&ordered, config.max_length)
     } else {
-        samples.iter().map(|s| PackedRow::single(&s.encoded)).collect()
+        split
+            .train
+            .iter()
+            .map(|&i| PackedRow::single(&samples[i as usize].encoded))
+            .collect()
     };
     stats.rows = rows.len();
     Ok(PreparedDataset {
         samples,
         rows,
+        eval: split.eval.into_iter().map(|i| i as usize).collect(),
         stats,
         warnings,
     })
@@ -155,16 +166,44 @@ fn with_origin(e: DataError, origin: &Origin) -> DataError {
 /// A histogram of sample lengths: `buckets` equal-width bins over `[0, max_length]`, as
 /// `(upper_bound, count)`.
 pub fn length_histogram(samples: &[Sample], max_length: usize, buckets: usize) -> Vec<(usize, usize)> {
-    let buckets = buckets.max(1);
-    let width = max_length.div_ceil(buckets).max(1);
-    let mut counts = vec![0usize; buckets];
+    let mut histogram = LengthHistogram::new(max_length, buckets);
     for s in samples {
-        let b = (s.encoded.len().saturating_sub(1) / width).min(buckets - 1);
-        counts[b] += 1;
+        histogram.add(s.encoded.len());
     }
-    counts
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| (((i + 1) * width).min(max_length), c))
-        .collect()
+    histogram.bins()
+}
+
+/// Sample lengths counted in equal-width bins over `[0, max_length]`, one sample at a time.
+#[derive(Debug, Clone)]
+pub struct LengthHistogram {
+    max_length: usize,
+    width: usize,
+    counts: Vec<usize>,
+}
+
+impl LengthHistogram {
+    /// An empty histogram of `buckets` bins.
+    pub fn new(max_length: usize, buckets: usize) -> Self {
+        let buckets = buckets.max(1);
+        Self {
+            max_length,
+            width: max_length.div_ceil(buckets).max(1),
+            counts: vec![0; buckets],
+        }
+    }
+
+    /// Counts one sample of `len` tokens.
+    pub fn add(&mut self, len: usize) {
+        let b = (len.saturating_sub(1) / self.width).min(self.counts.len() - 1);
+        self.counts[b] += 1;
+    }
+
+    /// `(upper_bound, count)` per bin.
+    pub fn bins(&self) -> Vec<(usize, usize)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (((i + 1) * self.width).min(self.max_length), c))
+            .collect()
+    }
 }

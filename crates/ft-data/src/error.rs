@@ -51,6 +51,9 @@ pub enum DataError {
     /// A configuration value is invalid.
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
+    /// A token cache is unusable (missing, corrupted, truncated or written by another version).
+    #[error("token cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
     /// A sample contains `<image>` while the dataset/model is text-only.
     #[error(
         "{path}:{line}: `<image>` found in a text-only dataset (use format = \"llava\" with a LLaVA model)"

@@ -16,10 +16,14 @@
 //! assert_eq!(segments[2], Segment::Answer { text: "Hello!<|im_end|>".into(), loss: true });
 //! ```
 //!
+//! Large corpora go through the [`cache`]: tokenised once (streamed, in parallel) into
+//! memory-mapped files, then packed and shuffled by index ([`rows::RowSource`]).
+//!
 //! This crate has no Burn dependency.
 
 pub mod assistant;
 pub mod batch;
+pub mod cache;
 pub mod config;
 pub mod dataset;
 pub mod encode;
@@ -27,6 +31,8 @@ pub mod error;
 pub mod formats;
 pub mod pack;
 pub mod record;
+pub mod rows;
+pub mod split;
 pub mod template;
 pub mod tokenizer;
 

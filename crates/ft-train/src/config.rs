@@ -136,11 +136,13 @@ pub struct TrainSection {
 /// The `report_to` values.
 pub const REPORT_TO: [&str; 2] = ["tensorboard", "none"];
 
-/// `[eval]`: sample answers during training (XTuner's EvaluateChatHook).
+/// `[eval]`: sample answers during training (XTuner's EvaluateChatHook), and the held-out
+/// loss when `[data] eval_split` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSection {
-    /// Prompts to answer.
+    /// Prompts to answer (none: only the held-out loss is computed).
+    #[serde(default)]
     pub inputs: Vec<String>,
     /// System text for the prompts.
     #[serde(default)]
@@ -220,7 +222,21 @@ impl Default for TrainSection {
     }
 }
 
+impl Default for EvalSection {
+    fn default() -> Self {
+        toml::from_str("").expect("invariant: every [eval] key has a default")
+    }
+}
+
 impl TrainConfig {
+    /// Where the token cache lives: `[data] cache_dir`, else `output_dir/data-cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.train.output_dir.join("data-cache"))
+    }
+
     /// Reads, checks and resolves (paths relative to the file) a training config.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
@@ -390,5 +406,26 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = TrainConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("[lora]"), "{err}");
+    }
+
+    #[test]
+    fn eval_inputs_are_optional_and_data_split_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = TrainConfig::from_file(&write(dir.path(), "[eval]\nevery_steps = 5\n")).unwrap();
+        assert!(c.eval.as_ref().unwrap().inputs.is_empty());
+        assert_eq!(c.cache_dir(), dir.path().join("work_dirs/run/data-cache"));
+        let c =
+            TrainConfig::from_file(&write(dir.path(), "cache_dir = \"cache\"\neval_split = 0.1\n")).unwrap();
+        assert_eq!(c.cache_dir(), dir.path().join("cache"));
+        for (body, key) in [
+            ("eval_split = 1.5\n", "data.eval_split"),
+            ("weights = [1.0, 2.0]\n", "data.weights"),
+            ("weights = [-1.0]\n", "data.weights"),
+        ] {
+            let err = TrainConfig::from_file(&write(dir.path(), body))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
     }
 }

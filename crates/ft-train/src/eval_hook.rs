@@ -100,7 +100,9 @@ impl<B: AutodiffBackend> TrainHooks<B> for ChatEvalHook {
     }
 
     fn evaluate(&mut self, model: &CausalLm<B::InnerBackend>, config: &ModelConfig, step: usize) {
-        let Some(eval) = self.eval.clone() else { return };
+        let Some(eval) = self.eval.clone().filter(|e| !e.inputs.is_empty()) else {
+            return;
+        };
         let stop = self.stop_condition();
         let mut report = String::new();
         self.last_answers.clear();

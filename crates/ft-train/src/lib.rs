@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod eval_hook;
+pub mod eval_loss;
 pub mod metrics;
 pub mod model_folder;
 pub mod params;

@@ -11,6 +11,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use ft_data::batch::{Batch, collate};
 use ft_data::pack::{PackedRow, shuffled_indices};
+use ft_data::rows::RowSource;
 use ft_lora::peft::{Adapter, AdapterConfig, AdapterDtype, FtAdapterMeta, TargetModules};
 use ft_model::{CausalLm, ModelConfig, ModelInput};
 
@@ -46,8 +47,8 @@ pub struct TrainSetup<B: AutodiffBackend> {
     pub model: CausalLm<B>,
     /// Its configuration.
     pub model_config: ModelConfig,
-    /// Training rows (packed or one per sample).
-    pub rows: Vec<PackedRow>,
+    /// Training rows (packed or one per sample): a list in memory or rows over a token cache.
+    pub rows: Box<dyn RowSource>,
     /// Adapted module names (for the saved `target_modules`).
     pub targets: Vec<String>,
     /// Every linear name of the model.
@@ -238,9 +239,9 @@ pub fn train<B: AutodiffBackend>(
         let batches: Vec<Batch> = (first..last)
             .map(|k| {
                 let indices = order.micro_batch(k);
-                let rows: Vec<&PackedRow> = indices.iter().map(|&i| &setup.rows[i]).collect();
+                let rows: Vec<PackedRow> = indices.iter().map(|&i| setup.rows.row(i)).collect();
                 window_rows.extend(indices);
-                collate(&rows)
+                collate(&rows.iter().collect::<Vec<_>>())
             })
             .collect();
         let targets: usize = batches.iter().map(Batch::supervised_targets).sum();
@@ -315,10 +316,10 @@ pub fn train<B: AutodiffBackend>(
     } else {
         let final_dir = t.output_dir.join("final");
         save_checkpoint(&setup, &state, &optimizer, &final_dir)?;
-        log.draw();
         if cfg.eval.is_some() {
             hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
         }
+        log.draw();
         final_dir
     };
     Ok(TrainOutcome {

@@ -65,10 +65,10 @@ fn one_step(model: &str, lora: bool) -> (tempfile::TempDir, TrainOutcome) {
         linear_names: linear_names(&model_config),
         model,
         model_config,
-        rows: vec![
+        rows: Box::new(vec![
             row(&[5, 17, 99, 3, 64, 12, 7], &[-100, -100, 99, 3, 64, -100, 7]),
             row(&[9, 31, 2, 44], &[-100, 31, 2, 44]),
-        ],
+        ]),
         targets,
         template_name: "none".into(),
         rendered_example: None,

@@ -63,7 +63,7 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
         linear_names: linear_names(&model_config),
         model,
         model_config,
-        rows: prepared.rows,
+        rows: Box::new(prepared.rows),
         targets,
         template_name: "qwen_chat".into(),
         rendered_example: None,

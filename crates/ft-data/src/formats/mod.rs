@@ -3,6 +3,7 @@
 
 mod map;
 mod reader;
+mod stream;
 
 use std::path::Path;
 
@@ -10,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use reader::{RawRecords, read_records};
+pub(crate) use stream::hex;
+pub use stream::{RawItem, SourceDigest, sha256_file, stream_records};
 
 use crate::error::{DataError, Result};
 use crate::record::{Origin, Record};
@@ -105,8 +108,23 @@ pub fn load_file(path: &Path, format: Option<DatasetFormat>, skip_bad_records: b
     let Some((first, _)) = raw.records.first() else {
         return Ok(out);
     };
-    let format = match format {
-        Some(f) => f,
+    let format = resolve_format(path, format, first)?;
+    out.format = Some(format);
+    for (value, line) in raw.records {
+        match map_value(path, line, format, &value) {
+            Ok(Some(record)) => out.records.push(record),
+            Ok(None) => out.empty += 1,
+            Err(err) if skip_bad_records => out.skipped.push(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(out)
+}
+
+/// The format of a file whose first record is `first`: `format` when given, else detected.
+pub fn resolve_format(path: &Path, format: Option<DatasetFormat>, first: &Value) -> Result<DatasetFormat> {
+    match format {
+        Some(f) => Ok(f),
         None => DatasetFormat::detect(first).ok_or_else(|| DataError::UnknownFormat {
             path: path.to_path_buf(),
             keys: first
@@ -114,43 +132,34 @@ pub fn load_file(path: &Path, format: Option<DatasetFormat>, skip_bad_records: b
                 .map(|o| o.keys().cloned().collect())
                 .unwrap_or_default(),
             known: known_formats(),
-        })?,
-    };
-    out.format = Some(format);
-    for (value, line) in raw.records {
-        let origin = Origin {
-            file: path.to_path_buf(),
-            line,
-        };
-        match map::map_record(format, &value) {
-            Ok(conversation) if conversation.conversation.is_empty() => out.empty += 1,
-            Ok(conversation) => {
-                if format != DatasetFormat::Llava && map::mentions_image(&conversation) {
-                    let err = DataError::UnexpectedImage {
-                        path: path.to_path_buf(),
-                        line,
-                    };
-                    if skip_bad_records {
-                        out.skipped.push(err);
-                        continue;
-                    }
-                    return Err(err);
-                }
-                out.records.push(Record { conversation, origin });
-            }
-            Err(message) => {
-                let err = DataError::Record {
+        }),
+    }
+}
+
+/// Maps one JSON record of `path` (starting on `line`): `None` for an empty conversation
+/// (e.g. alpaca `<nooutput>`), an error naming file and line for a bad record.
+pub fn map_value(path: &Path, line: usize, format: DatasetFormat, value: &Value) -> Result<Option<Record>> {
+    match map::map_record(format, value) {
+        Ok(conversation) if conversation.conversation.is_empty() => Ok(None),
+        Ok(conversation) => {
+            if format != DatasetFormat::Llava && map::mentions_image(&conversation) {
+                return Err(DataError::UnexpectedImage {
                     path: path.to_path_buf(),
                     line,
-                    message: format!("{} record: {message}", format.name()),
-                };
-                if skip_bad_records {
-                    out.skipped.push(err);
-                } else {
-                    return Err(err);
-                }
+                });
             }
+            Ok(Some(Record {
+                conversation,
+                origin: Origin {
+                    file: path.to_path_buf(),
+                    line,
+                },
+            }))
         }
+        Err(message) => Err(DataError::Record {
+            path: path.to_path_buf(),
+            line,
+            message: format!("{} record: {message}", format.name()),
+        }),
     }
-    Ok(out)
 }

@@ -1,0 +1,103 @@
+//! The held-out loss (`[data] eval_split`): the mean cross-entropy over supervised tokens of
+//! the held-out samples, one sample per forward (the same number `ft eval` reports), computed
+//! whenever the loop evaluates (`[eval] every_steps`, and at the end) and appended to
+//! `output_dir/metrics.jsonl` as `{"step": N, "eval_loss": X, "eval_tokens": T}`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use ft_data::rows::RowSource;
+use ft_model::{CausalLm, ModelConfig, ModelInput};
+
+use crate::error::Result;
+use crate::metrics::StepMetrics;
+use crate::trainer::TrainHooks;
+
+/// A held-out loss measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalLoss {
+    /// Optimizer step it was measured after.
+    pub step: usize,
+    /// Mean cross-entropy over `tokens`.
+    pub loss: f64,
+    /// Supervised targets (labels ≠ −100 after the shift).
+    pub tokens: usize,
+}
+
+/// Mean loss of `model` over `rows`, one row per forward; `None` when no token is supervised.
+///
+/// # Shapes
+/// - each row: `input_ids`, `labels` `[seq]` → a `[1, seq]` forward
+pub fn held_out_loss<B: Backend>(
+    model: &CausalLm<B>,
+    config: &ModelConfig,
+    rows: &dyn RowSource,
+) -> Option<(f64, usize)> {
+    let (mut sum, mut count) = (0f64, 0usize);
+    for i in 0..rows.len() {
+        let row = rows.row(i);
+        let ids: Vec<u32> = row.input_ids.iter().map(|&id| id as u32).collect();
+        let out = model.loss_sum(&ModelInput::from_ids(&ids), &row.labels, config);
+        if out.count == 0 {
+            continue;
+        }
+        sum += out.sum.into_scalar().elem::<f64>();
+        count += out.count;
+    }
+    (count > 0).then(|| (sum / count as f64, count))
+}
+
+/// Appends `{"step": N, "eval_loss": X, "eval_tokens": T}` to `output_dir/metrics.jsonl`.
+pub fn log_eval_loss(output_dir: &Path, m: &EvalLoss) -> Result<()> {
+    let line = ft_metrics::EvalMetrics {
+        step: m.step,
+        eval_loss: m.loss,
+        eval_tokens: m.tokens,
+    };
+    ft_metrics::MetricsWriter::open(output_dir)?.log_eval(&line)?;
+    Ok(())
+}
+
+/// Wraps other hooks, adding the held-out loss to every evaluation.
+pub struct EvalLossHook<H> {
+    inner: H,
+    rows: Box<dyn RowSource>,
+    output_dir: PathBuf,
+    /// Every measurement so far.
+    pub history: Vec<EvalLoss>,
+}
+
+impl<H> EvalLossHook<H> {
+    /// Measures over `rows` (the held-out samples), writing to `output_dir/metrics.jsonl`.
+    pub fn new(inner: H, rows: Box<dyn RowSource>, output_dir: PathBuf) -> Self {
+        Self {
+            inner,
+            rows,
+            output_dir,
+            history: Vec::new(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend, H: TrainHooks<B>> TrainHooks<B> for EvalLossHook<H> {
+    fn on_step(&mut self, metrics: &StepMetrics, total_steps: usize) {
+        self.inner.on_step(metrics, total_steps);
+    }
+
+    fn evaluate(&mut self, model: &CausalLm<B::InnerBackend>, config: &ModelConfig, step: usize) {
+        self.inner.evaluate(model, config, step);
+        if self.history.last().is_some_and(|m| m.step == step) {
+            return;
+        }
+        let Some((loss, tokens)) = held_out_loss(model, config, self.rows.as_ref()) else {
+            return;
+        };
+        let m = EvalLoss { step, loss, tokens };
+        tracing::info!("step {step}: eval loss {loss:.4} over {tokens} held-out tokens");
+        if let Err(e) = log_eval_loss(&self.output_dir, &m) {
+            tracing::warn!("{e}");
+        }
+        self.history.push(m);
+    }
+}
