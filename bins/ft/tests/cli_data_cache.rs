@@ -2,25 +2,13 @@
 //! in-memory path gives for every format, is reused when valid, rebuilt (saying why) when
 //! stale or damaged, and `ft train` trains from it and reports the held-out loss.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{ft, run_ok};
 
-fn ft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ft"))
-}
+use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn write_config(dir: &Path, tokenizer: &str, data: &str) -> PathBuf {

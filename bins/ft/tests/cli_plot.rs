@@ -2,30 +2,14 @@
 //! `loss.svg` at checkpoints and at the end, `report_to = ["tensorboard"]`, one continuous curve
 //! after an interrupted run is resumed, and `ft plot` over several runs.
 
+mod common;
+use common::{ft, repo, run_ok};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ft_metrics::tensorboard::proto::What;
 use ft_metrics::tensorboard::read_events;
 use ft_metrics::{Metric, RunHistory};
-
-fn ft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ft"))
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// A 6-step LoRA run of the assistant example (checkpoints at 2 and 4), reporting to TensorBoard.
 fn config(dir: &Path, out: &Path, lr: &str) -> PathBuf {

@@ -2,35 +2,10 @@
 //! LoRA, then train → merge → chat round trip; full fine-tuning; and the bad-input cases that
 //! must stop before step 1.
 
+mod common;
+use common::{ft, repo, run_ok, stderr, stdout};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ft"))
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed:\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The example's config with paths filled in (as `examples/assistant/run.sh` does).
 fn assistant_config(dir: &Path, data: &Path, out: &Path, edit: impl Fn(String) -> String) -> PathBuf {

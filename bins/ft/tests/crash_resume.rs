@@ -5,20 +5,15 @@
 //!
 //! `FT_CRASH_KILLS` sets the number of kills (default 8).
 
+mod common;
+use common::{ft, repo};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use ft_metrics::RunHistory;
 use ft_train::checkpoint::{TrainerState, latest_checkpoint, list_checkpoints};
-
-fn ft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ft"))
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
-}
 
 /// Full fine-tuning of the tiny model for 12 steps, a checkpoint after every step, keeping 2.
 fn config(dir: &Path, out: &Path) -> PathBuf {
