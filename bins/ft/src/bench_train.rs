@@ -1,5 +1,5 @@
 //! `ft bench train`: tokens/s and peak memory of a LoRA training step, on the shape of
-//! `shared/bench/bench_torch.py` (Llama hidden 256, 4 layers, 4 heads, intermediate 688, vocab
+//! PyTorch + PEFT's bench shape (Llama hidden 256, 4 layers, 4 heads, intermediate 688, vocab
 //! 4096, batch 4 × seq 256, fp32, LoRA r 8 / alpha 16 on q,k,v,o,gate,up,down), or a 1B-class
 //! shape for GPUs (`--shape 1b --dtype bf16 --peak-tflops 989` reports MFU).
 

@@ -1,4 +1,4 @@
-//! The safetensors container (formats.md §1.1): an 8-byte little-endian header length, a JSON header
+//! The safetensors container: an 8-byte little-endian header length, a JSON header
 //! padded with spaces so the data starts 8-byte aligned, then the tensors' bytes back to back.
 
 use std::io::Write;

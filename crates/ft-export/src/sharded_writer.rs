@@ -1,5 +1,5 @@
 //! A streaming writer of sharded safetensors checkpoints, laid out like transformers'
-//! `save_pretrained` (formats.md §1.2).
+//! `save_pretrained`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! NF4 for a whole model (QLoRA): every linear layer inside the decoder blocks, never the
-//! embeddings, the norms or the LM head (bitsandbytes' scope, formats.md §5).
+//! embeddings, the norms or the LM head (bitsandbytes' scope).
 
 use burn::tensor::backend::Backend;
 

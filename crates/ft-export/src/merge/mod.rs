@@ -1,4 +1,4 @@
-//! Folding a PEFT LoRA adapter into its base model (formats.md §4), streaming one tensor at a time.
+//! Folding a PEFT LoRA adapter into its base model, streaming one tensor at a time.
 //!
 //! For every adapted module `m` (base tensor `m.weight`, `[out, in]`): `W' = W + s·(B @ A)` in f32
 //! with `s = α/r` (rsLoRA `α/√r`), cast once to the output dtype (round-to-nearest-even). For a

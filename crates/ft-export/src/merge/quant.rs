@@ -60,7 +60,7 @@ fn recorded_quantization(adapter_dir: &Path) -> Result<Option<bool>> {
 }
 
 /// Whether QLoRA quantises this tensor: a 2-D `…weight` inside a decoder block (`.layers.`), not in
-/// a vision tower. Embeddings, norms and the LM head stay 16-bit (formats.md §5).
+/// a vision tower. Embeddings, norms and the LM head stay 16-bit.
 pub fn is_nf4_quantised(name: &str, shape: &[usize]) -> bool {
     shape.len() == 2
         && name.ends_with(".weight")

@@ -14,7 +14,7 @@ pub const FT_TEMPLATE_KEY: &str = "ft_chat_template";
 /// File name of the PEFT config.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 
-/// The part of PEFT's `LoraConfig` that `ft` supports (formats.md §3).
+/// The part of PEFT's `LoraConfig` that `ft` supports.
 ///
 /// Writing emits exactly the classic key set (older PEFT versions reject unknown keys; newer ones
 /// fill defaults for missing ones): `peft_type` LORA, `task_type`, `r`, `lora_alpha`, `lora_dropout`,

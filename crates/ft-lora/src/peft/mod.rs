@@ -1,4 +1,4 @@
-//! PEFT LoRA adapter folders (formats.md §3), in plain Rust: `adapter_config.json`
+//! PEFT LoRA adapter folders, in plain Rust: `adapter_config.json`
 //! ([`AdapterConfig`]), `adapter_model.safetensors` ([`AdapterWeights`]), `ft`'s own
 //! `ft_adapter.json` ([`FtAdapterMeta`]), and PEFT's `target_modules` matching ([`resolve_targets`]).
 //!
