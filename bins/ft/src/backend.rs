@@ -1,8 +1,8 @@
 //! Run-time choice of backend and dtype (`--device auto|cuda|wgpu|cpu`, `--dtype`): the one place
-//! where backend types are named; everything else is generic over `B: Backend`.
+//! where backend types are named; everything else is generic over `B: KernelBackend`.
 
-use burn::tensor::backend::Backend;
 use clap::ValueEnum;
+use ft_model::KernelBackend;
 
 /// Where to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,7 +33,7 @@ pub trait BackendTask {
     /// What the work returns.
     type Output;
     /// Runs on backend `B`; `label` names the device and dtype for logs.
-    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<Self::Output>;
+    fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<Self::Output>;
 }
 
 /// Runs `task` on the requested device and dtype. The CPU backend computes in f32: a bf16/f16

@@ -1,10 +1,10 @@
 //! `ft bench forward` and `ft bench generate`: tokens per second of a no-grad forward pass and
 //! of greedy KV-cache decoding (compare with `benches/bench_transformers.py`, same shapes).
 
+use ft_model::KernelBackend;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use ft_model::ModelInput;
 use ft_model::generate::generate;
@@ -126,7 +126,7 @@ fn ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 impl BackendTask for BenchArgs {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let common = match &self.what {
             BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => common.clone(),
             BenchKind::Train {

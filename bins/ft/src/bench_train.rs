@@ -3,13 +3,14 @@
 //! 4096, batch 4 × seq 256, fp32, LoRA r 8 / alpha 16 on q,k,v,o,gate,up,down), or a 1B-class
 //! shape for GPUs (`--shape 1b --dtype bf16 --peak-tflops 989` reports MFU).
 
+use ft_model::{KernelBackend, TrainBackend};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use ft_data::pack::PackedRow;
 use ft_lora::linear::LoraSpec;
 use ft_lora::peft::TargetModules;
@@ -60,7 +61,7 @@ struct Timer {
     steps: Vec<f64>,
 }
 
-impl<B: AutodiffBackend> TrainHooks<B> for Timer {
+impl<B: TrainBackend> TrainHooks<B> for Timer {
     fn on_step(&mut self, _m: &StepMetrics, _total: usize) {
         let now = Instant::now();
         if let Some(last) = self.last {
@@ -149,7 +150,7 @@ fn lora_step_flops(config: &ModelConfig, batch: usize, seq: usize) -> f64 {
 }
 
 /// Runs the benchmark on backend `B` (trained through `Autodiff<B>`).
-pub fn run<B: Backend>(
+pub fn run<B: KernelBackend>(
     device: B::Device,
     steps: usize,
     shape: Shape,

@@ -1,7 +1,7 @@
 //! `ft chat`: talk with a model in the terminal, or answer one `--prompt` and exit.
 
-use burn::tensor::backend::Backend;
 use clap::Args;
+use ft_model::KernelBackend;
 use ft_model::sampling::SamplingConfig;
 use ft_model::session::KvSession;
 
@@ -65,7 +65,7 @@ impl ChatArgs {
 impl BackendTask for ChatArgs {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let (loaded, template) = self.model.load::<B>(&device)?;
         tracing::info!("device {label}, template {}", template.name());
         let options = ChatOptions {

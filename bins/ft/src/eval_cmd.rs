@@ -1,11 +1,11 @@
 //! `ft eval`: mean loss over supervised tokens and perplexity of a dataset, encoded exactly as
 //! for training (no packing); optionally the logits of every sample.
 
+use ft_model::KernelBackend;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use clap::Args;
 use ft_data::config::DataConfig;
 use ft_data::dataset::prepare;
@@ -48,7 +48,7 @@ pub struct EvalArgs {
 impl BackendTask for EvalArgs {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let (loaded, template) = self.model.load::<B>(&device)?;
         let mut data = DataConfig::new(vec![self.data.clone()]);
         data.format = self.format.clone();

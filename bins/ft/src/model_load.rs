@@ -1,5 +1,6 @@
 //! Loading a model and its tokenizer from what a user points at.
 
+use ft_model::KernelBackend;
 use std::path::Path;
 
 use anyhow::Context;
@@ -30,7 +31,7 @@ fn log_loaded(path: &Path, config: &ModelConfig, started: std::time::Instant) {
 }
 
 /// Loads a Hugging Face model folder or a GGUF file.
-pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
+pub fn load_model<B: KernelBackend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
     if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
         return load_gguf_model(path, device);
     }
@@ -52,7 +53,7 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result
     })
 }
 
-fn load_gguf_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
+fn load_gguf_model<B: KernelBackend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
     let started = std::time::Instant::now();
     let (model, config, source) = ft_model::gguf::load_gguf::<B>(path, device)
         .with_context(|| format!("loading {}", path.display()))?;
@@ -102,7 +103,10 @@ pub fn choose_template(name: Option<&str>, tokenizer: &FtTokenizer) -> anyhow::R
 
 /// Attaches a PEFT LoRA adapter folder (ours or Hugging Face PEFT's) to a loaded model; returns
 /// the chat template recorded with it, if any.
-pub fn attach_adapter<B: Backend>(loaded: &mut LoadedModel<B>, dir: &Path) -> anyhow::Result<Option<String>> {
+pub fn attach_adapter<B: KernelBackend>(
+    loaded: &mut LoadedModel<B>,
+    dir: &Path,
+) -> anyhow::Result<Option<String>> {
     let adapter =
         ft_lora::peft::Adapter::read(dir).with_context(|| format!("reading adapter {}", dir.display()))?;
     let modules = ft_model::adapters::attach_peft_adapter(&mut loaded.model, &loaded.config, &adapter)
@@ -127,7 +131,7 @@ pub enum Quantization {
 }
 
 /// Loads a model, quantising its decoder-block linears to NF4 when asked.
-pub fn load_model_quantized<B: Backend>(
+pub fn load_model_quantized<B: KernelBackend>(
     path: &Path,
     device: &B::Device,
     quantization: Quantization,
@@ -176,7 +180,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model (+ adapter) and resolves the template, warning when the template differs
     /// from the one the adapter was trained with.
-    pub fn load<B: Backend>(&self, device: &B::Device) -> anyhow::Result<(LoadedModel<B>, Template)> {
+    pub fn load<B: KernelBackend>(&self, device: &B::Device) -> anyhow::Result<(LoadedModel<B>, Template)> {
         let recorded = match &self.adapter {
             Some(dir) => ft_lora::peft::FtAdapterMeta::read(dir)
                 .with_context(|| format!("reading {}", dir.display()))?,

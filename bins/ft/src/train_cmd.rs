@@ -1,5 +1,6 @@
 //! `ft train CONFIG.toml [--resume [DIR]]`: fine-tune a model as the config says.
 
+use ft_model::KernelBackend;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +51,7 @@ struct TrainTask {
 impl BackendTask for TrainTask {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         type A<B> = Autodiff<B>;
         let config = self.config;
         let quantization = if config.model.quantization == "nf4" {

@@ -2,9 +2,9 @@
 //! rotate-half RoPE (softmax in f32), and the pre-norm decoder block.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor};
+use ft_kernels::{AttentionMask, KernelBackend};
 use ft_lora::linear::FtLinear;
 
 use crate::rope;
@@ -26,7 +26,9 @@ impl<B: Backend> RmsNorm<B> {
             eps,
         }
     }
+}
 
+impl<B: KernelBackend> RmsNorm<B> {
     /// Normalises in f32 (as transformers' `LlamaRMSNorm` does: an f16 square overflows above
     /// 255), casts back to the input's dtype, then scales by the weight.
     ///
@@ -34,11 +36,7 @@ impl<B: Backend> RmsNorm<B> {
     /// - input: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dtype = x.dtype();
-        let x = x.cast(FloatDType::F32);
-        let variance = x.clone().powi_scalar(2).mean_dim(2);
-        let normed = (x * (variance + self.eps).sqrt().recip()).cast(dtype);
-        normed * self.weight.val().unsqueeze_dims::<3>(&[0, 1])
+        ft_kernels::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -53,13 +51,13 @@ pub struct Mlp<B: Backend> {
     pub down: FtLinear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: KernelBackend> Mlp<B> {
     /// # Shapes
     /// - input: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down
-            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        let gated = ft_kernels::swiglu(self.gate.forward(x.clone()), self.up.forward(x));
+        self.down.forward(gated)
     }
 }
 
@@ -117,11 +115,11 @@ pub struct AttentionContext<'a, B: Backend> {
     pub rope_q: &'a rope::RopeAngles<B>,
     /// The same for the key heads (the query ones when there is no grouping).
     pub rope_k: &'a rope::RopeAngles<B>,
-    /// Additive f32 bias `[batch, 1, seq, past + seq]` (0 or a large negative number).
-    pub bias: &'a Tensor<B, 4>,
+    /// Which keys each new token sees.
+    pub mask: &'a AttentionMask,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: KernelBackend> Attention<B> {
     fn project_qkv(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [batch, seq, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -172,34 +170,12 @@ impl<B: Backend> Attention<B> {
             cache.k = Some(k.clone());
             cache.v = Some(v.clone());
         }
-        let groups = self.num_heads / self.num_kv_heads;
-        let k = repeat_kv(k, groups);
-        let v = repeat_kv(v, groups);
-        let scale = (self.head_dim as f64).powf(-0.5);
-        // Softmax in f32 whatever the dtype (transformers' eager attention does the same).
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        let probs = softmax(scores.cast(FloatDType::F32) + ctx.bias.clone(), 3).cast(v.dtype());
-        let out = probs
-            .matmul(v)
+        let scale = (self.head_dim as f32).powf(-0.5);
+        let out = ft_kernels::attention(q, k, v, ctx.mask, scale)
             .swap_dims(1, 2)
             .reshape([batch, seq, self.num_heads * self.head_dim]);
         self.o.forward(out)
     }
-}
-
-/// Repeats each key/value head `groups` times (query head j uses kv head j / groups).
-///
-/// # Shapes
-/// - x: `[batch, kv_heads, len, head_dim]`
-/// - output: `[batch, kv_heads · groups, len, head_dim]`
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
-    if groups == 1 {
-        return x;
-    }
-    let [batch, kv, len, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .repeat_dim(2, groups)
-        .reshape([batch, kv * groups, len, hd])
 }
 
 /// A pre-norm decoder block.
@@ -215,7 +191,7 @@ pub struct DecoderLayer<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: KernelBackend> DecoderLayer<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`

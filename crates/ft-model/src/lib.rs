@@ -34,6 +34,7 @@ use burn::tensor::backend::Backend;
 
 pub use config::{Family, HfConfig, ModelConfig};
 pub use error::{ModelError, Result};
+pub use ft_kernels::{KernelBackend, TrainBackend};
 pub use model::{CausalLm, LinearStorage, ModelInput};
 
 /// Loads a Hugging Face model folder (`config.json` + safetensors).

@@ -5,6 +5,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use ft_kernels::KernelBackend;
 
 use crate::ModelConfig;
 use crate::model::{CausalLm, ModelInput};
@@ -43,7 +44,7 @@ pub fn shifted_targets(labels: &[i32], batch: usize, seq: usize) -> Vec<(usize, 
 /// - logits: `[rows, vocab]`
 /// - targets: `rows` ids
 /// - output: `[1]`
-pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32]) -> Tensor<B, 1> {
+pub fn cross_entropy_sum<B: KernelBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Tensor<B, 1> {
     let device = logits.device();
     let rows = targets.len();
     let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
@@ -52,7 +53,7 @@ pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32]) -> T
     picked.sum().neg()
 }
 
-impl<B: Backend> CausalLm<B> {
+impl<B: KernelBackend> CausalLm<B> {
     /// Summed loss of a batch with labels; the head runs only on rows with a target.
     ///
     /// # Shapes

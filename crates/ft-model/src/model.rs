@@ -3,7 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+use ft_kernels::AttentionMask;
+use ft_kernels::KernelBackend;
 use ft_lora::linear::{FtLinear, Nf4Weight};
 
 use crate::config::{Family, ModelConfig};
@@ -126,7 +128,9 @@ impl<B: Backend> CausalLm<B> {
                 .then(|| FtLinear::zeros(h, config.vocab_size, false, device)),
         }
     }
+}
 
+impl<B: KernelBackend> CausalLm<B> {
     /// Final hidden states (after the last norm).
     ///
     /// # Shapes
@@ -168,23 +172,19 @@ impl<B: Backend> CausalLm<B> {
         } else {
             rope::RopeAngles::new(&positions, &cos, &sin, config.num_kv_heads)
         };
-        // One bias per distinct attention window (full causal and at most one sliding window).
-        let mut biases: Vec<(Option<usize>, Tensor<B, 4>)> = Vec::new();
+        // One mask per distinct attention window (full causal and at most one sliding window).
+        let mut masks: Vec<AttentionMask> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let window = config.sliding_window(i);
-            let built = biases.iter().position(|(w, _)| *w == window);
+            let built = masks.iter().position(|m| m.window == window);
             let index = built.unwrap_or_else(|| {
-                let host = mask::attention_bias(input, past, window);
-                let data = TensorData::new(host, [b, 1, s, past + s]);
-                let bias = Tensor::from_data(data, (&device, DType::F32));
-                biases.push((window, bias));
-                biases.len() - 1
+                masks.push(mask::attention_mask(input, past, window));
+                masks.len() - 1
             });
-            let bias = &biases[index].1;
             let ctx = AttentionContext {
                 rope_q: &rope_q,
                 rope_k: &rope_k,
-                bias,
+                mask: &masks[index],
             };
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &ctx, cache);

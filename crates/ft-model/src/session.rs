@@ -2,6 +2,7 @@
 //! token at a time, positions continuing.
 
 use burn::tensor::backend::Backend;
+use ft_kernels::KernelBackend;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
@@ -16,7 +17,7 @@ pub struct KvSession<'a, B: Backend> {
     caches: Vec<LayerCache<B>>,
 }
 
-impl<'a, B: Backend> KvSession<'a, B> {
+impl<'a, B: KernelBackend> KvSession<'a, B> {
     /// An empty session.
     pub fn new(model: &'a CausalLm<B>, config: &'a ModelConfig) -> Self {
         Self {
@@ -27,7 +28,7 @@ impl<'a, B: Backend> KvSession<'a, B> {
     }
 }
 
-impl<B: Backend> LogitsSession for KvSession<'_, B> {
+impl<B: KernelBackend> LogitsSession for KvSession<'_, B> {
     type Error = ModelError;
 
     fn append(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {

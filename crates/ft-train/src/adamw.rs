@@ -2,6 +2,7 @@
 //! `eps` added after the square root), on named tensors so that its state saves and restores
 //! by name (exact resume).
 
+use ft_model::KernelBackend;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -36,7 +37,7 @@ pub struct AdamW<B: Backend> {
     state: BTreeMap<String, Moments<B>>,
 }
 
-impl<B: Backend> AdamW<B> {
+impl<B: KernelBackend> AdamW<B> {
     /// A fresh optimizer.
     pub fn new(config: AdamWConfig) -> Self {
         Self {

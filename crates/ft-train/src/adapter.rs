@@ -3,9 +3,9 @@
 //! `ft_model::adapters`.
 
 use burn::module::Param;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ft_lora::peft::AdapterWeights;
+use ft_model::KernelBackend;
 use ft_model::families::{linear, linear_mut, linear_names};
 use ft_model::{CausalLm, ModelConfig};
 
@@ -40,7 +40,7 @@ impl LoraParam {
 }
 
 /// The trainable tensors, in a fixed order.
-pub fn lora_params<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> Vec<LoraParam> {
+pub fn lora_params<B: KernelBackend>(model: &CausalLm<B>, config: &ModelConfig) -> Vec<LoraParam> {
     linear_names(config)
         .into_iter()
         .filter(|n| linear(model, config, n).is_some_and(|l| l.lora.is_some()))
@@ -54,7 +54,7 @@ pub fn lora_params<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> Vec
 }
 
 /// The current value of a trainable tensor.
-pub fn get<B: Backend>(model: &CausalLm<B>, config: &ModelConfig, p: &LoraParam) -> Tensor<B, 2> {
+pub fn get<B: KernelBackend>(model: &CausalLm<B>, config: &ModelConfig, p: &LoraParam) -> Tensor<B, 2> {
     let lora = linear(model, config, &p.module)
         .and_then(|l| l.lora.as_ref())
         .expect("invariant: listed by lora_params");
@@ -65,7 +65,12 @@ pub fn get<B: Backend>(model: &CausalLm<B>, config: &ModelConfig, p: &LoraParam)
 }
 
 /// Replaces a trainable tensor (keeping its parameter id).
-pub fn set<B: Backend>(model: &mut CausalLm<B>, config: &ModelConfig, p: &LoraParam, value: Tensor<B, 2>) {
+pub fn set<B: KernelBackend>(
+    model: &mut CausalLm<B>,
+    config: &ModelConfig,
+    p: &LoraParam,
+    value: Tensor<B, 2>,
+) {
     let lora = linear_mut(model, config, &p.module)
         .and_then(|l| l.lora.as_mut())
         .expect("invariant: listed by lora_params");
@@ -77,7 +82,7 @@ pub fn set<B: Backend>(model: &mut CausalLm<B>, config: &ModelConfig, p: &LoraPa
 }
 
 /// Loads adapter tensors (e.g. from a checkpoint) into the model's existing adapters.
-pub fn load_adapter_weights<B: Backend>(
+pub fn load_adapter_weights<B: KernelBackend>(
     model: &mut CausalLm<B>,
     config: &ModelConfig,
     weights: &AdapterWeights,

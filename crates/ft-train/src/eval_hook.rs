@@ -2,11 +2,11 @@
 //! and at the end, rendered with the training template and written to
 //! `output_dir/eval_outputs_step_{step}.txt`; plus the progress bar.
 
+use ft_model::TrainBackend;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 use ft_data::encode::bos_ids;
 use ft_data::template::{Segment, Template};
 use ft_data::tokenizer::FtTokenizer;
@@ -79,7 +79,7 @@ impl ChatEvalHook {
     }
 }
 
-impl<B: AutodiffBackend> TrainHooks<B> for ChatEvalHook {
+impl<B: TrainBackend> TrainHooks<B> for ChatEvalHook {
     fn on_step(&mut self, m: &StepMetrics, total_steps: usize) {
         let bar = self.progress.get_or_insert_with(|| {
             let bar = ProgressBar::new(total_steps as u64);

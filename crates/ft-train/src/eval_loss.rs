@@ -3,10 +3,10 @@
 //! whenever the loop evaluates (`[eval] every_steps`, and at the end) and appended to
 //! `output_dir/metrics.jsonl` as `{"step": N, "eval_loss": X, "eval_tokens": T}`.
 
+use ft_model::{KernelBackend, TrainBackend};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use ft_data::rows::RowSource;
 use ft_model::{CausalLm, ModelConfig, ModelInput};
 
@@ -29,7 +29,7 @@ pub struct EvalLoss {
 ///
 /// # Shapes
 /// - each row: `input_ids`, `labels` `[seq]` → a `[1, seq]` forward
-pub fn held_out_loss<B: Backend>(
+pub fn held_out_loss<B: KernelBackend>(
     model: &CausalLm<B>,
     config: &ModelConfig,
     rows: &dyn RowSource,
@@ -80,7 +80,7 @@ impl<H> EvalLossHook<H> {
     }
 }
 
-impl<B: AutodiffBackend, H: TrainHooks<B>> TrainHooks<B> for EvalLossHook<H> {
+impl<B: TrainBackend, H: TrainHooks<B>> TrainHooks<B> for EvalLossHook<H> {
     fn on_step(&mut self, metrics: &StepMetrics, total_steps: usize) {
         self.inner.on_step(metrics, total_steps);
     }

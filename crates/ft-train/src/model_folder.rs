@@ -5,9 +5,9 @@
 //! Weights are saved in f32 (what the CPU trains in, and lossless for bf16 runs), which keeps
 //! `--resume` exact; `ft merge CHECKPOINT OUT --dtype bf16` re-types a folder for release.
 
+use ft_model::KernelBackend;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use ft_export::merge::{
     DEFAULT_MAX_SHARD_BYTES, copy_tokenizer_files, read_json_object, write_config, write_generation_config,
 };
@@ -37,7 +37,7 @@ pub enum BaseFiles {
 
 /// Writes the model's weights and the base's side files into `dir`, which must exist and be
 /// empty (a checkpoint's temporary folder).
-pub fn write_model_folder<B: Backend>(
+pub fn write_model_folder<B: KernelBackend>(
     model: &CausalLm<B>,
     config: &ModelConfig,
     base: &BaseFiles,
@@ -74,7 +74,7 @@ pub fn write_model_folder<B: Backend>(
 }
 
 /// Loads the weights of a full-model checkpoint into `model` (for `--resume`).
-pub fn read_model_folder<B: Backend>(
+pub fn read_model_folder<B: KernelBackend>(
     model: &mut CausalLm<B>,
     config: &ModelConfig,
     dir: &Path,

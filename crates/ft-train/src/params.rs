@@ -3,9 +3,10 @@
 //! and restored by that name).
 
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use ft_model::named::{NamedTensor, named_weight, set_named_weight, weight_names};
 use ft_model::{CausalLm, ModelConfig};
+use ft_model::{KernelBackend, TrainBackend};
 
 use crate::adapter::{LoraParam, lora_params};
 
@@ -41,7 +42,7 @@ impl TrainParam {
     }
 
     /// The current value as a matrix (vectors as `[1, n]`).
-    pub fn value<B: Backend>(&self, model: &CausalLm<B>, config: &ModelConfig) -> Tensor<B, 2> {
+    pub fn value<B: KernelBackend>(&self, model: &CausalLm<B>, config: &ModelConfig) -> Tensor<B, 2> {
         match self {
             TrainParam::Lora(p) => crate::adapter::get(model, config, p),
             TrainParam::Weight(name) => weight(model, config, name).to_matrix(),
@@ -49,7 +50,7 @@ impl TrainParam {
     }
 
     /// This tensor's gradient, as a matrix like [`TrainParam::value`]; `None` when it got none.
-    pub fn grad<B: AutodiffBackend>(
+    pub fn grad<B: TrainBackend>(
         &self,
         model: &CausalLm<B>,
         config: &ModelConfig,
@@ -65,7 +66,7 @@ impl TrainParam {
     }
 
     /// Replaces the value (given as a matrix like [`TrainParam::value`]).
-    pub fn set<B: Backend>(&self, model: &mut CausalLm<B>, config: &ModelConfig, value: Tensor<B, 2>) {
+    pub fn set<B: KernelBackend>(&self, model: &mut CausalLm<B>, config: &ModelConfig, value: Tensor<B, 2>) {
         match self {
             TrainParam::Lora(p) => crate::adapter::set(model, config, p, value),
             TrainParam::Weight(name) => {
@@ -80,12 +81,12 @@ impl TrainParam {
     }
 }
 
-fn weight<B: Backend>(model: &CausalLm<B>, config: &ModelConfig, name: &str) -> NamedTensor<B> {
+fn weight<B: KernelBackend>(model: &CausalLm<B>, config: &ModelConfig, name: &str) -> NamedTensor<B> {
     named_weight(model, config, name).expect("invariant: listed by trainable_params")
 }
 
 /// The tensors a run trains, in a fixed order: the adapters' A and B, or every dense weight.
-pub fn trainable_params<B: Backend>(
+pub fn trainable_params<B: KernelBackend>(
     model: &CausalLm<B>,
     config: &ModelConfig,
     mode: TrainMode,

@@ -2,6 +2,7 @@
 //! warm-up + cosine, checkpoints every `save_steps` (+ `final/`), exact resume, Ctrl-C saving,
 //! metrics and sample generations.
 
+use ft_model::TrainBackend;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +29,7 @@ use crate::schedule::WarmupCosine;
 use ft_model::adapters::adapter_weights;
 
 /// Things the loop reports to (progress display, sample generations).
-pub trait TrainHooks<B: AutodiffBackend> {
+pub trait TrainHooks<B: TrainBackend> {
     /// After every optimizer step.
     fn on_step(&mut self, _metrics: &StepMetrics, _total_steps: usize) {}
     /// Before training (step 0), every `[eval] every_steps`, and at the end.
@@ -37,7 +38,7 @@ pub trait TrainHooks<B: AutodiffBackend> {
 
 /// Hooks that do nothing.
 pub struct NoHooks;
-impl<B: AutodiffBackend> TrainHooks<B> for NoHooks {}
+impl<B: TrainBackend> TrainHooks<B> for NoHooks {}
 
 /// Everything a run needs.
 pub struct TrainSetup<B: AutodiffBackend> {
@@ -67,7 +68,7 @@ pub struct TrainSetup<B: AutodiffBackend> {
     pub base_files: Option<BaseFiles>,
 }
 
-impl<B: AutodiffBackend> TrainSetup<B> {
+impl<B: TrainBackend> TrainSetup<B> {
     /// LoRA when the config has a `[lora]` section, else full fine-tuning.
     pub fn mode(&self) -> TrainMode {
         if self.config.lora.is_some() {
@@ -136,7 +137,7 @@ fn model_input(batch: &Batch) -> ModelInput {
 }
 
 /// Runs (or resumes) training.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: TrainBackend>(
     mut setup: TrainSetup<B>,
     hooks: &mut dyn TrainHooks<B>,
 ) -> Result<TrainOutcome> {
@@ -331,7 +332,7 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// One optimizer step over a window of micro-batches; returns (window loss, grad norm).
-fn optimizer_step<B: AutodiffBackend>(
+fn optimizer_step<B: TrainBackend>(
     setup: &mut TrainSetup<B>,
     params: &[TrainParam],
     batches: &[Batch],
@@ -385,7 +386,7 @@ fn optimizer_step<B: AutodiffBackend>(
     Ok((loss, norm))
 }
 
-fn save_checkpoint<B: AutodiffBackend>(
+fn save_checkpoint<B: TrainBackend>(
     setup: &TrainSetup<B>,
     state: &TrainerState,
     optimizer: &AdamW<B::InnerBackend>,
@@ -429,7 +430,7 @@ fn save_checkpoint<B: AutodiffBackend>(
 
 /// What `ft` records beside the adapter: template, an example, and the base's quantisation
 /// (so `ft merge` rebuilds the weights a QLoRA adapter was trained on).
-fn adapter_meta<B: AutodiffBackend>(setup: &TrainSetup<B>) -> FtAdapterMeta {
+fn adapter_meta<B: TrainBackend>(setup: &TrainSetup<B>) -> FtAdapterMeta {
     let mut meta = FtAdapterMeta::new(Some(setup.template_name.clone()), setup.rendered_example.clone());
     let model = &setup.config.model;
     if model.quantization == "nf4" {

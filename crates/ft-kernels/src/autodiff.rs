@@ -1,0 +1,30 @@
+//! `Autodiff<B>` over any [`KernelBackend`]: every fused op is one graph node whose backward
+//! calls the inner backend's hand-written backward.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::tensor::ops::FloatTensor;
+
+use crate::backend::KernelBackend;
+use crate::mask::AttentionMask;
+use crate::{attention, rms_norm, swiglu};
+
+impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        attention::autodiff::attention::<B, C>(q, k, v, mask, scale)
+    }
+
+    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        rms_norm::autodiff::rms_norm::<B, C>(x, weight, eps)
+    }
+
+    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        swiglu::autodiff::swiglu::<B, C>(gate, up)
+    }
+}

@@ -1,0 +1,193 @@
+//! The backend extension: [`KernelBackend`] lists the fused ops; each has a composite default
+//! (Burn tensor ops), so every backend has them, and backends with kernels of their own override
+//! them. `Autodiff<B>` implements them with a hand-written backward.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive};
+
+use crate::attention::composite;
+use crate::mask::AttentionMask;
+use crate::{rms_norm, swiglu};
+
+/// A Burn backend with ft's fused ops.
+///
+/// Implemented by burn-flex (CPU kernels), by `Autodiff<B>` over any implementor (hand-written
+/// backward), and, behind the `cuda` / `wgpu` features, by Burn's GPU backends (composite ops).
+pub trait KernelBackend: Backend {
+    /// Attention output without the log-sum-exp (inference).
+    ///
+    /// # Shapes
+    /// - q: `[batch, heads, seq, head_dim]`; k, v: `[batch, kv_heads, past + seq, head_dim]`
+    /// - output: `[batch, heads, seq, head_dim]`
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        Self::fused_attention_forward(q, k, v, mask, scale).0
+    }
+
+    /// Attention output and the f32 log-sum-exp of each query's scaled scores, kept for the
+    /// backward pass.
+    ///
+    /// # Shapes
+    /// - q: `[batch, heads, seq, head_dim]`; k, v: `[batch, kv_heads, past + seq, head_dim]`
+    /// - output: `[batch, heads, seq, head_dim]` and `[batch, heads, seq]`
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, lse) = composite::forward::<Self>(float(q), float(k), float(v), mask, scale);
+        (out.into_primitive().tensor(), lse.into_primitive().tensor())
+    }
+
+    /// Gradients of attention with respect to q, k and v, recomputing the probabilities from
+    /// the log-sum-exp instead of storing them.
+    ///
+    /// # Shapes
+    /// - q, k, v: as in [`KernelBackend::attention`]; out, grad_out: `[batch, heads, seq, head_dim]`
+    /// - lse: `[batch, heads, seq]` (f32)
+    /// - output: `[dq, dk, dv]` shaped as q, k, v
+    #[allow(clippy::too_many_arguments)]
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> [FloatTensor<Self>; 3] {
+        let _ = lse; // the composite recomputes it
+        composite::backward::<Self>(
+            float(q),
+            float(k),
+            float(v),
+            float(out),
+            float(grad_out),
+            mask,
+            scale,
+        )
+        .map(|t| t.into_primitive().tensor())
+    }
+
+    /// RMSNorm over the last dimension (inference).
+    ///
+    /// # Shapes
+    /// - x: `[..., hidden]`; weight: `[hidden]`
+    /// - output: `[..., hidden]`
+    fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        Self::fused_rms_norm_forward(x, weight, eps).0
+    }
+
+    /// RMSNorm output and the f32 reciprocal root of each row, kept for the backward pass.
+    ///
+    /// # Shapes
+    /// - x: `[..., hidden]`; weight: `[hidden]`
+    /// - output: `[..., hidden]` and `[rows]` (rows = all leading dimensions)
+    fn fused_rms_norm_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = x.shape();
+        let rows_shape = rows(&shape);
+        let x = float::<Self, 2>(Self::float_reshape(x, rows_shape));
+        let (out, inv_rms) = rms_norm::composite::forward(x, float(weight), eps);
+        (
+            Self::float_reshape(out.into_primitive().tensor(), shape),
+            inv_rms.into_primitive().tensor(),
+        )
+    }
+
+    /// Gradients of RMSNorm with respect to the input and the weight.
+    ///
+    /// # Shapes
+    /// - x, grad_out: `[..., hidden]`; weight: `[hidden]`; inv_rms: `[rows]`
+    /// - output: `[dx, dweight]` shaped as x and weight
+    fn fused_rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv_rms: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let shape = x.shape();
+        let rows_shape = rows(&shape);
+        let x = float::<Self, 2>(Self::float_reshape(x, rows_shape.clone()));
+        let grad_out = float::<Self, 2>(Self::float_reshape(grad_out, rows_shape));
+        let (grad_x, grad_weight) = rms_norm::composite::backward(x, float(weight), float(inv_rms), grad_out);
+        [
+            Self::float_reshape(grad_x.into_primitive().tensor(), shape),
+            grad_weight.into_primitive().tensor(),
+        ]
+    }
+
+    /// `silu(gate) ⊙ up`, element-wise.
+    ///
+    /// # Shapes
+    /// - gate, up, output: the same shape
+    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = gate.shape();
+        let flat = |t| float::<Self, 1>(Self::float_reshape(t, Shape::new([shape.num_elements()])));
+        let out = swiglu::composite::forward(flat(gate), flat(up));
+        Self::float_reshape(out.into_primitive().tensor(), shape)
+    }
+
+    /// Gradients of [`KernelBackend::fused_swiglu`].
+    ///
+    /// # Shapes
+    /// - gate, up, grad_out: the same shape; output: `[dgate, dup]` of that shape
+    fn fused_swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let shape = gate.shape();
+        let flat = |t| float::<Self, 1>(Self::float_reshape(t, Shape::new([shape.num_elements()])));
+        swiglu::composite::backward(flat(gate), flat(up), flat(grad_out))
+            .map(|t| Self::float_reshape(t.into_primitive().tensor(), shape.clone()))
+    }
+}
+
+/// `[rows, hidden]` for a `[..., hidden]` shape.
+fn rows(shape: &Shape) -> Shape {
+    let hidden = shape[shape.num_dims() - 1];
+    Shape::new([shape.num_elements() / hidden, hidden])
+}
+
+/// A primitive as a rank-`D` tensor.
+pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+#[cfg(feature = "wgpu")]
+impl KernelBackend for burn::backend::Wgpu {}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::KernelBackend;
+    use burn::backend::Cuda;
+    use burn::tensor::{bf16, f16};
+
+    impl KernelBackend for Cuda<f32> {}
+    impl KernelBackend for Cuda<bf16> {}
+    impl KernelBackend for Cuda<f16> {}
+}
+
+/// What training needs: an autodiff backend with the kernels, over an inner backend that has
+/// them too (evaluation and generation run on the inner one).
+pub trait TrainBackend: AutodiffBackend<InnerBackend: KernelBackend> + KernelBackend {}
+
+impl<B> TrainBackend for B
+where
+    B: AutodiffBackend + KernelBackend,
+    B::InnerBackend: KernelBackend,
+{
+}

@@ -1,0 +1,130 @@
+//! burn-flex's kernels: every op of [`KernelBackend`] on the host in f32, multi-threaded with
+//! rayon. Inputs in another float dtype are converted to f32 and results converted back.
+
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{DType, FloatDType, TensorData};
+use burn_flex::{Flex, FlexTensor};
+
+use crate::backend::KernelBackend;
+use crate::mask::AttentionMask;
+use crate::{attention, rms_norm, swiglu};
+
+impl KernelBackend for Flex {
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention::cpu::flex_forward(q, k, v, mask, scale)
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> [FloatTensor<Self>; 3] {
+        attention::cpu::flex_backward(q, k, v, out, lse, grad_out, mask, scale)
+    }
+
+    fn fused_rms_norm_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dtype, shape) = (x.dtype(), x.layout().shape().clone());
+        let (x, weight) = (HostF32::new(x), HostF32::new(weight));
+        let (out, inv_rms) = rms_norm::cpu::forward(x.data(), weight.data(), eps);
+        let rows = inv_rms.len();
+        let out = FlexTensor::from_data(TensorData::new(out, shape));
+        (
+            cast_back(out, dtype),
+            FlexTensor::from_data(TensorData::new(inv_rms, [rows])),
+        )
+    }
+
+    fn fused_rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        inv_rms: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let (x_dtype, w_dtype, shape) = (x.dtype(), weight.dtype(), x.layout().shape().clone());
+        let [x, weight, inv_rms, grad_out] = [x, weight, inv_rms, grad_out].map(HostF32::new);
+        let (grad_x, grad_weight) =
+            rms_norm::cpu::backward(x.data(), weight.data(), inv_rms.data(), grad_out.data());
+        let hidden = grad_weight.len();
+        [
+            cast_back(FlexTensor::from_data(TensorData::new(grad_x, shape)), x_dtype),
+            cast_back(
+                FlexTensor::from_data(TensorData::new(grad_weight, [hidden])),
+                w_dtype,
+            ),
+        ]
+    }
+
+    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (dtype, shape) = (gate.dtype(), gate.layout().shape().clone());
+        let (gate, up) = (HostF32::new(gate), HostF32::new(up));
+        let out = swiglu::cpu::forward(gate.data(), up.data());
+        cast_back(FlexTensor::from_data(TensorData::new(out, shape)), dtype)
+    }
+
+    fn fused_swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let (g_dtype, u_dtype, shape) = (gate.dtype(), up.dtype(), gate.layout().shape().clone());
+        let [gate, up, grad_out] = [gate, up, grad_out].map(HostF32::new);
+        let (grad_gate, grad_up) = swiglu::cpu::backward(gate.data(), up.data(), grad_out.data());
+        [
+            cast_back(
+                FlexTensor::from_data(TensorData::new(grad_gate, shape.clone())),
+                g_dtype,
+            ),
+            cast_back(FlexTensor::from_data(TensorData::new(grad_up, shape)), u_dtype),
+        ]
+    }
+}
+
+/// A tensor's values as contiguous f32 on the host (a view when they already are).
+pub(crate) struct HostF32(FlexTensor);
+
+impl HostF32 {
+    pub(crate) fn new(t: FlexTensor) -> Self {
+        let t = if t.dtype() == DType::F32 {
+            t
+        } else {
+            Flex::float_cast(t, FloatDType::F32)
+        };
+        Self(if t.as_slice::<f32>().is_some() {
+            t
+        } else {
+            t.to_contiguous()
+        })
+    }
+
+    pub(crate) fn data(&self) -> &[f32] {
+        self.0
+            .as_slice::<f32>()
+            .expect("invariant: HostF32 holds a contiguous f32 tensor")
+    }
+}
+
+/// `t` (f32) converted to `dtype`.
+pub(crate) fn cast_back(t: FlexTensor, dtype: DType) -> FlexTensor {
+    match dtype {
+        DType::F32 => t,
+        DType::F16 => Flex::float_cast(t, FloatDType::F16),
+        DType::BF16 => Flex::float_cast(t, FloatDType::BF16),
+        DType::F64 => Flex::float_cast(t, FloatDType::F64),
+        other => unreachable!("invariant: fused ops take float tensors, got {other:?}"),
+    }
+}

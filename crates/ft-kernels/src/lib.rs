@@ -1,0 +1,28 @@
+//! # ft-kernels
+//!
+//! Fused training ops with hand-written backward, after Burn's backend-extension pattern:
+//! [`KernelBackend`] is a trait over `Backend` whose methods have composite defaults (plain Burn
+//! tensor ops, the reference every kernel is tested against); `Autodiff<B>` implements each op as
+//! one graph node whose backward is written by hand; burn-flex implements them with
+//! multi-threaded CPU kernels.
+//!
+//! Ops:
+//! - [`attention`]: causal and packed (block-diagonal per sample) attention with grouped K/V
+//!   heads read in place and sliding windows. Training keeps q, k, v, the output and a
+//!   log-sum-exp per query: O(seq) memory instead of the `[heads, seq, seq]` probabilities.
+//! - [`rms_norm`]: RMSNorm with f32 statistics; training keeps the input and one f32 per row.
+//! - [`swiglu`]: `silu(gate) ⊙ up`; training keeps the two inputs.
+
+pub mod attention;
+mod autodiff;
+mod backend;
+mod flex;
+pub mod mask;
+pub mod rms_norm;
+pub mod swiglu;
+
+pub use attention::attention;
+pub use backend::{KernelBackend, TrainBackend};
+pub use mask::AttentionMask;
+pub use rms_norm::rms_norm;
+pub use swiglu::swiglu;

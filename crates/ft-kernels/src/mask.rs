@@ -1,0 +1,206 @@
+//! Which keys each query may see: causal order, padding keys hidden, no attention across packed
+//! segments, and an optional sliding window. Kernels evaluate it per tile instead of reading an
+//! `[seq, seq]` bias.
+//!
+//! The window follows transformers' `sliding_window_overlay`: query `q` sees key `k` only when
+//! `q - k < window` (itself and the `window - 1` keys before it), where `q` and `k` are indices in
+//! the key sequence (cache included), not position ids.
+
+use std::sync::Arc;
+
+/// Large negative bias of a hidden key in [`AttentionMask::bias`] (finite, so that adding it to a
+/// score never gives NaN).
+pub const MASKED: f32 = -1e30;
+
+/// The visibility rule of one attention call: `seq` new queries per row after `past` cached keys.
+///
+/// A query that sees no key at all (a left-padding position) gets a zero output, as in
+/// FlashAttention; no other position attends to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionMask {
+    /// Rows.
+    pub batch: usize,
+    /// New tokens (queries) per row.
+    pub seq: usize,
+    /// Cached keys before the new tokens (all visible to them, window aside).
+    pub past: usize,
+    /// Sliding window in keys, `None` for full causal attention.
+    pub window: Option<usize>,
+    /// `[batch, seq]`: 0 marks a padding token of the new ones (hidden as a key).
+    pub attention_mask: Option<Arc<Vec<i32>>>,
+    /// `[batch, seq]`: the packed sample of each new token (queries see their own segment only).
+    pub segment_ids: Option<Arc<Vec<i32>>>,
+}
+
+impl AttentionMask {
+    /// Plain causal attention over `seq` new tokens after `past` cached ones.
+    pub fn causal(batch: usize, seq: usize, past: usize) -> Self {
+        Self {
+            batch,
+            seq,
+            past,
+            window: None,
+            attention_mask: None,
+            segment_ids: None,
+        }
+    }
+
+    /// Keys per row: cached plus new.
+    pub fn keys(&self) -> usize {
+        self.past + self.seq
+    }
+
+    /// Whether new token `i` of `row` may attend key `j` (`j < past` are cached keys).
+    pub fn visible(&self, row: usize, i: usize, j: usize) -> bool {
+        let query = self.past + i;
+        if j > query || self.window.is_some_and(|w| query - j >= w) {
+            return false;
+        }
+        let Some(jj) = j.checked_sub(self.past) else {
+            return true; // cached keys are earlier tokens of the same (unpadded) row
+        };
+        let at = |i: usize| row * self.seq + i;
+        let pad = self.attention_mask.as_ref().is_some_and(|m| m[at(jj)] == 0);
+        let other_segment = self
+            .segment_ids
+            .as_ref()
+            .is_some_and(|seg| seg[at(jj)] != seg[at(i)]);
+        !pad && !other_segment
+    }
+
+    /// The keys query `i` may see lie in `first..=last` (never empty: `last` is the query).
+    /// Padding and segments are not applied here (kernels skip whole tiles with it).
+    pub fn key_range(&self, i: usize) -> (usize, usize) {
+        let query = self.past + i;
+        let first = self.window.map_or(0, |w| (query + 1).saturating_sub(w));
+        (first, query)
+    }
+
+    /// The additive bias `[batch, 1, seq, past + seq]` (row-major): 0 where the key is visible,
+    /// [`MASKED`] where it is not.
+    pub fn bias(&self) -> Vec<f32> {
+        let keys = self.keys();
+        let mut bias = vec![0.0f32; self.batch * self.seq * keys];
+        for row in 0..self.batch {
+            for i in 0..self.seq {
+                let line = &mut bias[(row * self.seq + i) * keys..][..keys];
+                for (j, b) in line.iter_mut().enumerate() {
+                    if !self.visible(row, i, j) {
+                        *b = MASKED;
+                    }
+                }
+            }
+        }
+        bias
+    }
+
+    /// `[batch, 1, seq, 1]`: 1 for a query that sees at least one key, 0 for one that sees none.
+    pub fn seeing_rows(&self) -> Vec<f32> {
+        let mut rows = vec![0.0f32; self.batch * self.seq];
+        for row in 0..self.batch {
+            for i in 0..self.seq {
+                let (first, last) = self.key_range(i);
+                if (first..=last).any(|j| self.visible(row, i, j)) {
+                    rows[row * self.seq + i] = 1.0;
+                }
+            }
+        }
+        rows
+    }
+
+    /// Checks the side tables against the shape.
+    ///
+    /// # Panics
+    /// When `attention_mask` or `segment_ids` do not hold `batch · seq` entries (a caller bug).
+    pub fn assert_consistent(&self) {
+        for (name, table) in [
+            ("attention_mask", &self.attention_mask),
+            ("segment_ids", &self.segment_ids),
+        ] {
+            if let Some(t) = table {
+                assert_eq!(
+                    t.len(),
+                    self.batch * self.seq,
+                    "{name} must hold batch · seq entries"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The visible keys of each query as a string of `x` (visible) and `.` (hidden).
+    fn pattern(mask: &AttentionMask) -> Vec<String> {
+        let bias = mask.bias();
+        let cols = mask.keys();
+        (0..mask.batch * mask.seq)
+            .map(|r| {
+                bias[r * cols..(r + 1) * cols]
+                    .iter()
+                    .map(|&v| if v == 0.0 { 'x' } else { '.' })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn windowed(seq: usize, past: usize, window: usize) -> AttentionMask {
+        AttentionMask {
+            window: Some(window),
+            ..AttentionMask::causal(1, seq, past)
+        }
+    }
+
+    #[test]
+    fn window_keeps_the_query_and_the_window_minus_one_keys_before_it() {
+        let want = ["x....", "xx...", ".xx..", "..xx.", "...xx"];
+        assert_eq!(pattern(&windowed(5, 0, 2)), want);
+    }
+
+    #[test]
+    fn without_a_window_the_mask_is_causal() {
+        assert_eq!(pattern(&AttentionMask::causal(1, 3, 0)), ["x..", "xx.", "xxx"]);
+    }
+
+    #[test]
+    fn window_reaches_into_the_cache_by_absolute_index() {
+        // Two new tokens after four cached ones: queries are keys 4 and 5.
+        assert_eq!(pattern(&windowed(2, 4, 3)), ["..xxx.", "...xxx"]);
+    }
+
+    #[test]
+    fn window_combines_with_segments_and_padding() {
+        let packed = AttentionMask {
+            window: Some(2),
+            attention_mask: Some(Arc::new(vec![1, 1, 1, 1, 1, 0])),
+            segment_ids: Some(Arc::new(vec![0, 0, 1, 1, 1, 1])),
+            ..AttentionMask::causal(1, 6, 0)
+        };
+        let want = ["x.....", "xx....", "..x...", "..xx..", "...xx.", "....x."];
+        assert_eq!(pattern(&packed), want);
+    }
+
+    #[test]
+    fn key_range_covers_every_visible_key() {
+        let mask = windowed(7, 3, 4);
+        for i in 0..mask.seq {
+            let (first, last) = mask.key_range(i);
+            for j in 0..mask.keys() {
+                if mask.visible(0, i, j) {
+                    assert!((first..=last).contains(&j), "query {i} key {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_left_padded_query_sees_nothing() {
+        let mask = AttentionMask {
+            attention_mask: Some(Arc::new(vec![0, 1, 1])),
+            ..AttentionMask::causal(1, 3, 0)
+        };
+        assert_eq!(mask.seeing_rows(), [0.0, 1.0, 1.0]);
+    }
+}

@@ -1,0 +1,139 @@
+//! The flex RMSNorm and SwiGLU kernels and their hand-written backward against the composite
+//! reference: outputs, and gradients against Burn's own autodiff through the composite ops.
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use burn_flex::Flex;
+use ft_kernels::rms_norm::composite as composite_norm;
+use ft_kernels::swiglu::composite as composite_gate;
+use ft_kernels::{rms_norm, swiglu};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+type A = Autodiff<Flex>;
+
+fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64, spread: f32) -> Tensor<B, D> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-spread..spread)).collect();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 data")
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= tol, "{what}: worst difference {worst:e} > {tol:e}");
+}
+
+/// Reference RMSNorm written with plain tensor ops, as ft-model computed it before the kernel.
+fn reference_rms_norm<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
+    let variance = x.clone().powi_scalar(2).mean_dim(2);
+    x * (variance + eps).sqrt().recip() * weight.unsqueeze_dims::<3>(&[0, 1])
+}
+
+fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
+    let eps = 1e-5;
+    let x = tensor::<Flex, 3>(shape, seed, 3.0);
+    let weight = tensor::<Flex, 1>([shape[2]], seed + 1, 1.5);
+    let got = values(rms_norm(x.clone(), weight.clone(), eps));
+    assert_close("rms_norm forward", &got, &values(reference_rms_norm(x, weight, eps)), 1e-5);
+
+    let grads = |fused: bool| {
+        let x = tensor::<A, 3>(shape, seed, 3.0).require_grad();
+        let mut weight = tensor::<A, 1>([shape[2]], seed + 1, 1.5);
+        if weight_trained {
+            weight = weight.require_grad();
+        }
+        let out = if fused {
+            rms_norm(x.clone(), weight.clone(), eps)
+        } else {
+            reference_rms_norm(x.clone(), weight.clone(), eps)
+        };
+        let g = (out * tensor::<A, 3>(shape, seed + 2, 1.0)).sum().backward();
+        let dw = weight.grad(&g).map(values);
+        (values(x.grad(&g).expect("x is tracked")), dw)
+    };
+    let ((dx, dw), (want_dx, want_dw)) = (grads(true), grads(false));
+    assert_close("rms_norm dx", &dx, &want_dx, 1e-4);
+    assert_eq!(dw.is_some(), weight_trained, "a frozen weight gets no gradient");
+    if let (Some(dw), Some(want_dw)) = (dw, want_dw.clone()) {
+        assert_close("rms_norm dweight", &dw, &want_dw, 1e-4);
+    }
+
+    // The composite backward (what GPU backends run) against the same autodiff reference.
+    let rows = [shape[0] * shape[1], shape[2]];
+    let x = tensor::<Flex, 3>(shape, seed, 3.0).reshape(rows);
+    let weight = tensor::<Flex, 1>([shape[2]], seed + 1, 1.5);
+    let (_, inv_rms) = composite_norm::forward(x.clone(), weight.clone(), eps);
+    let grad_out = tensor::<Flex, 3>(shape, seed + 2, 1.0).reshape(rows);
+    let (dx, dw) = composite_norm::backward(x, weight, inv_rms, grad_out);
+    assert_close("composite rms_norm dx", &values(dx), &want_dx, 1e-4);
+    if let Some(want_dw) = want_dw {
+        assert_close("composite rms_norm dweight", &values(dw), &want_dw, 1e-4);
+    }
+}
+
+fn check_swiglu(shape: [usize; 3], seed: u64) {
+    let gate = tensor::<Flex, 3>(shape, seed, 6.0);
+    let up = tensor::<Flex, 3>(shape, seed + 1, 2.0);
+    let want = burn::tensor::activation::silu(gate.clone()) * up.clone();
+    assert_close("swiglu forward", &values(swiglu(gate, up)), &values(want), 1e-6);
+
+    let grads = |fused: bool| {
+        let gate = tensor::<A, 3>(shape, seed, 6.0).require_grad();
+        let up = tensor::<A, 3>(shape, seed + 1, 2.0).require_grad();
+        let out = if fused {
+            swiglu(gate.clone(), up.clone())
+        } else {
+            burn::tensor::activation::silu(gate.clone()) * up.clone()
+        };
+        let g = (out * tensor::<A, 3>(shape, seed + 2, 1.0)).sum().backward();
+        [gate, up].map(|t| values(t.grad(&g).expect("tracked")))
+    };
+    let (got, want) = (grads(true), grads(false));
+    assert_close("swiglu dgate", &got[0], &want[0], 1e-5);
+    assert_close("swiglu dup", &got[1], &want[1], 1e-5);
+
+    let flat = |t: Tensor<Flex, 3>| t.reshape([shape.iter().product::<usize>()]);
+    let composite = composite_gate::backward(
+        flat(tensor(shape, seed, 6.0)),
+        flat(tensor(shape, seed + 1, 2.0)),
+        flat(tensor(shape, seed + 2, 1.0)),
+    );
+    assert_close("composite swiglu dgate", &values(composite[0].clone()), &want[0], 1e-5);
+    assert_close("composite swiglu dup", &values(composite[1].clone()), &want[1], 1e-5);
+}
+
+#[test]
+fn rms_norm_with_a_trained_weight_matches_autodiff_of_tensor_ops() {
+    check_rms_norm([2, 37, 48], 3, true);
+}
+
+#[test]
+fn rms_norm_with_a_frozen_weight_gives_only_the_input_gradient() {
+    check_rms_norm([1, 70, 128], 5, false);
+}
+
+#[test]
+fn swiglu_over_many_chunks_matches_autodiff_of_tensor_ops() {
+    check_swiglu([3, 50, 352], 9); // 52,800 elements: four rayon chunks
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn random_shapes_match(batch in 1usize..3, seq in 1usize..40, hidden in 1usize..70, seed in 0u64..500) {
+        check_rms_norm([batch, seq, hidden], seed, seed % 2 == 0);
+        check_swiglu([batch, seq, hidden], seed);
+    }
+}
