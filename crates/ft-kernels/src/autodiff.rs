@@ -7,7 +7,7 @@ use burn::tensor::ops::FloatTensor;
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, rms_norm, swiglu};
+use crate::{attention, cross_entropy, rms_norm, swiglu};
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
     fn fused_attention(
@@ -26,5 +26,13 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 
     fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         swiglu::autodiff::swiglu::<B, C>(gate, up)
+    }
+
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+    ) -> FloatTensor<Self> {
+        cross_entropy::autodiff::linear_cross_entropy::<B, C>(hidden, weight, targets)
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::attention::composite;
 use crate::mask::AttentionMask;
-use crate::{rms_norm, swiglu};
+use crate::{cross_entropy, rms_norm, swiglu};
 
 /// A Burn backend with ft's fused ops.
 ///
@@ -153,6 +153,61 @@ pub trait KernelBackend: Backend {
         let flat = |t| float::<Self, 1>(Self::float_reshape(t, Shape::new([shape.num_elements()])));
         swiglu::composite::backward(flat(gate), flat(up), flat(grad_out))
             .map(|t| Self::float_reshape(t.into_primitive().tensor(), shape.clone()))
+    }
+
+    /// Σ cross-entropy of `hidden · weightᵀ` against `targets` (inference).
+    ///
+    /// # Shapes
+    /// - hidden: `[rows, hidden]`; weight: `[vocab, hidden]`; targets: `rows` ids
+    /// - output: `[1]` (f32)
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+    ) -> FloatTensor<Self> {
+        Self::fused_linear_cross_entropy_forward(hidden, weight, targets).0
+    }
+
+    /// The summed loss and each row's f32 log-sum-exp, kept for the backward pass.
+    ///
+    /// # Shapes
+    /// - hidden: `[rows, hidden]`; weight: `[vocab, hidden]`; targets: `rows` ids
+    /// - output: `[1]` and `[rows]` (f32)
+    fn fused_linear_cross_entropy_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, lse) = cross_entropy::composite::forward(float::<Self, 2>(hidden), float(weight), targets);
+        (loss.into_primitive().tensor(), lse.into_primitive().tensor())
+    }
+
+    /// Gradients of `grad · loss` with respect to the hidden rows and, when `weight_grad`, the
+    /// weight (a frozen head skips that product).
+    ///
+    /// # Shapes
+    /// - hidden: `[rows, hidden]`; weight: `[vocab, hidden]`; lse: `[rows]`; grad: `[1]`
+    /// - output: shaped as hidden, and as weight
+    fn fused_linear_cross_entropy_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let (grad_hidden, grad_weight) = cross_entropy::composite::backward(
+            float::<Self, 2>(hidden),
+            float(weight),
+            targets,
+            float(lse),
+            float(grad),
+            weight_grad,
+        );
+        (
+            grad_hidden.into_primitive().tensor(),
+            grad_weight.map(|g| g.into_primitive().tensor()),
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, rms_norm, swiglu};
+use crate::{attention, cross_entropy, rms_norm, swiglu};
 
 impl KernelBackend for Flex {
     fn fused_attention_forward(
@@ -91,6 +91,54 @@ impl KernelBackend for Flex {
             ),
             cast_back(FlexTensor::from_data(TensorData::new(grad_up, shape)), u_dtype),
         ]
+    }
+
+    fn fused_linear_cross_entropy_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let width = hidden.layout().shape()[1];
+        let (hidden, weight) = (HostF32::new(hidden), HostF32::new(weight));
+        let head = cross_entropy::cpu::Head {
+            hidden: hidden.data(),
+            weight: weight.data(),
+            targets,
+            width,
+        };
+        let (loss, lse) = head.forward();
+        let rows = lse.len();
+        (
+            FlexTensor::from_data(TensorData::new(vec![loss], [1])),
+            FlexTensor::from_data(TensorData::new(lse, [rows])),
+        )
+    }
+
+    fn fused_linear_cross_entropy_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let (h_dtype, w_dtype) = (hidden.dtype(), weight.dtype());
+        let (h_shape, w_shape) = (hidden.layout().shape().clone(), weight.layout().shape().clone());
+        let [hidden, weight, lse, grad] = [hidden, weight, lse, grad].map(HostF32::new);
+        let head = cross_entropy::cpu::Head {
+            hidden: hidden.data(),
+            weight: weight.data(),
+            targets,
+            width: h_shape[1],
+        };
+        let (grad_hidden, grad_weight) = head.backward(lse.data(), grad.data()[0], weight_grad);
+        (
+            cast_back(
+                FlexTensor::from_data(TensorData::new(grad_hidden, h_shape)),
+                h_dtype,
+            ),
+            grad_weight.map(|g| cast_back(FlexTensor::from_data(TensorData::new(g, w_shape)), w_dtype)),
+        )
     }
 }
 

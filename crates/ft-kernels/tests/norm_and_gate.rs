@@ -16,7 +16,9 @@ type A = Autodiff<Flex>;
 
 fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64, spread: f32) -> Tensor<B, D> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-spread..spread)).collect();
+    let values: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-spread..spread))
+        .collect();
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
@@ -45,7 +47,12 @@ fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
     let x = tensor::<Flex, 3>(shape, seed, 3.0);
     let weight = tensor::<Flex, 1>([shape[2]], seed + 1, 1.5);
     let got = values(rms_norm(x.clone(), weight.clone(), eps));
-    assert_close("rms_norm forward", &got, &values(reference_rms_norm(x, weight, eps)), 1e-5);
+    assert_close(
+        "rms_norm forward",
+        &got,
+        &values(reference_rms_norm(x, weight, eps)),
+        1e-5,
+    );
 
     let grads = |fused: bool| {
         let x = tensor::<A, 3>(shape, seed, 3.0).require_grad();
@@ -109,8 +116,18 @@ fn check_swiglu(shape: [usize; 3], seed: u64) {
         flat(tensor(shape, seed + 1, 2.0)),
         flat(tensor(shape, seed + 2, 1.0)),
     );
-    assert_close("composite swiglu dgate", &values(composite[0].clone()), &want[0], 1e-5);
-    assert_close("composite swiglu dup", &values(composite[1].clone()), &want[1], 1e-5);
+    assert_close(
+        "composite swiglu dgate",
+        &values(composite[0].clone()),
+        &want[0],
+        1e-5,
+    );
+    assert_close(
+        "composite swiglu dup",
+        &values(composite[1].clone()),
+        &want[1],
+        1e-5,
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Masked causal-LM cross-entropy, our own: labels shifted by one, positions labelled −100
 //! ignored by position (never by token id), log-sum-exp in f32, and the LM head applied only to
-//! the rows that have a target (prompt and padding rows never reach the head).
+//! the rows that have a target (prompt and padding rows never reach the head). A plain head
+//! (tied, or dense without bias or adapter) goes through `ft_kernels::linear_cross_entropy`,
+//! which never holds the batch's `[targets, vocab]` logits.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -72,12 +74,25 @@ impl<B: KernelBackend> CausalLm<B> {
         let [b, s, h] = hidden.dims();
         let rows: Vec<i64> = targets.iter().map(|(p, _)| *p as i64).collect();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [targets.len()]), &device);
-        let picked = hidden.reshape([b * s, h]).select(0, rows).unsqueeze_dim::<3>(0);
-        let logits = self.head(picked).squeeze_dim::<2>(0);
+        let picked = hidden.reshape([b * s, h]).select(0, rows);
         let ids: Vec<u32> = targets.iter().map(|(_, t)| *t).collect();
+        let sum = match self.plain_head_weight() {
+            Some(weight) => ft_kernels::linear_cross_entropy(picked, weight, &ids),
+            None => cross_entropy_sum(self.head(picked.unsqueeze_dim::<3>(0)).squeeze_dim::<2>(0), &ids),
+        };
         LossSum {
-            sum: cross_entropy_sum(logits, &ids),
+            sum,
             count: targets.len(),
+        }
+    }
+
+    /// The LM head's weight `[vocab, hidden]` when the head is a plain product (tied, or dense
+    /// without bias or adapter), so the fused chunked loss can apply it.
+    fn plain_head_weight(&self) -> Option<Tensor<B, 2>> {
+        match &self.lm_head {
+            None => Some(self.embed.val()),
+            Some(head) if head.lora.is_none() && head.bias.is_none() => head.dense_weight().map(|w| w.val()),
+            Some(_) => None,
         }
     }
 

@@ -9,9 +9,9 @@ use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::tile::{MatRef, matmul};
 use crate::flex::{HostF32, cast_back};
 use crate::mask::AttentionMask;
+use crate::tile::{MatRef, matmul};
 
 /// Query rows per tile.
 const QUERY_TILE: usize = 64;

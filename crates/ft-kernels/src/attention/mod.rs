@@ -6,7 +6,6 @@
 pub(crate) mod autodiff;
 pub mod composite;
 pub(crate) mod cpu;
-mod tile;
 
 use burn::tensor::Tensor;
 

@@ -1,5 +1,6 @@
-//! Small dense products on row-major f32 tiles, through the `gemm` crate burn-flex multiplies
-//! with (single-threaded here: the callers already run one tile per rayon task).
+//! Dense products on row-major f32 matrices, through the `gemm` crate burn-flex multiplies with:
+//! single-threaded for tiles (the callers already run one tile per rayon task), or on every core
+//! for large products.
 
 /// A read-only matrix inside a slice: element `(r, c)` is `data[r · row_stride + c · col_stride]`.
 /// A transposed view swaps the strides.
@@ -50,6 +51,38 @@ impl<'a> MatRef<'a> {
 /// # Panics
 /// When the inner sizes differ or a view reaches past its slice.
 pub(crate) fn matmul(dst: &mut [f32], dst_stride: usize, a: MatRef, b: MatRef, scale: f32, accumulate: bool) {
+    matmul_with(dst, dst_stride, a, b, scale, accumulate, gemm::Parallelism::None);
+}
+
+/// [`matmul`] on every core of rayon's pool.
+pub(crate) fn matmul_parallel(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    accumulate: bool,
+) {
+    matmul_with(
+        dst,
+        dst_stride,
+        a,
+        b,
+        scale,
+        accumulate,
+        gemm::Parallelism::Rayon(0),
+    );
+}
+
+fn matmul_with(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "tile product: inner sizes differ");
     assert!(
@@ -90,7 +123,7 @@ pub(crate) fn matmul(dst: &mut [f32], dst_stride: usize, a: MatRef, b: MatRef, s
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

@@ -1,0 +1,103 @@
+//! Chunked cross-entropy on burn-flex: each chunk's logits come from one multi-threaded gemm,
+//! then rayon works row by row (log-sum-exp forward; softmax minus one-hot backward).
+
+use rayon::prelude::*;
+
+use super::rows_per_chunk;
+use crate::tile::{MatRef, matmul_parallel};
+
+/// The head and the rows it is applied to, all f32 row-major.
+pub(crate) struct Head<'a> {
+    /// `[rows, width]`.
+    pub hidden: &'a [f32],
+    /// `[vocab, width]`.
+    pub weight: &'a [f32],
+    pub targets: &'a [u32],
+    pub width: usize,
+}
+
+impl Head<'_> {
+    fn vocab(&self) -> usize {
+        self.weight.len() / self.width
+    }
+
+    /// `(first row, rows)` of each chunk.
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (rows, size) = (self.targets.len(), rows_per_chunk(self.vocab()));
+        (0..rows)
+            .step_by(size)
+            .map(move |first| (first, size.min(rows - first)))
+    }
+
+    /// Logits `[rows, vocab]` of rows `first..first + rows`, into `logits`.
+    fn logits(&self, first: usize, rows: usize, logits: &mut [f32]) {
+        let (width, vocab) = (self.width, self.vocab());
+        let hidden = MatRef::rows(&self.hidden[first * width..], rows, width, width);
+        let weight = MatRef::rows(self.weight, vocab, width, width).t();
+        matmul_parallel(logits, vocab, hidden, weight, 1.0, false);
+    }
+
+    /// Summed loss and the log-sum-exp of every row.
+    pub(crate) fn forward(&self) -> (f32, Vec<f32>) {
+        let vocab = self.vocab();
+        let mut lse = vec![0.0f32; self.targets.len()];
+        let mut logits = Vec::new();
+        let mut loss = 0.0f64;
+        for (first, rows) in self.chunks() {
+            logits.resize(rows * vocab, 0.0);
+            self.logits(first, rows, &mut logits);
+            let targets = &self.targets[first..first + rows];
+            loss += logits
+                .par_chunks(vocab)
+                .zip(lse[first..first + rows].par_iter_mut())
+                .zip(targets.par_iter())
+                .map(|((line, lse), &target)| {
+                    *lse = log_sum_exp(line);
+                    f64::from(*lse - line[target as usize])
+                })
+                .sum::<f64>();
+        }
+        (loss as f32, lse)
+    }
+
+    /// Gradients of `grad · loss` with respect to the hidden rows and, when asked, the weight.
+    pub(crate) fn backward(&self, lse: &[f32], grad: f32, weight_grad: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+        let (width, vocab) = (self.width, self.vocab());
+        let mut grad_hidden = vec![0.0f32; self.hidden.len()];
+        let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
+        let mut logits = Vec::new();
+        for (first, rows) in self.chunks() {
+            logits.resize(rows * vocab, 0.0);
+            self.logits(first, rows, &mut logits);
+            let targets = &self.targets[first..first + rows];
+            logits
+                .par_chunks_mut(vocab)
+                .zip(lse[first..first + rows].par_iter())
+                .zip(targets.par_iter())
+                .for_each(|((line, &lse), &target)| {
+                    line.iter_mut().for_each(|l| *l = grad * (*l - lse).exp());
+                    line[target as usize] -= grad;
+                });
+            let grad_logits = MatRef::rows(&logits, rows, vocab, vocab);
+            let weight = MatRef::rows(self.weight, vocab, width, width);
+            matmul_parallel(
+                &mut grad_hidden[first * width..],
+                width,
+                grad_logits,
+                weight,
+                1.0,
+                false,
+            );
+            if let Some(grad_weight) = grad_weight.as_mut() {
+                let hidden = MatRef::rows(&self.hidden[first * width..], rows, width, width);
+                matmul_parallel(grad_weight, width, grad_logits.t(), hidden, 1.0, true);
+            }
+        }
+        (grad_hidden, grad_weight)
+    }
+}
+
+fn log_sum_exp(line: &[f32]) -> f32 {
+    let max = line.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + line.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
+}

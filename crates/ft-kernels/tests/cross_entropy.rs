@@ -1,0 +1,125 @@
+//! The chunked LM-head cross-entropy (flex kernel, hand-written backward, composite) against
+//! plain tensor ops: `−Σ log_softmax(hidden · Wᵀ)[target]` and its gradients through Burn's
+//! autodiff.
+
+use burn::backend::Autodiff;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_flex::Flex;
+use ft_kernels::cross_entropy::{composite, rows_per_chunk};
+use ft_kernels::linear_cross_entropy;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+type A = Autodiff<Flex>;
+
+fn tensor<B: Backend>(shape: [usize; 2], seed: u64, spread: f32) -> Tensor<B, 2> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..shape[0] * shape[1])
+        .map(|_| rng.random_range(-spread..spread))
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+fn targets(rows: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..rows).map(|_| rng.random_range(0..vocab as u32)).collect()
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 data")
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= tol, "{what}: worst difference {worst:e} > {tol:e}");
+}
+
+/// ft-model's loss before the kernel: full logits, log-softmax, gather.
+fn reference<B: Backend>(hidden: Tensor<B, 2>, weight: Tensor<B, 2>, targets: &[u32]) -> Tensor<B, 1> {
+    let ids: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
+    let index = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [targets.len(), 1]), &hidden.device());
+    log_softmax(hidden.matmul(weight.transpose()), 1)
+        .gather(1, index)
+        .sum()
+        .neg()
+}
+
+fn check(rows: usize, width: usize, vocab: usize, seed: u64, weight_trained: bool) {
+    let ids = targets(rows, vocab, seed);
+    let (h_shape, w_shape) = ([rows, width], [vocab, width]);
+    let loss = |fused: bool| {
+        let hidden = tensor::<A>(h_shape, seed + 1, 2.0).require_grad();
+        let mut weight = tensor::<A>(w_shape, seed + 2, 1.0);
+        if weight_trained {
+            weight = weight.require_grad();
+        }
+        let loss = if fused {
+            linear_cross_entropy(hidden.clone(), weight.clone(), &ids)
+        } else {
+            reference(hidden.clone(), weight.clone(), &ids)
+        };
+        let grads = loss.clone().mul_scalar(0.37).backward();
+        let dw = weight.grad(&grads).map(values);
+        (
+            values(loss),
+            values(hidden.grad(&grads).expect("hidden is tracked")),
+            dw,
+        )
+    };
+    let ((got, dh, dw), (want, want_dh, want_dw)) = (loss(true), loss(false));
+    assert_close("loss", &got, &want, 1e-5);
+    assert_close("d hidden", &dh, &want_dh, 1e-5);
+    assert_eq!(dw.is_some(), weight_trained, "a frozen head gets no gradient");
+    if let (Some(dw), Some(want_dw)) = (dw, want_dw.as_ref()) {
+        assert_close("d weight", &dw, want_dw, 1e-5);
+    }
+
+    // The composite (what GPU backends run), forward and backward, on the inner backend.
+    let (hidden, weight) = (
+        tensor::<Flex>(h_shape, seed + 1, 2.0),
+        tensor::<Flex>(w_shape, seed + 2, 1.0),
+    );
+    let (loss, lse) = composite::forward(hidden.clone(), weight.clone(), &ids);
+    assert_close("composite loss", &values(loss), &want, 1e-5);
+    let grad = Tensor::<Flex, 1>::from_data(TensorData::new(vec![0.37f32], [1]), &Default::default());
+    let (dh, dw) = composite::backward(hidden, weight, &ids, lse, grad, weight_trained);
+    assert_close("composite d hidden", &values(dh), &want_dh, 1e-5);
+    if let (Some(dw), Some(want_dw)) = (dw, want_dw) {
+        assert_close("composite d weight", &values(dw), &want_dw, 1e-5);
+    }
+}
+
+#[test]
+fn one_chunk_with_a_trained_head() {
+    check(37, 16, 300, 1, true);
+}
+
+#[test]
+fn several_chunks_with_a_frozen_head() {
+    let vocab = 60_000;
+    let rows = 2 * rows_per_chunk(vocab) + 5; // three chunks, the last one short
+    check(rows, 8, vocab, 2, false);
+}
+
+#[test]
+fn several_chunks_with_a_trained_head() {
+    let vocab = 70_000;
+    check(rows_per_chunk(vocab) + 3, 4, vocab, 3, true);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn random_sizes_match(rows in 1usize..50, width in 1usize..24, vocab in 2usize..200, seed in 0u64..500) {
+        check(rows, width, vocab, seed, seed % 2 == 0);
+    }
+}
