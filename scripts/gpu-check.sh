@@ -23,7 +23,7 @@ for dtype in f32 bf16; do
   "$ft" bench generate --device cuda --dtype $dtype --json > "$out/gen-$dtype.json" 2>>"$out/bench.err" \
     && row "generate tiny $dtype" "$(grep -o '"tokens_per_s":[0-9.]*' "$out/gen-$dtype.json")"
 done
-# 3. LoRA training step benches: bench_torch.py's shape in f32, a 1B-class shape in bf16 with MFU
+# 3. LoRA training step benches: benches/bench_peft.py's shape in f32, a 1B-class shape in bf16 with MFU
 #    (989 TFLOP/s = H100/H200 dense bf16 peak).
 "$ft" bench train --device cuda --json > "$out/train-small.json" 2>>"$out/bench.err" \
   && row "train step bench-torch f32" "$(grep -o '"tokens_per_s":[0-9.]*' "$out/train-small.json")"

@@ -34,12 +34,12 @@ enum BenchKind {
         #[arg(long, default_value_t = 128)]
         seq: usize,
     },
-    /// Tokens/s and peak memory of a LoRA training step (the shape of bench_torch.py).
+    /// Tokens/s and peak memory of a LoRA training step (the shape of benches/bench_peft.py).
     Train {
         /// Timed steps (after warm-up).
         #[arg(long, default_value_t = 5)]
         steps: usize,
-        /// Model shape: `bench-torch` (hidden 256, 4 layers: bench_torch.py's) or `1b` (TinyLlama-1.1B:
+        /// Model shape: `bench-torch` (hidden 256, 4 layers: benches/bench_peft.py's) or `1b` (TinyLlama-1.1B:
         /// hidden 2048, 22 layers, 32 heads / 4 kv heads, intermediate 5632, vocab 32000).
         #[arg(long, value_enum, default_value_t = crate::bench_train::Shape::BenchTorch)]
         shape: crate::bench_train::Shape,

@@ -74,7 +74,7 @@ impl<B: TrainBackend> TrainHooks<B> for Timer {
 /// The model shape of `ft bench train`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Shape {
-    /// bench_torch.py's Llama: hidden 256, 4 layers, 4 heads, intermediate 688, vocab 4096.
+    /// benches/bench_peft.py's Llama: hidden 256, 4 layers, 4 heads, intermediate 688, vocab 4096.
     BenchTorch,
     /// A 1B-class Llama (TinyLlama-1.1B's shape).
     #[value(name = "1b")]

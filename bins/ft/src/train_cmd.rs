@@ -158,7 +158,7 @@ impl BackendTask for TrainTask {
             loaded.tokenizer.clone(),
             config.train.output_dir.clone(),
         );
-        let mut hooks = EvalLossHook::new(chat, Box::new(dataset.eval), config.train.output_dir.clone());
+        let mut hooks = EvalLossHook::new(chat, Box::new(dataset.eval));
         let setup = TrainSetup {
             linear_names: linear_names(&loaded.config),
             model,

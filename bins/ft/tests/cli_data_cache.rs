@@ -3,7 +3,7 @@
 //! stale or damaged, and `ft train` trains from it and reports the held-out loss.
 
 mod common;
-use common::{ft, run_ok};
+use common::{ft, run_ok, tensorboard_series};
 
 use std::path::{Path, PathBuf};
 
@@ -139,7 +139,7 @@ fn prepare_reuses_a_valid_cache_and_rebuilds_a_stale_or_damaged_one() {
 }
 
 #[test]
-fn train_uses_the_cache_and_logs_the_held_out_loss() {
+fn train_uses_the_cache_logs_the_held_out_loss_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data_file = dir.path().join("d.jsonl.gz");
     let lines: Vec<String> = (0..40)
@@ -156,7 +156,7 @@ fn train_uses_the_cache_and_logs_the_held_out_loss() {
     std::fs::write(
         &config,
         format!(
-            "[model]\npath = \"{}\"\ndtype = \"f32\"\n\n[data]\nfiles = [\"{}\"]\nformat = \"text\"\ntemplate = \"qwen_chat\"\nmax_length = 64\neval_split = 0.1\n\n[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n\n[train]\noutput_dir = \"{}\"\nmax_steps = 4\nbatch_size = 2\nlr = 1e-3\nsave_steps = 0\ndevice = \"cpu\"\n\n[eval]\nevery_steps = 2\n",
+            "[model]\npath = \"{}\"\ndtype = \"f32\"\n\n[data]\nfiles = [\"{}\"]\nformat = \"text\"\ntemplate = \"qwen_chat\"\nmax_length = 64\neval_split = 0.1\n\n[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n\n[train]\noutput_dir = \"{}\"\nmax_steps = 4\nbatch_size = 2\nlr = 1e-3\nsave_steps = 2\ndevice = \"cpu\"\nreport_to = [\"tensorboard\"]\n\n[eval]\nevery_steps = 2\n",
             fixtures().join("tiny-base").display(),
             data_file.display(),
             out_dir.display()
@@ -185,9 +185,35 @@ fn train_uses_the_cache_and_logs_the_held_out_loss() {
         metrics.lines().any(|l| l.contains("\"grad_norm\"")),
         "step lines stay"
     );
-    // A second run hits the cache.
+    // The held-out loss reaches TensorBoard too, point for point.
+    let board = tensorboard_series(&out_dir.join("runs"), "eval/loss");
+    let board_steps: Vec<u64> = board.iter().map(|(s, _)| *s as u64).collect();
+    assert_eq!(board_steps, steps);
+    for ((_, shown), logged) in board.iter().zip(&evals) {
+        assert!((f64::from(*shown) - logged["eval_loss"].as_f64().unwrap()).abs() < 1e-5);
+    }
+
+    // Resumed from checkpoint-2 over the cache (a hit): the same losses at steps 3 and 4.
+    let losses = |text: &str| -> Vec<f64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
+            .collect()
+    };
+    let first = losses(&metrics);
+    assert_eq!(first.len(), 4, "{metrics}");
     std::fs::remove_dir_all(out_dir.join("final")).unwrap();
-    let out = run_ok(ft().arg("train").arg(&config));
+    let out = run_ok(
+        ft().arg("train")
+            .arg(&config)
+            .arg("--resume")
+            .arg(out_dir.join("checkpoint-2")),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is up to date"), "{err}");
+    let resumed = losses(&std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap());
+    assert_eq!(resumed.len(), 4, "one line per step after the resume");
+    for (a, b) in first.iter().zip(&resumed) {
+        assert!((a - b).abs() < 1e-6, "{first:?} vs {resumed:?}");
+    }
 }

@@ -3,12 +3,10 @@
 //! after an interrupted run is resumed, and `ft plot` over several runs.
 
 mod common;
-use common::{ft, repo, run_ok};
+use common::{ft, repo, run_ok, tensorboard_series};
 
 use std::path::{Path, PathBuf};
 
-use ft_metrics::tensorboard::proto::What;
-use ft_metrics::tensorboard::read_events;
 use ft_metrics::{Metric, RunHistory};
 
 /// A 6-step LoRA run of the assistant example (checkpoints at 2 and 4), reporting to TensorBoard.
@@ -33,30 +31,6 @@ fn config(dir: &Path, out: &Path, lr: &str) -> PathBuf {
     let path = dir.join(format!("{}.toml", out.file_name().unwrap().to_str().unwrap()));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The scalars TensorBoard shows: every event file in name order, a session START purging the
-/// earlier files' events at its step and later.
-fn tensorboard_series(runs: &Path, tag: &str) -> Vec<(i64, f32)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut series: Vec<(i64, f32)> = Vec::new();
-    for file in files {
-        for event in read_events(&file).unwrap() {
-            if matches!(&event.what, Some(What::SessionLog(s)) if s.status == 1) {
-                series.retain(|(step, _)| *step < event.step);
-            }
-            for (t, v) in event.scalar_values() {
-                if t == tag {
-                    series.push((event.step, v));
-                }
-            }
-        }
-    }
-    series
 }
 
 fn assert_png(path: &Path) {

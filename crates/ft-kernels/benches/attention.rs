@@ -20,7 +20,7 @@ const HEAD_DIM: usize = 64;
 
 fn inputs(seq: usize) -> [Tensor<A, 4>; 3] {
     let device = Default::default();
-    let random = |heads| Tensor::<A, 4>::random([1, heads, seq, HEAD_DIM], Distribution::Default, &device);
+    let random = |heads| Tensor::<A, 4>::random([1, seq, heads, HEAD_DIM], Distribution::Default, &device);
     [random(HEADS), random(KV_HEADS), random(KV_HEADS)].map(|t| t.require_grad())
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::ops::FloatTensor;
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, cross_entropy, rms_norm, swiglu};
+use crate::{attention, cross_entropy, rms_norm, rope, swiglu};
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
     fn fused_attention(
@@ -26,6 +26,14 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 
     fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         swiglu::autodiff::swiglu::<B, C>(gate, up)
+    }
+
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        rope::autodiff::rope::<B, C>(x, cos, signed_sin)
     }
 
     fn fused_linear_cross_entropy(

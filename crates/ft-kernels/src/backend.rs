@@ -8,7 +8,7 @@ use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::attention::composite;
 use crate::mask::AttentionMask;
-use crate::{cross_entropy, rms_norm, swiglu};
+use crate::{cross_entropy, rms_norm, rope, swiglu};
 
 /// A Burn backend with ft's fused ops.
 ///
@@ -18,8 +18,8 @@ pub trait KernelBackend: Backend {
     /// Attention output without the log-sum-exp (inference).
     ///
     /// # Shapes
-    /// - q: `[batch, heads, seq, head_dim]`; k, v: `[batch, kv_heads, past + seq, head_dim]`
-    /// - output: `[batch, heads, seq, head_dim]`
+    /// - q: `[batch, seq, heads, head_dim]`; k, v: `[batch, past + seq, kv_heads, head_dim]`
+    /// - output: `[batch, seq, heads, head_dim]`
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -34,8 +34,8 @@ pub trait KernelBackend: Backend {
     /// backward pass.
     ///
     /// # Shapes
-    /// - q: `[batch, heads, seq, head_dim]`; k, v: `[batch, kv_heads, past + seq, head_dim]`
-    /// - output: `[batch, heads, seq, head_dim]` and `[batch, heads, seq]`
+    /// - q: `[batch, seq, heads, head_dim]`; k, v: `[batch, past + seq, kv_heads, head_dim]`
+    /// - output: `[batch, seq, heads, head_dim]` and `[batch, heads, seq]`
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -51,7 +51,7 @@ pub trait KernelBackend: Backend {
     /// the log-sum-exp instead of storing them.
     ///
     /// # Shapes
-    /// - q, k, v: as in [`KernelBackend::attention`]; out, grad_out: `[batch, heads, seq, head_dim]`
+    /// - q, k, v: as in [`KernelBackend::fused_attention`]; out, grad_out: `[batch, seq, heads, head_dim]`
     /// - lse: `[batch, heads, seq]` (f32)
     /// - output: `[dq, dk, dv]` shaped as q, k, v
     #[allow(clippy::too_many_arguments)]
@@ -208,6 +208,34 @@ pub trait KernelBackend: Backend {
             grad_hidden.into_primitive().tensor(),
             grad_weight.map(|g| g.into_primitive().tensor()),
         )
+    }
+
+    /// RoPE on every head (see [`crate::rope()`]).
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, heads, head_dim]`; cos, signed_sin: `[batch, seq, head_dim]`
+    /// - output: `[batch, seq, heads, head_dim]`
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = rope::composite::forward::<Self>(float(x), float(cos), float(signed_sin));
+        out.into_primitive().tensor()
+    }
+
+    /// The gradient of RoPE with respect to x.
+    ///
+    /// # Shapes
+    /// - grad_out: `[batch, seq, heads, head_dim]`; cos, signed_sin: `[batch, seq, head_dim]`
+    /// - output: `[batch, seq, heads, head_dim]`
+    fn fused_rope_backward(
+        grad_out: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let grad = rope::composite::backward::<Self>(float(grad_out), float(cos), float(signed_sin));
+        grad.into_primitive().tensor()
     }
 }
 

@@ -7,7 +7,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, cross_entropy, rms_norm, swiglu};
+use crate::{attention, cross_entropy, rms_norm, rope, swiglu};
 
 impl KernelBackend for Flex {
     fn fused_attention_forward(
@@ -139,6 +139,28 @@ impl KernelBackend for Flex {
             ),
             grad_weight.map(|g| cast_back(FlexTensor::from_data(TensorData::new(g, w_shape)), w_dtype)),
         )
+    }
+
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (dtype, shape) = (x.dtype(), x.layout().shape().clone());
+        let [x, cos, signed_sin] = [x, cos, signed_sin].map(HostF32::new);
+        let out = rope::cpu::forward(x.data(), cos.data(), signed_sin.data(), shape[3]);
+        cast_back(FlexTensor::from_data(TensorData::new(out, shape)), dtype)
+    }
+
+    fn fused_rope_backward(
+        grad_out: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (dtype, shape) = (grad_out.dtype(), grad_out.layout().shape().clone());
+        let [grad_out, cos, signed_sin] = [grad_out, cos, signed_sin].map(HostF32::new);
+        let grad = rope::cpu::backward(grad_out.data(), cos.data(), signed_sin.data(), shape[3]);
+        cast_back(FlexTensor::from_data(TensorData::new(grad, shape)), dtype)
     }
 }
 

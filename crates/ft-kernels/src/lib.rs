@@ -12,6 +12,8 @@
 //!   log-sum-exp per query: O(seq) memory instead of the `[heads, seq, seq]` probabilities.
 //! - [`rms_norm`]: RMSNorm with f32 statistics; training keeps the input and one f32 per row.
 //! - [`swiglu`]: `silu(gate) ⊙ up`; training keeps the two inputs.
+//! - [`rope()`]: rotate-half RoPE on every head in the projections' layout; training keeps only
+//!   the angle tables, shared by every layer.
 //! - [`linear_cross_entropy`]: the LM head and the cross-entropy in chunks of rows, never the
 //!   whole batch's `[rows, vocab]` logits; training keeps the rows and one log-sum-exp per row.
 
@@ -22,6 +24,7 @@ pub mod cross_entropy;
 mod flex;
 pub mod mask;
 pub mod rms_norm;
+pub mod rope;
 pub mod swiglu;
 mod tile;
 
@@ -30,4 +33,5 @@ pub use backend::{KernelBackend, TrainBackend};
 pub use cross_entropy::linear_cross_entropy;
 pub use mask::AttentionMask;
 pub use rms_norm::rms_norm;
+pub use rope::rope;
 pub use swiglu::swiglu;

@@ -50,11 +50,11 @@ impl Case {
     }
 
     fn query_shape(&self) -> [usize; 4] {
-        [self.mask.batch, self.heads, self.mask.seq, self.head_dim]
+        [self.mask.batch, self.mask.seq, self.heads, self.head_dim]
     }
 
     fn key_shape(&self) -> [usize; 4] {
-        [self.mask.batch, self.kv_heads, self.mask.keys(), self.head_dim]
+        [self.mask.batch, self.mask.keys(), self.kv_heads, self.head_dim]
     }
 
     fn qkv<B: burn::tensor::backend::Backend>(&self) -> [Tensor<B, 4>; 3] {

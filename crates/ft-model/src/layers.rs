@@ -86,9 +86,9 @@ pub struct Attention<B: Backend> {
 /// Keys and values of earlier positions (one layer); empty before the first token.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
-    /// `[batch, kv_heads, past, head_dim]`.
+    /// `[batch, past, kv_heads, head_dim]`.
     pub k: Option<Tensor<B, 4>>,
-    /// `[batch, kv_heads, past, head_dim]`.
+    /// `[batch, past, kv_heads, head_dim]`.
     pub v: Option<Tensor<B, 4>>,
 }
 
@@ -101,7 +101,7 @@ impl<B: Backend> Default for LayerCache<B> {
 impl<B: Backend> LayerCache<B> {
     /// Cached positions.
     pub fn len(&self) -> usize {
-        self.k.as_ref().map_or(0, |k| k.dims()[2])
+        self.k.as_ref().map_or(0, |k| k.dims()[1])
     }
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
@@ -111,10 +111,8 @@ impl<B: Backend> LayerCache<B> {
 
 /// What attention needs besides the hidden states.
 pub struct AttentionContext<'a, B: Backend> {
-    /// RoPE factors of the new tokens for the query heads, in the hidden states' dtype.
-    pub rope_q: &'a rope::RopeAngles<B>,
-    /// The same for the key heads (the query ones when there is no grouping).
-    pub rope_k: &'a rope::RopeAngles<B>,
+    /// RoPE factors of the new tokens (every head), in the hidden states' dtype.
+    pub rope: &'a rope::RopeAngles<B>,
     /// Which keys each new token sees.
     pub mask: &'a AttentionMask,
 }
@@ -125,9 +123,9 @@ impl<B: KernelBackend> Attention<B> {
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         match (&self.q, &self.k, &self.v, &self.wqkv) {
             (Some(q), Some(k), Some(v), _) => (
-                q.forward(x.clone()).reshape([batch, seq, h, hd]).swap_dims(1, 2),
-                k.forward(x.clone()).reshape([batch, seq, kv, hd]).swap_dims(1, 2),
-                v.forward(x).reshape([batch, seq, kv, hd]).swap_dims(1, 2),
+                q.forward(x.clone()).reshape([batch, seq, h, hd]),
+                k.forward(x.clone()).reshape([batch, seq, kv, hd]),
+                v.forward(x).reshape([batch, seq, kv, hd]),
             ),
             (_, _, _, Some(wqkv)) => {
                 let groups = h / kv;
@@ -138,9 +136,9 @@ impl<B: KernelBackend> Attention<B> {
                     .slice([0..batch, 0..seq, 0..kv, groups..groups + 1, 0..hd]);
                 let v = fused.slice([0..batch, 0..seq, 0..kv, groups + 1..groups + 2, 0..hd]);
                 (
-                    q.reshape([batch, seq, h, hd]).swap_dims(1, 2),
-                    k.reshape([batch, seq, kv, hd]).swap_dims(1, 2),
-                    v.reshape([batch, seq, kv, hd]).swap_dims(1, 2),
+                    q.reshape([batch, seq, h, hd]),
+                    k.reshape([batch, seq, kv, hd]),
+                    v.reshape([batch, seq, kv, hd]),
                 )
             }
             _ => unreachable!("invariant: attention has q/k/v or wqkv"),
@@ -149,7 +147,7 @@ impl<B: KernelBackend> Attention<B> {
 
     /// # Shapes
     /// - x: `[batch, seq, hidden]`
-    /// - cache (in/out): keys and values `[batch, kv_heads, past, head_dim]`
+    /// - cache (in/out): keys and values `[batch, past, kv_heads, head_dim]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(
         &self,
@@ -159,21 +157,23 @@ impl<B: KernelBackend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (q, k, v) = self.project_qkv(x);
-        let q = rope::apply(q, ctx.rope_q);
-        let mut k = rope::apply(k, ctx.rope_k);
+        let q = rope::apply(q, ctx.rope);
+        let mut k = rope::apply(k, ctx.rope);
         let mut v = v;
         if let Some(cache) = cache {
             if let (Some(past_k), Some(past_v)) = (cache.k.take(), cache.v.take()) {
-                k = Tensor::cat(vec![past_k, k], 2);
-                v = Tensor::cat(vec![past_v, v], 2);
+                k = Tensor::cat(vec![past_k, k], 1);
+                v = Tensor::cat(vec![past_v, v], 1);
             }
             cache.k = Some(k.clone());
             cache.v = Some(v.clone());
         }
         let scale = (self.head_dim as f32).powf(-0.5);
-        let out = ft_kernels::attention(q, k, v, ctx.mask, scale)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, self.num_heads * self.head_dim]);
+        let out = ft_kernels::attention(q, k, v, ctx.mask, scale).reshape([
+            batch,
+            seq,
+            self.num_heads * self.head_dim,
+        ]);
         self.o.forward(out)
     }
 }

@@ -135,7 +135,7 @@ impl<B: KernelBackend> CausalLm<B> {
     ///
     /// # Shapes
     /// - input: `[batch, seq]` ids (+ mask, positions, segments)
-    /// - caches: one per layer, `[batch, kv_heads, past, head_dim]` each (extended in place)
+    /// - caches: one per layer, `[batch, past, kv_heads, head_dim]` each (extended in place)
     /// - output: `[batch, seq, hidden]`
     pub fn hidden_states(
         &self,
@@ -166,12 +166,7 @@ impl<B: KernelBackend> CausalLm<B> {
         // Tables computed in f32, used in the model's dtype (transformers: `cos.to(x.dtype)`).
         let dtype = x.dtype();
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
-        let rope_q = rope::RopeAngles::new(&positions, &cos, &sin, config.num_heads);
-        let rope_k = if config.num_kv_heads == config.num_heads {
-            rope_q.clone()
-        } else {
-            rope::RopeAngles::new(&positions, &cos, &sin, config.num_kv_heads)
-        };
+        let angles = rope::RopeAngles::new(&positions, &cos, &sin);
         // One mask per distinct attention window (full causal and at most one sliding window).
         let mut masks: Vec<AttentionMask> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -182,8 +177,7 @@ impl<B: KernelBackend> CausalLm<B> {
                 masks.len() - 1
             });
             let ctx = AttentionContext {
-                rope_q: &rope_q,
-                rope_k: &rope_k,
+                rope: &angles,
                 mask: &masks[index],
             };
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);

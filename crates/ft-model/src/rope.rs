@@ -3,6 +3,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use ft_kernels::KernelBackend;
 use serde_json::Value;
 
 /// How RoPE frequencies are scaled for long contexts.
@@ -136,28 +137,26 @@ pub fn tables<B: Backend>(
     )
 }
 
-/// The RoPE factors of one forward pass: the tables gathered at the tokens' positions, laid out
-/// like the projections (`[batch, seq, heads, head_dim]`, contiguous, repeated over heads) with the
-/// sign of `rotate_half` folded into the sine, so [`apply`] runs only contiguous element-wise ops
-/// (the CPU backend's fast path) and records no negation of activations for backward. Built once
-/// per forward for the query heads and once for the key heads, shared by every layer.
+/// The RoPE factors of one forward pass: the tables gathered at the tokens' positions
+/// (`[batch, seq, head_dim]`, shared by every head and every layer) with the sign of
+/// `rotate_half` folded into the sine.
 #[derive(Debug, Clone)]
 pub struct RopeAngles<B: Backend> {
-    cos: Tensor<B, 4>,
-    signed_sin: Tensor<B, 4>,
+    cos: Tensor<B, 3>,
+    signed_sin: Tensor<B, 3>,
 }
 
 impl<B: Backend> RopeAngles<B> {
     /// # Shapes
     /// - positions: `[batch, seq]`
     /// - cos, sin: `[max_positions, head_dim]`
-    pub fn new(positions: &Tensor<B, 2, Int>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, heads: usize) -> Self {
+    pub fn new(positions: &Tensor<B, 2, Int>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Self {
         let [batch, seq] = positions.dims();
         let [_, head_dim] = cos.dims();
         let half = head_dim / 2;
         let rows = batch * seq;
         let flat = positions.clone().reshape([rows]);
-        let per_head = |table: Tensor<B, 2>| table.reshape([batch, seq, 1, head_dim]).repeat_dim(2, heads);
+        let per_position = |table: Tensor<B, 2>| table.reshape([batch, seq, head_dim]);
         let sin = sin.clone().select(0, flat.clone());
         // rotate_half(x)·sin = [x₂, x₁]·[−sin₁, sin₂]
         let signed_sin = Tensor::cat(
@@ -168,25 +167,18 @@ impl<B: Backend> RopeAngles<B> {
             1,
         );
         Self {
-            cos: per_head(cos.clone().select(0, flat)),
-            signed_sin: per_head(signed_sin),
+            cos: per_position(cos.clone().select(0, flat)),
+            signed_sin: per_position(signed_sin),
         }
     }
 }
 
-/// Applies RoPE: `x·cos + rotate_half(x)·sin`, computed in the projections' own layout (`x` is
-/// normally a `swap_dims` view of `[batch, seq, heads, head_dim]`).
+/// Applies RoPE: `x·cos + rotate_half(x)·sin`, in the projections' own layout, through
+/// `ft_kernels::rope` (one fused op forward and backward).
 ///
 /// # Shapes
-/// - x: `[batch, heads, seq, head_dim]`
-/// - angles: built for `heads`
-/// - output: `[batch, heads, seq, head_dim]`
-pub fn apply<B: Backend>(x: Tensor<B, 4>, angles: &RopeAngles<B>) -> Tensor<B, 4> {
-    let [batch, heads, seq, head_dim] = x.dims();
-    let half = head_dim / 2;
-    let x = x.swap_dims(1, 2);
-    let x1 = x.clone().slice([0..batch, 0..seq, 0..heads, 0..half]);
-    let x2 = x.clone().slice([0..batch, 0..seq, 0..heads, half..head_dim]);
-    let swapped = Tensor::cat(vec![x2, x1], 3);
-    (x * angles.cos.clone() + swapped * angles.signed_sin.clone()).swap_dims(1, 2)
+/// - x: `[batch, seq, heads, head_dim]`
+/// - output: `[batch, seq, heads, head_dim]`
+pub fn apply<B: KernelBackend>(x: Tensor<B, 4>, angles: &RopeAngles<B>) -> Tensor<B, 4> {
+    ft_kernels::rope(x, angles.cos.clone(), angles.signed_sin.clone())
 }

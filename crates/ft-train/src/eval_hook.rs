@@ -17,7 +17,7 @@ use ft_model::{CausalLm, ModelConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::EvalSection;
-use crate::metrics::StepMetrics;
+use crate::metrics::{EvalMetrics, StepMetrics};
 use crate::trainer::TrainHooks;
 
 /// Progress display and sample generations.
@@ -99,10 +99,13 @@ impl<B: TrainBackend> TrainHooks<B> for ChatEvalHook {
         }
     }
 
-    fn evaluate(&mut self, model: &CausalLm<B::InnerBackend>, config: &ModelConfig, step: usize) {
-        let Some(eval) = self.eval.clone().filter(|e| !e.inputs.is_empty()) else {
-            return;
-        };
+    fn evaluate(
+        &mut self,
+        model: &CausalLm<B::InnerBackend>,
+        config: &ModelConfig,
+        step: usize,
+    ) -> Option<EvalMetrics> {
+        let eval = self.eval.clone().filter(|e| !e.inputs.is_empty())?;
         let stop = self.stop_condition();
         let mut report = String::new();
         self.last_answers.clear();
@@ -149,5 +152,6 @@ impl<B: TrainBackend> TrainHooks<B> for ChatEvalHook {
         if let Err(e) = std::fs::File::create(&path).and_then(|mut f| f.write_all(report.as_bytes())) {
             tracing::warn!("{}: {e}", path.display());
         }
+        None
     }
 }

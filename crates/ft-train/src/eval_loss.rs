@@ -1,17 +1,16 @@
 //! The held-out loss (`[data] eval_split`): the mean cross-entropy over supervised tokens of
 //! the held-out samples, one sample per forward (the same number `ft eval` reports), computed
-//! whenever the loop evaluates (`[eval] every_steps`, and at the end) and appended to
-//! `output_dir/metrics.jsonl` as `{"step": N, "eval_loss": X, "eval_tokens": T}`.
+//! whenever the loop evaluates (`[eval] every_steps`, and at the end) and handed to the loop, which
+//! appends `{"step": N, "eval_loss": X, "eval_tokens": T}` to `output_dir/metrics.jsonl` and
+//! `eval/loss` to the TensorBoard events.
 
 use ft_model::{KernelBackend, TrainBackend};
-use std::path::{Path, PathBuf};
 
 use burn::tensor::ElementConversion;
 use ft_data::rows::RowSource;
 use ft_model::{CausalLm, ModelConfig, ModelInput};
 
-use crate::error::Result;
-use crate::metrics::StepMetrics;
+use crate::metrics::{EvalMetrics, StepMetrics};
 use crate::trainer::TrainHooks;
 
 /// A held-out loss measurement.
@@ -48,33 +47,20 @@ pub fn held_out_loss<B: KernelBackend>(
     (count > 0).then(|| (sum / count as f64, count))
 }
 
-/// Appends `{"step": N, "eval_loss": X, "eval_tokens": T}` to `output_dir/metrics.jsonl`.
-pub fn log_eval_loss(output_dir: &Path, m: &EvalLoss) -> Result<()> {
-    let line = ft_metrics::EvalMetrics {
-        step: m.step,
-        eval_loss: m.loss,
-        eval_tokens: m.tokens,
-    };
-    ft_metrics::MetricsWriter::open(output_dir)?.log_eval(&line)?;
-    Ok(())
-}
-
 /// Wraps other hooks, adding the held-out loss to every evaluation.
 pub struct EvalLossHook<H> {
     inner: H,
     rows: Box<dyn RowSource>,
-    output_dir: PathBuf,
     /// Every measurement so far.
     pub history: Vec<EvalLoss>,
 }
 
 impl<H> EvalLossHook<H> {
-    /// Measures over `rows` (the held-out samples), writing to `output_dir/metrics.jsonl`.
-    pub fn new(inner: H, rows: Box<dyn RowSource>, output_dir: PathBuf) -> Self {
+    /// Measures over `rows` (the held-out samples).
+    pub fn new(inner: H, rows: Box<dyn RowSource>) -> Self {
         Self {
             inner,
             rows,
-            output_dir,
             history: Vec::new(),
         }
     }
@@ -85,19 +71,25 @@ impl<B: TrainBackend, H: TrainHooks<B>> TrainHooks<B> for EvalLossHook<H> {
         self.inner.on_step(metrics, total_steps);
     }
 
-    fn evaluate(&mut self, model: &CausalLm<B::InnerBackend>, config: &ModelConfig, step: usize) {
-        self.inner.evaluate(model, config, step);
+    fn evaluate(
+        &mut self,
+        model: &CausalLm<B::InnerBackend>,
+        config: &ModelConfig,
+        step: usize,
+    ) -> Option<EvalMetrics> {
+        let inner = self.inner.evaluate(model, config, step);
         if self.history.last().is_some_and(|m| m.step == step) {
-            return;
+            return inner;
         }
         let Some((loss, tokens)) = held_out_loss(model, config, self.rows.as_ref()) else {
-            return;
+            return inner;
         };
-        let m = EvalLoss { step, loss, tokens };
         tracing::info!("step {step}: eval loss {loss:.4} over {tokens} held-out tokens");
-        if let Err(e) = log_eval_loss(&self.output_dir, &m) {
-            tracing::warn!("{e}");
-        }
-        self.history.push(m);
+        self.history.push(EvalLoss { step, loss, tokens });
+        Some(EvalMetrics {
+            step,
+            eval_loss: loss,
+            eval_tokens: tokens,
+        })
     }
 }

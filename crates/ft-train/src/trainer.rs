@@ -22,7 +22,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::metrics::{RunLog, StepMetrics};
+use crate::metrics::{EvalMetrics, RunLog, StepMetrics};
 use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
 use crate::params::{TrainMode, TrainParam, trainable_params};
 use crate::schedule::WarmupCosine;
@@ -32,8 +32,16 @@ use ft_model::adapters::adapter_weights;
 pub trait TrainHooks<B: TrainBackend> {
     /// After every optimizer step.
     fn on_step(&mut self, _metrics: &StepMetrics, _total_steps: usize) {}
-    /// Before training (step 0), every `[eval] every_steps`, and at the end.
-    fn evaluate(&mut self, _model: &CausalLm<B::InnerBackend>, _config: &ModelConfig, _step: usize) {}
+    /// Before training (step 0), every `[eval] every_steps`, and at the end. A hook that
+    /// measures a held-out loss returns it; the loop logs it (`metrics.jsonl`, TensorBoard).
+    fn evaluate(
+        &mut self,
+        _model: &CausalLm<B::InnerBackend>,
+        _config: &ModelConfig,
+        _step: usize,
+    ) -> Option<EvalMetrics> {
+        None
+    }
 }
 
 /// Hooks that do nothing.
@@ -223,7 +231,7 @@ pub fn train<B: TrainBackend>(
     };
     let eval_every = cfg.eval.as_ref().map(|e| e.every_steps).unwrap_or(0);
     if state.global_step == 0 && cfg.eval.is_some() {
-        hooks.evaluate(&setup.model.valid(), &setup.model_config, 0);
+        evaluate(hooks, &setup, 0, &mut log)?;
     }
     let mut losses = Vec::new();
     let mut interrupted = false;
@@ -293,7 +301,7 @@ pub fn train<B: TrainBackend>(
         let stopping = setup.stop.load(Ordering::SeqCst);
         let finished = state.global_step == total;
         if eval_every > 0 && state.global_step.is_multiple_of(eval_every) && !finished {
-            hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
+            evaluate(hooks, &setup, state.global_step, &mut log)?;
         }
         if (t.save_steps > 0 && state.global_step.is_multiple_of(t.save_steps) && !finished)
             || (stopping && !finished)
@@ -318,7 +326,7 @@ pub fn train<B: TrainBackend>(
         let final_dir = t.output_dir.join("final");
         save_checkpoint(&setup, &state, &optimizer, &final_dir)?;
         if cfg.eval.is_some() {
-            hooks.evaluate(&setup.model.valid(), &setup.model_config, state.global_step);
+            evaluate(hooks, &setup, state.global_step, &mut log)?;
         }
         log.draw();
         final_dir
@@ -332,6 +340,19 @@ pub fn train<B: TrainBackend>(
 }
 
 /// One optimizer step over a window of micro-batches; returns (window loss, grad norm).
+/// Runs the hooks' evaluation and logs the held-out loss they return.
+fn evaluate<B: TrainBackend>(
+    hooks: &mut dyn TrainHooks<B>,
+    setup: &TrainSetup<B>,
+    step: usize,
+    log: &mut RunLog,
+) -> Result<()> {
+    if let Some(m) = hooks.evaluate(&setup.model.valid(), &setup.model_config, step) {
+        log.log_eval(&m)?;
+    }
+    Ok(())
+}
+
 fn optimizer_step<B: TrainBackend>(
     setup: &mut TrainSetup<B>,
     params: &[TrainParam],

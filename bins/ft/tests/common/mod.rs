@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use ft_metrics::tensorboard::proto::What;
+use ft_metrics::tensorboard::read_events;
 use std::process::{Command, Output};
 
 /// The `ft` binary of this build.
@@ -34,4 +37,28 @@ pub fn stdout(out: &Output) -> String {
 /// Standard error as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The scalars TensorBoard shows: every event file in name order, a session START purging the
+/// earlier files' events at its step and later.
+pub fn tensorboard_series(runs: &Path, tag: &str) -> Vec<(i64, f32)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut series: Vec<(i64, f32)> = Vec::new();
+    for file in files {
+        for event in read_events(&file).unwrap() {
+            if matches!(&event.what, Some(What::SessionLog(s)) if s.status == 1) {
+                series.retain(|(step, _)| *step < event.step);
+            }
+            for (t, v) in event.scalar_values() {
+                if t == tag {
+                    series.push((event.step, v));
+                }
+            }
+        }
+    }
+    series
 }

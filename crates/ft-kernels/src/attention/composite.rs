@@ -10,9 +10,9 @@ use crate::mask::AttentionMask;
 /// Forward attention with the softmax in f32.
 ///
 /// # Shapes
-/// - q: `[batch, heads, seq, head_dim]`
-/// - k, v: `[batch, kv_heads, past + seq, head_dim]` (`heads` a multiple of `kv_heads`)
-/// - output: `[batch, heads, seq, head_dim]` in q's dtype, and the log-sum-exp of each query's
+/// - q: `[batch, seq, heads, head_dim]`
+/// - k, v: `[batch, past + seq, kv_heads, head_dim]` (`heads` a multiple of `kv_heads`)
+/// - output: `[batch, seq, heads, head_dim]` in q's dtype, and the log-sum-exp of each query's
 ///   scaled scores `[batch, heads, seq]` in f32
 pub fn forward<B: Backend>(
     q: Tensor<B, 4>,
@@ -21,18 +21,19 @@ pub fn forward<B: Backend>(
     mask: &AttentionMask,
     scale: f32,
 ) -> (Tensor<B, 4>, Tensor<B, 3>) {
+    let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
     let groups = q.dims()[1] / k.dims()[1];
     let dtype = v.dtype();
     let (probs, lse) = probabilities(q, repeat_kv(k, groups), mask, scale);
     let out = probs.cast(dtype).matmul(repeat_kv(v, groups));
-    (out, lse.squeeze_dim(3))
+    (out.swap_dims(1, 2), lse.squeeze_dim(3))
 }
 
 /// Gradients of [`forward`] with respect to q, k and v, computed in f32 and returned in each
 /// input's dtype.
 ///
 /// # Shapes
-/// - q, k, v: as in [`forward`]; out, grad_out: `[batch, heads, seq, head_dim]`
+/// - q, k, v: as in [`forward`]; out, grad_out: `[batch, seq, heads, head_dim]`
 /// - output: `[dq, dk, dv]` shaped as q, k, v
 pub fn backward<B: Backend>(
     q: Tensor<B, 4>,
@@ -44,10 +45,10 @@ pub fn backward<B: Backend>(
     scale: f32,
 ) -> [Tensor<B, 4>; 3] {
     let (q_dtype, k_dtype, v_dtype) = (q.dtype(), k.dtype(), v.dtype());
-    let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
-    let [batch, kv_heads, keys, head_dim] = k.dims();
-    let groups = q.dims()[1] / kv_heads;
-    let (q, k, v) = (f32(q), f32(repeat_kv(k, groups)), f32(repeat_kv(v, groups)));
+    let f32 = |t: Tensor<B, 4>| t.swap_dims(1, 2).cast(FloatDType::F32);
+    let [batch, keys, kv_heads, head_dim] = k.dims();
+    let groups = q.dims()[2] / kv_heads;
+    let (q, k, v) = (f32(q), repeat_kv(f32(k), groups), repeat_kv(f32(v), groups));
     let (grad_out, out) = (f32(grad_out), f32(out));
     let (probs, _) = probabilities(q.clone(), k.clone(), mask, scale);
 
@@ -63,13 +64,14 @@ pub fn backward<B: Backend>(
             .reshape([batch, kv_heads, keys, head_dim])
     };
     [
-        dq.cast(q_dtype),
-        sum_groups(dk).cast(k_dtype),
-        sum_groups(dv).cast(v_dtype),
+        dq.swap_dims(1, 2).cast(q_dtype),
+        sum_groups(dk).swap_dims(1, 2).cast(k_dtype),
+        sum_groups(dv).swap_dims(1, 2).cast(v_dtype),
     ]
 }
 
-/// Softmax probabilities `[batch, heads, seq, keys]` (f32, zero on rows that see no key) and the
+/// Head-major q `[batch, heads, seq, head_dim]` and k `[batch, heads, keys, head_dim]` →
+/// softmax probabilities `[batch, heads, seq, keys]` (f32, zero on rows that see no key) and the
 /// log-sum-exp `[batch, heads, seq, 1]`.
 fn probabilities<B: Backend>(
     q: Tensor<B, 4>,

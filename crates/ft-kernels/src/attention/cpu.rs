@@ -1,6 +1,10 @@
 //! Attention on burn-flex: FlashAttention-2's tiled forward (online softmax, log-sum-exp kept)
 //! and a backward that recomputes each tile's probabilities, in f32, on rayon.
 //!
+//! Inputs are read in place in the projections' layout (`[batch, seq, heads, head_dim]`: a
+//! head's rows are strided). Each task writes its own head-major block (`[batch, heads, seq,
+//! head_dim]`), transposed back into the projections' layout at the end.
+//!
 //! The backward runs in two passes so that no two tasks write the same rows: one task per key
 //! tile accumulates dK and dV over every query head of its group, one task per query tile
 //! accumulates dQ. Memory beyond the inputs and outputs is a few tiles per thread.
@@ -58,7 +62,7 @@ pub(crate) fn flex_backward(
         v: v.data(),
         lse: lse.data(),
         grad_out: grad_out.data(),
-        row_dot: &row_dots(grad_out.data(), out.data(), shape.head_dim),
+        row_dot: &shape.row_dots(grad_out.data(), out.data()),
         mask,
         scale,
     };
@@ -71,7 +75,8 @@ pub(crate) fn flex_backward(
     ]
 }
 
-/// The sizes of one attention call.
+/// The sizes of one attention call; q is `[batch, seq, heads, head_dim]`, k and v
+/// `[batch, keys, kv_heads, head_dim]`.
 struct Shapes {
     batch: usize,
     heads: usize,
@@ -86,10 +91,10 @@ impl Shapes {
         let (qs, ks) = (q.layout().shape(), k.layout().shape());
         Self {
             batch: qs[0],
-            heads: qs[1],
-            kv_heads: ks[1],
-            seq: qs[2],
-            keys: ks[2],
+            seq: qs[1],
+            heads: qs[2],
+            keys: ks[1],
+            kv_heads: ks[2],
             head_dim: qs[3],
         }
     }
@@ -98,31 +103,84 @@ impl Shapes {
         self.heads / self.kv_heads
     }
 
-    /// Floats of one query head's rows, and of one key head's rows.
-    fn query_head_len(&self) -> usize {
-        self.seq * self.head_dim
+    /// Floats between consecutive rows of one query head, and of one key head.
+    fn query_stride(&self) -> usize {
+        self.heads * self.head_dim
     }
-    fn key_head_len(&self) -> usize {
-        self.keys * self.head_dim
-    }
-
-    /// Offset of key head `kv` of `row` in k or v.
-    fn key_head(&self, row: usize, kv: usize) -> usize {
-        (row * self.kv_heads + kv) * self.key_head_len()
+    fn key_stride(&self) -> usize {
+        self.kv_heads * self.head_dim
     }
 
-    fn query_tensor(&self, data: Vec<f32>, dtype: DType) -> FlexTensor {
-        let shape = [self.batch, self.heads, self.seq, self.head_dim];
+    /// Offset of query `i` of `head` of `row` in q (and in the output and its gradient).
+    fn query_at(&self, row: usize, head: usize, i: usize) -> usize {
+        ((row * self.seq + i) * self.heads + head) * self.head_dim
+    }
+
+    /// Offset of key `j` of kv head `kv` of `row` in k and v.
+    fn key_at(&self, row: usize, kv: usize, j: usize) -> usize {
+        ((row * self.keys + j) * self.kv_heads + kv) * self.head_dim
+    }
+
+    /// Offset of query `i` of `head` of `row` in a head-major `[batch, heads, seq]` table.
+    fn lse_at(&self, row: usize, head: usize, i: usize) -> usize {
+        (row * self.heads + head) * self.seq + i
+    }
+
+    /// `D = grad_out · out` per query, head-major.
+    fn row_dots(&self, grad_out: &[f32], out: &[f32]) -> Vec<f32> {
+        let (hd, per_head) = (self.head_dim, self.seq);
+        (0..self.batch * self.heads * self.seq)
+            .into_par_iter()
+            .map(|at| {
+                let (row, head, i) = (
+                    at / (self.heads * per_head),
+                    (at / per_head) % self.heads,
+                    at % per_head,
+                );
+                let from = self.query_at(row, head, i);
+                grad_out[from..from + hd]
+                    .iter()
+                    .zip(&out[from..from + hd])
+                    .map(|(g, o)| g * o)
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// A head-major `[batch, heads, seq, head_dim]` buffer as a `[batch, seq, heads, head_dim]`
+    /// tensor.
+    fn query_tensor(&self, head_major: Vec<f32>, dtype: DType) -> FlexTensor {
+        let data = to_row_major(&head_major, self.batch, self.heads, self.seq, self.head_dim);
+        let shape = [self.batch, self.seq, self.heads, self.head_dim];
         cast_back(FlexTensor::from_data(TensorData::new(data, shape)), dtype)
     }
 
-    fn key_tensor(&self, data: Vec<f32>, dtype: DType) -> FlexTensor {
-        let shape = [self.batch, self.kv_heads, self.keys, self.head_dim];
+    /// A head-major `[batch, kv_heads, keys, head_dim]` buffer as `[batch, keys, kv_heads,
+    /// head_dim]`.
+    fn key_tensor(&self, head_major: Vec<f32>, dtype: DType) -> FlexTensor {
+        let data = to_row_major(&head_major, self.batch, self.kv_heads, self.keys, self.head_dim);
+        let shape = [self.batch, self.keys, self.kv_heads, self.head_dim];
         cast_back(FlexTensor::from_data(TensorData::new(data, shape)), dtype)
     }
 }
 
-/// Output `[batch, heads, seq, head_dim]` and log-sum-exp `[batch, heads, seq]`.
+/// `[batch, heads, len, dim]` → `[batch, len, heads, dim]`, one rayon task per output row.
+fn to_row_major(src: &[f32], batch: usize, heads: usize, len: usize, dim: usize) -> Vec<f32> {
+    let mut dst = vec![0.0f32; src.len()];
+    dst.par_chunks_mut(heads * dim)
+        .enumerate()
+        .for_each(|(at, line)| {
+            let (row, i) = (at / len, at % len);
+            for (head, out) in line.chunks_mut(dim).enumerate() {
+                let from = ((row * heads + head) * len + i) * dim;
+                out.copy_from_slice(&src[from..from + dim]);
+            }
+        });
+    debug_assert_eq!(dst.len(), batch * heads * len * dim);
+    dst
+}
+
+/// Head-major output `[batch, heads, seq, head_dim]` and log-sum-exp `[batch, heads, seq]`.
 fn forward(
     shape: &Shapes,
     q: &[f32],
@@ -131,58 +189,99 @@ fn forward(
     mask: &AttentionMask,
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (hd, groups) = (shape.head_dim, shape.groups());
-    let mut out = vec![0.0f32; shape.batch * shape.heads * shape.query_head_len()];
-    let mut lse = vec![0.0f32; shape.batch * shape.heads * shape.seq];
-    out.par_chunks_mut(shape.query_head_len())
-        .zip(lse.par_chunks_mut(shape.seq))
+    let (hd, seq) = (shape.head_dim, shape.seq);
+    let mut out = vec![0.0f32; shape.batch * shape.heads * seq * hd];
+    let mut lse = vec![0.0f32; shape.batch * shape.heads * seq];
+    let inputs = Inputs {
+        shape,
+        q,
+        k,
+        v,
+        mask,
+        scale,
+    };
+    out.par_chunks_mut(seq * hd)
+        .zip(lse.par_chunks_mut(seq))
         .enumerate()
         .for_each(|(head_index, (out, lse))| {
             let (row, head) = (head_index / shape.heads, head_index % shape.heads);
-            let kv = shape.key_head(row, head / groups);
-            let q = &q[head_index * shape.query_head_len()..][..shape.query_head_len()];
             out.par_chunks_mut(QUERY_TILE * hd)
                 .zip(lse.par_chunks_mut(QUERY_TILE))
                 .enumerate()
                 .for_each(|(tile, (out, lse))| {
-                    let first = tile * QUERY_TILE;
-                    let tile = QueryTile {
-                        row,
-                        first,
-                        q: &q[first * hd..][..lse.len() * hd],
-                        k: &k[kv..][..shape.key_head_len()],
-                        v: &v[kv..][..shape.key_head_len()],
-                        head_dim: hd,
-                        mask,
-                        scale,
-                    };
-                    tile.forward(out, lse);
+                    inputs
+                        .query_tile(row, head, tile * QUERY_TILE, lse.len())
+                        .forward(out, lse);
                 });
         });
     (out, lse)
 }
 
-/// One tile of query rows of one head, with that head's keys and values.
-struct QueryTile<'a> {
-    row: usize,
-    first: usize,
+/// What every tile reads.
+struct Inputs<'a> {
+    shape: &'a Shapes,
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
+    mask: &'a AttentionMask,
+    scale: f32,
+}
+
+impl Inputs<'_> {
+    /// Queries `first..first + rows` of `head` of `row`, with that head's keys and values.
+    fn query_tile(&self, row: usize, head: usize, first: usize, rows: usize) -> QueryTile<'_> {
+        let s = self.shape;
+        let kv = head / s.groups();
+        QueryTile {
+            row,
+            first,
+            rows,
+            q: &self.q[s.query_at(row, head, first)..],
+            k: &self.k[s.key_at(row, kv, 0)..],
+            v: &self.v[s.key_at(row, kv, 0)..],
+            query_stride: s.query_stride(),
+            key_stride: s.key_stride(),
+            head_dim: s.head_dim,
+            mask: self.mask,
+            scale: self.scale,
+        }
+    }
+}
+
+/// One tile of query rows of one head, with that head's keys and values (strided rows).
+struct QueryTile<'a> {
+    row: usize,
+    first: usize,
+    rows: usize,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    query_stride: usize,
+    key_stride: usize,
     head_dim: usize,
     mask: &'a AttentionMask,
     scale: f32,
 }
 
 impl QueryTile<'_> {
-    fn rows(&self) -> usize {
-        self.q.len() / self.head_dim
+    fn queries(&self) -> MatRef<'_> {
+        MatRef::rows(self.q, self.rows, self.head_dim, self.query_stride)
+    }
+
+    /// Keys (or values) `first_key..first_key + cols` as a `cols × head_dim` matrix.
+    fn key_rows<'b>(&self, data: &'b [f32], first_key: usize, cols: usize) -> MatRef<'b> {
+        MatRef::rows(
+            &data[first_key * self.key_stride..],
+            cols,
+            self.head_dim,
+            self.key_stride,
+        )
     }
 
     /// Key tiles that may hold a visible key for some row of this tile.
     fn key_tiles(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (start, _) = self.mask.key_range(self.first);
-        let (_, last) = self.mask.key_range(self.first + self.rows() - 1);
+        let (_, last) = self.mask.key_range(self.first + self.rows - 1);
         (start..=last)
             .step_by(KEY_TILE)
             .map(move |j| (j, KEY_TILE.min(last + 1 - j)))
@@ -190,11 +289,9 @@ impl QueryTile<'_> {
 
     /// `scores[r, c] = scale · q[r] · k[first_key + c]`, or −∞ where the key is hidden.
     fn scores(&self, first_key: usize, cols: usize, scores: &mut [f32]) {
-        let hd = self.head_dim;
-        let q = MatRef::rows(self.q, self.rows(), hd, hd);
-        let k = MatRef::rows(&self.k[first_key * hd..], cols, hd, hd).t();
-        matmul(scores, cols, q, k, self.scale, false);
-        for r in 0..self.rows() {
+        let keys = self.key_rows(self.k, first_key, cols).t();
+        matmul(scores, cols, self.queries(), keys, self.scale, false);
+        for r in 0..self.rows {
             for c in 0..cols {
                 if !self.mask.visible(self.row, self.first + r, first_key + c) {
                     scores[r * cols + c] = f32::NEG_INFINITY;
@@ -203,9 +300,10 @@ impl QueryTile<'_> {
         }
     }
 
-    /// The online softmax over key tiles; writes the normalised output and the log-sum-exp.
+    /// The online softmax over key tiles; writes the normalised output (`rows × head_dim`,
+    /// dense) and the log-sum-exp.
     fn forward(&self, out: &mut [f32], lse: &mut [f32]) {
-        let (rows, hd) = (self.rows(), self.head_dim);
+        let (rows, hd) = (self.rows, self.head_dim);
         let mut max = vec![f32::NEG_INFINITY; rows];
         let mut sum = vec![0.0f32; rows];
         let mut scores = vec![0.0f32; rows * KEY_TILE];
@@ -231,8 +329,7 @@ impl QueryTile<'_> {
                 out[r * hd..][..hd].iter_mut().for_each(|o| *o *= correction);
             }
             let probs = MatRef::rows(scores, rows, cols, cols);
-            let v = MatRef::rows(&self.v[first_key * hd..], cols, hd, hd);
-            matmul(out, hd, probs, v, 1.0, true);
+            matmul(out, hd, probs, self.key_rows(self.v, first_key, cols), 1.0, true);
         }
         for r in 0..rows {
             if sum[r] > 0.0 {
@@ -247,7 +344,7 @@ impl QueryTile<'_> {
     /// `probs[r, c] = exp(score − lse[r])` (0 where hidden) for one key tile.
     fn probabilities(&self, first_key: usize, cols: usize, lse: &[f32], probs: &mut [f32]) {
         self.scores(first_key, cols, probs);
-        for r in 0..self.rows() {
+        for r in 0..self.rows {
             for p in &mut probs[r * cols..][..cols] {
                 *p = (*p - lse[r]).exp();
             }
@@ -255,16 +352,7 @@ impl QueryTile<'_> {
     }
 }
 
-/// `D[i] = grad_out[i] · out[i]` for every query row.
-fn row_dots(grad_out: &[f32], out: &[f32], head_dim: usize) -> Vec<f32> {
-    grad_out
-        .par_chunks(head_dim)
-        .zip(out.par_chunks(head_dim))
-        .map(|(g, o)| g.iter().zip(o).map(|(g, o)| g * o).sum())
-        .collect()
-}
-
-/// Everything the backward pass reads.
+/// Everything the backward pass reads; `lse` and `row_dot` are head-major.
 struct BackwardInputs<'a> {
     shape: &'a Shapes,
     q: &'a [f32],
@@ -278,44 +366,52 @@ struct BackwardInputs<'a> {
 }
 
 impl BackwardInputs<'_> {
-    /// A query tile of `head` of `row` starting at query `first`, `rows` long.
-    fn query_tile(&self, row: usize, head: usize, first: usize, rows: usize) -> QueryTile<'_> {
-        let s = self.shape;
-        let hd = s.head_dim;
-        let kv = s.key_head(row, head / s.groups());
-        QueryTile {
-            row,
-            first,
-            q: &self.q[((row * s.heads + head) * s.seq + first) * hd..][..rows * hd],
-            k: &self.k[kv..][..s.key_head_len()],
-            v: &self.v[kv..][..s.key_head_len()],
-            head_dim: hd,
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            shape: self.shape,
+            q: self.q,
+            k: self.k,
+            v: self.v,
             mask: self.mask,
             scale: self.scale,
         }
     }
 
-    /// Offset of query `first` of `head` of `row` in a `[batch, heads, seq]` table.
-    fn query_row(&self, row: usize, head: usize, first: usize) -> usize {
-        (row * self.shape.heads + head) * self.shape.seq + first
+    /// `grad_out` rows of a query tile, as a `rows × head_dim` matrix.
+    fn grad_out_rows(&self, row: usize, head: usize, first: usize, rows: usize) -> MatRef<'_> {
+        let s = self.shape;
+        MatRef::rows(
+            &self.grad_out[s.query_at(row, head, first)..],
+            rows,
+            s.head_dim,
+            s.query_stride(),
+        )
     }
 
     /// `dS = P ∘ (dP − D)` for one (query tile, key tile) pair, with `dP = dO · Vᵀ`; also
     /// returns P in `probs`.
+    #[allow(clippy::too_many_arguments)]
     fn score_grads(
         &self,
         tile: &QueryTile,
-        at: usize,
+        head: usize,
         first_key: usize,
         cols: usize,
         probs: &mut [f32],
         ds: &mut [f32],
     ) {
-        let (rows, hd) = (tile.rows(), self.shape.head_dim);
+        let rows = tile.rows;
+        let at = self.shape.lse_at(tile.row, head, tile.first);
         tile.probabilities(first_key, cols, &self.lse[at..][..rows], probs);
-        let grad_out = MatRef::rows(&self.grad_out[at * hd..], rows, hd, hd);
-        let v = MatRef::rows(&tile.v[first_key * hd..], cols, hd, hd).t();
-        matmul(ds, cols, grad_out, v, 1.0, false);
+        let grad_out = self.grad_out_rows(tile.row, head, tile.first, rows);
+        matmul(
+            ds,
+            cols,
+            grad_out,
+            tile.key_rows(tile.v, first_key, cols).t(),
+            1.0,
+            false,
+        );
         for r in 0..rows {
             let d = self.row_dot[at + r];
             for c in 0..cols {
@@ -325,20 +421,20 @@ impl BackwardInputs<'_> {
         }
     }
 
-    /// dK and dV `[batch, kv_heads, keys, head_dim]`: one task per key tile, summing over every
-    /// query head of the group and every query tile that can see it.
+    /// Head-major dK and dV `[batch, kv_heads, keys, head_dim]`: one task per key tile, summing
+    /// over every query head of the group and every query tile that can see it.
     fn key_grads(&self) -> (Vec<f32>, Vec<f32>) {
         let s = self.shape;
-        let hd = s.head_dim;
-        let len = s.batch * s.kv_heads * s.key_head_len();
+        let per_head = s.keys * s.head_dim;
+        let len = s.batch * s.kv_heads * per_head;
         let (mut dk, mut dv) = (vec![0.0f32; len], vec![0.0f32; len]);
-        dk.par_chunks_mut(s.key_head_len())
-            .zip(dv.par_chunks_mut(s.key_head_len()))
+        dk.par_chunks_mut(per_head)
+            .zip(dv.par_chunks_mut(per_head))
             .enumerate()
             .for_each(|(head_index, (dk, dv))| {
                 let (row, kv) = (head_index / s.kv_heads, head_index % s.kv_heads);
-                dk.par_chunks_mut(KEY_TILE * hd)
-                    .zip(dv.par_chunks_mut(KEY_TILE * hd))
+                dk.par_chunks_mut(KEY_TILE * s.head_dim)
+                    .zip(dv.par_chunks_mut(KEY_TILE * s.head_dim))
                     .enumerate()
                     .for_each(|(tile, (dk, dv))| self.key_tile_grads(row, kv, tile * KEY_TILE, dk, dv));
             });
@@ -351,14 +447,14 @@ impl BackwardInputs<'_> {
         let mut probs = vec![0.0f32; QUERY_TILE * cols];
         let mut ds = vec![0.0f32; QUERY_TILE * cols];
         let queries = self.queries_seeing(first_key, cols);
+        let inputs = self.inputs();
         for head in kv * s.groups()..(kv + 1) * s.groups() {
             for first in queries.clone().step_by(QUERY_TILE) {
                 let rows = QUERY_TILE.min(queries.end - first);
-                let tile = self.query_tile(row, head, first, rows);
-                let at = self.query_row(row, head, first);
+                let tile = inputs.query_tile(row, head, first, rows);
                 let (probs, ds) = (&mut probs[..rows * cols], &mut ds[..rows * cols]);
-                self.score_grads(&tile, at, first_key, cols, probs, ds);
-                let grad_out = MatRef::rows(&self.grad_out[at * hd..], rows, hd, hd);
+                self.score_grads(&tile, head, first_key, cols, probs, ds);
+                let grad_out = self.grad_out_rows(row, head, first, rows);
                 matmul(
                     dv,
                     hd,
@@ -367,31 +463,15 @@ impl BackwardInputs<'_> {
                     1.0,
                     true,
                 );
-                let q = MatRef::rows(tile.q, rows, hd, hd);
                 matmul(
                     dk,
                     hd,
                     MatRef::rows(ds, rows, cols, cols).t(),
-                    q,
+                    tile.queries(),
                     self.scale,
                     true,
                 );
             }
-        }
-    }
-
-    fn query_tile_grads(&self, row: usize, head: usize, first: usize, dq: &mut [f32]) {
-        let hd = self.shape.head_dim;
-        let rows = dq.len() / hd;
-        let tile = self.query_tile(row, head, first, rows);
-        let at = self.query_row(row, head, first);
-        let mut probs = vec![0.0f32; rows * KEY_TILE];
-        let mut ds = vec![0.0f32; rows * KEY_TILE];
-        for (first_key, cols) in tile.key_tiles() {
-            let (probs, ds) = (&mut probs[..rows * cols], &mut ds[..rows * cols]);
-            self.score_grads(&tile, at, first_key, cols, probs, ds);
-            let k = MatRef::rows(&tile.k[first_key * hd..], cols, hd, hd);
-            matmul(dq, hd, MatRef::rows(ds, rows, cols, cols), k, self.scale, true);
         }
     }
 
@@ -409,19 +489,34 @@ impl BackwardInputs<'_> {
         start.min(end)..end
     }
 
-    /// dQ `[batch, heads, seq, head_dim]`: one task per query tile.
+    /// Head-major dQ `[batch, heads, seq, head_dim]`: one task per query tile.
     fn query_grads(&self) -> Vec<f32> {
         let s = self.shape;
-        let hd = s.head_dim;
-        let mut dq = vec![0.0f32; s.batch * s.heads * s.query_head_len()];
-        dq.par_chunks_mut(s.query_head_len())
+        let per_head = s.seq * s.head_dim;
+        let mut dq = vec![0.0f32; s.batch * s.heads * per_head];
+        dq.par_chunks_mut(per_head)
             .enumerate()
             .for_each(|(head_index, dq)| {
                 let (row, head) = (head_index / s.heads, head_index % s.heads);
-                dq.par_chunks_mut(QUERY_TILE * hd)
+                dq.par_chunks_mut(QUERY_TILE * s.head_dim)
                     .enumerate()
                     .for_each(|(tile, dq)| self.query_tile_grads(row, head, tile * QUERY_TILE, dq));
             });
         dq
+    }
+
+    fn query_tile_grads(&self, row: usize, head: usize, first: usize, dq: &mut [f32]) {
+        let hd = self.shape.head_dim;
+        let rows = dq.len() / hd;
+        let inputs = self.inputs();
+        let tile = inputs.query_tile(row, head, first, rows);
+        let mut probs = vec![0.0f32; rows * KEY_TILE];
+        let mut ds = vec![0.0f32; rows * KEY_TILE];
+        for (first_key, cols) in tile.key_tiles() {
+            let (probs, ds) = (&mut probs[..rows * cols], &mut ds[..rows * cols]);
+            self.score_grads(&tile, head, first_key, cols, probs, ds);
+            let keys = tile.key_rows(tile.k, first_key, cols);
+            matmul(dq, hd, MatRef::rows(ds, rows, cols, cols), keys, self.scale, true);
+        }
     }
 }

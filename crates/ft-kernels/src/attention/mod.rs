@@ -14,10 +14,12 @@ use crate::mask::AttentionMask;
 
 /// `softmax(q·kᵀ·scale + mask)·v` with the softmax in f32, on the backend's fused op.
 ///
+/// Tensors stay in the projections' layout (no transposes on the way in or out).
+///
 /// # Shapes
-/// - q: `[batch, heads, seq, head_dim]`
-/// - k, v: `[batch, kv_heads, past + seq, head_dim]`, `heads` a multiple of `kv_heads`
-/// - output: `[batch, heads, seq, head_dim]`
+/// - q: `[batch, seq, heads, head_dim]`
+/// - k, v: `[batch, past + seq, kv_heads, head_dim]`, `heads` a multiple of `kv_heads`
+/// - output: `[batch, seq, heads, head_dim]`
 ///
 /// # Panics
 /// When the shapes disagree with each other or with `mask` (a caller bug).
@@ -28,8 +30,8 @@ pub fn attention<B: KernelBackend>(
     mask: &AttentionMask,
     scale: f32,
 ) -> Tensor<B, 4> {
-    let [batch, heads, seq, head_dim] = q.dims();
-    let [kb, kv_heads, keys, kd] = k.dims();
+    let [batch, seq, heads, head_dim] = q.dims();
+    let [kb, keys, kv_heads, kd] = k.dims();
     assert_eq!(k.dims(), v.dims(), "attention: k and v shapes differ");
     assert_eq!(
         (kb, kd),

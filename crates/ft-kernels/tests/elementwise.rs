@@ -1,13 +1,14 @@
-//! The flex RMSNorm and SwiGLU kernels and their hand-written backward against the composite
-//! reference: outputs, and gradients against Burn's own autodiff through the composite ops.
+//! The flex RMSNorm, SwiGLU and RoPE kernels and their hand-written backward against the
+//! composite reference: outputs, and gradients against Burn's own autodiff through tensor ops.
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 use ft_kernels::rms_norm::composite as composite_norm;
+use ft_kernels::rope::composite as composite_rope;
 use ft_kernels::swiglu::composite as composite_gate;
-use ft_kernels::{rms_norm, swiglu};
+use ft_kernels::{rms_norm, rope, swiglu};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -130,6 +131,41 @@ fn check_swiglu(shape: [usize; 3], seed: u64) {
     );
 }
 
+fn check_rope(shape: [usize; 4], seed: u64) {
+    let [batch, seq, _, head_dim] = shape;
+    let angles = |seed| tensor::<A, 3>([batch, seq, head_dim], seed, 1.0);
+    let x = tensor::<Flex, 4>(shape, seed, 2.0);
+    let (cos, sin) = (angles(seed + 1).inner(), angles(seed + 2).inner());
+    let want = composite_rope::forward(x.clone(), cos.clone(), sin.clone());
+    assert_close(
+        "rope forward",
+        &values(rope(x, cos.clone(), sin.clone())),
+        &values(want),
+        1e-6,
+    );
+
+    let grads = |fused: bool| {
+        let x = tensor::<A, 4>(shape, seed, 2.0).require_grad();
+        let (cos, sin) = (angles(seed + 1), angles(seed + 2));
+        let out = if fused {
+            rope(x.clone(), cos, sin)
+        } else {
+            composite_rope::forward(x.clone(), cos, sin)
+        };
+        let g = (out * tensor::<A, 4>(shape, seed + 3, 1.0)).sum().backward();
+        values(x.grad(&g).expect("tracked"))
+    };
+    let want = grads(false);
+    assert_close("rope dx", &grads(true), &want, 1e-6);
+    let composite = composite_rope::backward(tensor::<Flex, 4>(shape, seed + 3, 1.0), cos, sin);
+    assert_close("composite rope dx", &values(composite), &want, 1e-6);
+}
+
+#[test]
+fn rope_over_many_positions_and_grouped_heads() {
+    check_rope([2, 70, 3, 16], 11); // 140 positions: five rayon tasks
+}
+
 #[test]
 fn rms_norm_with_a_trained_weight_matches_autodiff_of_tensor_ops() {
     check_rms_norm([2, 37, 48], 3, true);
@@ -152,5 +188,6 @@ proptest! {
     fn random_shapes_match(batch in 1usize..3, seq in 1usize..40, hidden in 1usize..70, seed in 0u64..500) {
         check_rms_norm([batch, seq, hidden], seed, seed % 2 == 0);
         check_swiglu([batch, seq, hidden], seed);
+        check_rope([batch, seq, 1 + hidden % 4, 2 * (1 + hidden % 8)], seed);
     }
 }
