@@ -7,7 +7,7 @@ use burn::tensor::ops::FloatTensor;
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, cross_entropy, rms_norm, rope, swiglu};
+use crate::{attention, cross_entropy, lora, rms_norm, rope, swiglu};
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
     fn fused_attention(
@@ -34,6 +34,15 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         signed_sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         rope::autodiff::rope::<B, C>(x, cos, signed_sin)
+    }
+
+    fn fused_lora_linear(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        lora::autodiff::lora_linear::<B, C>(x, x_adapter, weights, scale)
     }
 
     fn fused_linear_cross_entropy(

@@ -8,7 +8,7 @@ use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::attention::composite;
 use crate::mask::AttentionMask;
-use crate::{cross_entropy, rms_norm, rope, swiglu};
+use crate::{cross_entropy, lora, rms_norm, rope, swiglu};
 
 /// A Burn backend with ft's fused ops.
 ///
@@ -236,6 +236,60 @@ pub trait KernelBackend: Backend {
     ) -> FloatTensor<Self> {
         let grad = rope::composite::backward::<Self>(float(grad_out), float(cos), float(signed_sin));
         grad.into_primitive().tensor()
+    }
+
+    /// A LoRA linear layer's product (inference); see [`crate::lora_linear`].
+    ///
+    /// # Shapes
+    /// - x, x_adapter: `[rows, in]`; weights: W `[out, in]`, A `[r, in]`, B `[out, r]`
+    /// - output: `[rows, out]`
+    fn fused_lora_linear(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        Self::fused_lora_linear_forward(x, x_adapter, weights, scale).0
+    }
+
+    /// The LoRA product and the adapter's intermediate `x_adapter · Aᵀ`, kept for backward.
+    ///
+    /// # Shapes
+    /// - as in [`KernelBackend::fused_lora_linear`]; output `[rows, out]` and `[rows, r]`
+    fn fused_lora_linear_forward(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, h) = lora::composite::forward::<Self>(float(x), float(x_adapter), weights.map(float), scale);
+        (y.into_primitive().tensor(), h.into_primitive().tensor())
+    }
+
+    /// Gradients `[dx, dx_adapter, dweight, da, db]`, each computed only where `wanted`.
+    ///
+    /// # Shapes
+    /// - as in [`KernelBackend::fused_lora_linear_forward`]; grad_out `[rows, out]`
+    #[allow(clippy::too_many_arguments)]
+    fn fused_lora_linear_backward(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        h: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        scale: f32,
+        wanted: [bool; 5],
+    ) -> [Option<FloatTensor<Self>>; 5] {
+        lora::composite::backward::<Self>(
+            float(x),
+            float(x_adapter),
+            weights.map(float),
+            float(h),
+            float(grad_out),
+            scale,
+            wanted,
+        )
+        .map(|g| g.map(|t| t.into_primitive().tensor()))
     }
 }
 

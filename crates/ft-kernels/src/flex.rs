@@ -2,12 +2,12 @@
 //! rayon. Inputs in another float dtype are converted to f32 and results converted back.
 
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{DType, FloatDType, TensorData};
+use burn::tensor::{DType, FloatDType, Shape, TensorData};
 use burn_flex::{Flex, FlexTensor};
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, cross_entropy, rms_norm, rope, swiglu};
+use crate::{attention, cross_entropy, lora, rms_norm, rope, swiglu};
 
 impl KernelBackend for Flex {
     fn fused_attention_forward(
@@ -162,6 +162,73 @@ impl KernelBackend for Flex {
         let grad = rope::cpu::backward(grad_out.data(), cos.data(), signed_sin.data(), shape[3]);
         cast_back(FlexTensor::from_data(TensorData::new(grad, shape)), dtype)
     }
+
+    fn fused_lora_linear_forward(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let dtype = x.dtype();
+        let [weight, a, b] = weights.map(HostF32::new);
+        let (x, x_adapter) = (HostF32::new(x), HostF32::new(x_adapter));
+        let operands = lora::cpu::Operands {
+            x: x.data(),
+            x_adapter: x_adapter.data(),
+            weight: weight.data(),
+            a: a.data(),
+            b: b.data(),
+            d_in: x.shape()[1],
+            scale,
+        };
+        let (rows, d_out, rank) = (x.shape()[0], weight.shape()[0], a.shape()[0]);
+        let (y, h) = operands.forward();
+        (
+            cast_back(FlexTensor::from_data(TensorData::new(y, [rows, d_out])), dtype),
+            cast_back(FlexTensor::from_data(TensorData::new(h, [rows, rank])), dtype),
+        )
+    }
+
+    fn fused_lora_linear_backward(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        h: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        scale: f32,
+        wanted: [bool; 5],
+    ) -> [Option<FloatTensor<Self>>; 5] {
+        let dtypes = [&x, &x_adapter, &weights[0], &weights[1], &weights[2]].map(|t| t.dtype());
+        let [x, x_adapter, weight, a, b, h, grad_out] = [
+            x,
+            x_adapter,
+            weights[0].clone(),
+            weights[1].clone(),
+            weights[2].clone(),
+            h,
+            grad_out,
+        ]
+        .map(HostF32::new);
+        let shapes = [&x, &x_adapter, &weight, &a, &b].map(|t| t.shape().clone());
+        let operands = lora::cpu::Operands {
+            x: x.data(),
+            x_adapter: x_adapter.data(),
+            weight: weight.data(),
+            a: a.data(),
+            b: b.data(),
+            d_in: shapes[0][1],
+            scale,
+        };
+        let grads = operands.backward(h.data(), grad_out.data(), wanted);
+        let mut out = grads
+            .into_iter()
+            .zip(shapes)
+            .zip(dtypes)
+            .map(|((g, shape), dtype)| {
+                g.map(|g| cast_back(FlexTensor::from_data(TensorData::new(g, shape)), dtype))
+            });
+        std::array::from_fn(|_| out.next().flatten())
+    }
 }
 
 /// A tensor's values as contiguous f32 on the host (a view when they already are).
@@ -179,6 +246,10 @@ impl HostF32 {
         } else {
             t.to_contiguous()
         })
+    }
+
+    pub(crate) fn shape(&self) -> &Shape {
+        self.0.layout().shape()
     }
 
     pub(crate) fn data(&self) -> &[f32] {

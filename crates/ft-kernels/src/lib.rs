@@ -14,6 +14,8 @@
 //! - [`swiglu`]: `silu(gate) ⊙ up`; training keeps the two inputs.
 //! - [`rope()`]: rotate-half RoPE on every head in the projections' layout; training keeps only
 //!   the angle tables, shared by every layer.
+//! - [`lora_linear`]: a LoRA layer's `x · Wᵀ + s · (x_a · Aᵀ) · Bᵀ` as one node; every product
+//!   on all cores, and no gradient for a frozen base.
 //! - [`linear_cross_entropy`]: the LM head and the cross-entropy in chunks of rows, never the
 //!   whole batch's `[rows, vocab]` logits; training keeps the rows and one log-sum-exp per row.
 
@@ -22,6 +24,7 @@ mod autodiff;
 mod backend;
 pub mod cross_entropy;
 mod flex;
+pub mod lora;
 pub mod mask;
 pub mod rms_norm;
 pub mod rope;
@@ -31,6 +34,7 @@ mod tile;
 pub use attention::attention;
 pub use backend::{KernelBackend, TrainBackend};
 pub use cross_entropy::linear_cross_entropy;
+pub use lora::{LoraWeights, lora_linear};
 pub use mask::AttentionMask;
 pub use rms_norm::rms_norm;
 pub use rope::rope;

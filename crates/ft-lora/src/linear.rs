@@ -10,6 +10,7 @@ use crate::nf4::Nf4Error;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use ft_kernels::{KernelBackend, LoraWeights, lora_linear};
 
 /// A LoRA adapter: `A [r, in]`, `B [out, r]` (PEFT's `lora_A` / `lora_B` layout), scaled by
 /// `alpha / r` (or `alpha / √r` with rsLoRA).
@@ -183,8 +184,11 @@ impl<B: Backend> FtLinear<B> {
             scale,
         });
     }
+}
 
-    /// Applies the layer to the last dimension.
+impl<B: KernelBackend> FtLinear<B> {
+    /// Applies the layer to the last dimension. With an adapter, the base and adapter products
+    /// are one fused op (`ft_kernels::lora_linear`, hand-written backward).
     ///
     /// # Shapes
     /// - input: `[..., in]`
@@ -195,14 +199,21 @@ impl<B: Backend> FtLinear<B> {
         let rows = dims[..D - 1].iter().product::<usize>();
         let x: Tensor<B, 2> = input.reshape([rows, d_in]);
         let weight = self.base.value(&x.device());
-        let mut y = x.clone().matmul(weight.transpose());
+        let mut y = match &self.lora {
+            Some(lora) => {
+                let x_adapter = lora.dropout.forward(x.clone());
+                let weights = LoraWeights {
+                    weight,
+                    a: lora.a.val(),
+                    b: lora.b.val(),
+                    scale: lora.scale as f32,
+                };
+                lora_linear(x, x_adapter, weights)
+            }
+            None => x.matmul(weight.transpose()),
+        };
         if let Some(bias) = &self.bias {
             y = y + bias.val().unsqueeze_dim(0);
-        }
-        if let Some(lora) = &self.lora {
-            let h = lora.dropout.forward(x).matmul(lora.a.val().transpose());
-            // The scale goes on the small `B` ([out, r]) rather than on the [rows, out] product.
-            y = y + h.matmul(lora.b.val().mul_scalar(lora.scale).transpose());
         }
         let mut out_dims = dims;
         out_dims[D - 1] = y.dims()[1];

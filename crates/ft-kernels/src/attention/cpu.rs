@@ -319,11 +319,8 @@ impl QueryTile<'_> {
                     continue;
                 }
                 let correction = (max[r] - new_max).exp();
-                let mut line_sum = 0.0;
-                for s in line.iter_mut() {
-                    *s = (*s - new_max).exp();
-                    line_sum += *s;
-                }
+                line.iter_mut().for_each(|s| *s = (*s - new_max).exp());
+                let line_sum: f32 = line.iter().sum();
                 sum[r] = sum[r] * correction + line_sum;
                 max[r] = new_max;
                 out[r * hd..][..hd].iter_mut().for_each(|o| *o *= correction);
