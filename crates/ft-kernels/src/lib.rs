@@ -26,6 +26,7 @@ pub mod cross_entropy;
 mod flex;
 pub mod lora;
 pub mod mask;
+mod par;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

@@ -54,7 +54,7 @@ pub(crate) fn matmul(dst: &mut [f32], dst_stride: usize, a: MatRef, b: MatRef, s
     matmul_with(dst, dst_stride, a, b, scale, accumulate, gemm::Parallelism::None);
 }
 
-/// [`matmul`] on every core of rayon's pool.
+/// [`matmul`] on every core of rayon's pool when the product is big enough to pay for it.
 pub(crate) fn matmul_parallel(
     dst: &mut [f32],
     dst_stride: usize,
@@ -63,15 +63,12 @@ pub(crate) fn matmul_parallel(
     scale: f32,
     accumulate: bool,
 ) {
-    matmul_with(
-        dst,
-        dst_stride,
-        a,
-        b,
-        scale,
-        accumulate,
-        gemm::Parallelism::Rayon(0),
-    );
+    let parallelism = if crate::par::worth_parallel(a.rows * a.cols * b.cols) {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    matmul_with(dst, dst_stride, a, b, scale, accumulate, parallelism);
 }
 
 fn matmul_with(

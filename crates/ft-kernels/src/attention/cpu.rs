@@ -11,11 +11,12 @@
 
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
-use rayon::prelude::*;
 
 use crate::flex::{HostF32, cast_back};
 use crate::mask::AttentionMask;
+use crate::par;
 use crate::tile::{MatRef, matmul};
+use rayon::prelude::*;
 
 /// Query rows per tile.
 const QUERY_TILE: usize = 64;
@@ -99,6 +100,11 @@ impl Shapes {
         }
     }
 
+    /// Whether the call is big enough for rayon (a decoding step is not).
+    fn worth_parallel(&self) -> bool {
+        par::worth_parallel(self.batch * self.heads * self.seq * self.keys * self.head_dim)
+    }
+
     fn groups(&self) -> usize {
         self.heads / self.kv_heads
     }
@@ -129,22 +135,20 @@ impl Shapes {
     /// `D = grad_out · out` per query, head-major.
     fn row_dots(&self, grad_out: &[f32], out: &[f32]) -> Vec<f32> {
         let (hd, per_head) = (self.head_dim, self.seq);
-        (0..self.batch * self.heads * self.seq)
-            .into_par_iter()
-            .map(|at| {
-                let (row, head, i) = (
-                    at / (self.heads * per_head),
-                    (at / per_head) % self.heads,
-                    at % per_head,
-                );
-                let from = self.query_at(row, head, i);
-                grad_out[from..from + hd]
-                    .iter()
-                    .zip(&out[from..from + hd])
-                    .map(|(g, o)| g * o)
-                    .sum()
-            })
-            .collect()
+        let rows: Vec<usize> = (0..self.batch * self.heads * self.seq).collect();
+        par::map(par::worth_parallel(grad_out.len()), rows, |at| {
+            let (row, head, i) = (
+                at / (self.heads * per_head),
+                (at / per_head) % self.heads,
+                at % per_head,
+            );
+            let from = self.query_at(row, head, i);
+            grad_out[from..from + hd]
+                .iter()
+                .zip(&out[from..from + hd])
+                .map(|(g, o)| g * o)
+                .sum()
+        })
     }
 
     /// A head-major `[batch, heads, seq, head_dim]` buffer as a `[batch, seq, heads, head_dim]`
@@ -167,15 +171,14 @@ impl Shapes {
 /// `[batch, heads, len, dim]` → `[batch, len, heads, dim]`, one rayon task per output row.
 fn to_row_major(src: &[f32], batch: usize, heads: usize, len: usize, dim: usize) -> Vec<f32> {
     let mut dst = vec![0.0f32; src.len()];
-    dst.par_chunks_mut(heads * dim)
-        .enumerate()
-        .for_each(|(at, line)| {
-            let (row, i) = (at / len, at % len);
-            for (head, out) in line.chunks_mut(dim).enumerate() {
-                let from = ((row * heads + head) * len + i) * dim;
-                out.copy_from_slice(&src[from..from + dim]);
-            }
-        });
+    let lines: Vec<_> = dst.chunks_mut(heads * dim).enumerate().collect();
+    par::for_each(par::worth_parallel(src.len()), lines, |(at, line)| {
+        let (row, i) = (at / len, at % len);
+        for (head, out) in line.chunks_mut(dim).enumerate() {
+            let from = ((row * heads + head) * len + i) * dim;
+            out.copy_from_slice(&src[from..from + dim]);
+        }
+    });
     debug_assert_eq!(dst.len(), batch * heads * len * dim);
     dst
 }
@@ -200,20 +203,36 @@ fn forward(
         mask,
         scale,
     };
-    out.par_chunks_mut(seq * hd)
-        .zip(lse.par_chunks_mut(seq))
-        .enumerate()
-        .for_each(|(head_index, (out, lse))| {
-            let (row, head) = (head_index / shape.heads, head_index % shape.heads);
-            out.par_chunks_mut(QUERY_TILE * hd)
-                .zip(lse.par_chunks_mut(QUERY_TILE))
+    let tile = |head_index: usize, tile: usize, out: &mut [f32], lse: &mut [f32]| {
+        let (row, head) = (head_index / shape.heads, head_index % shape.heads);
+        inputs
+            .query_tile(row, head, tile * QUERY_TILE, lse.len())
+            .forward(out, lse);
+    };
+    let heads = out.chunks_mut(seq * hd).zip(lse.chunks_mut(seq)).enumerate();
+    if !shape.worth_parallel() {
+        for (head_index, (out, lse)) in heads {
+            let tiles = out.chunks_mut(QUERY_TILE * hd).zip(lse.chunks_mut(QUERY_TILE));
+            tiles
                 .enumerate()
-                .for_each(|(tile, (out, lse))| {
-                    inputs
-                        .query_tile(row, head, tile * QUERY_TILE, lse.len())
-                        .forward(out, lse);
-                });
-        });
+                .for_each(|(t, (out, lse))| tile(head_index, t, out, lse));
+        }
+        return (out, lse);
+    }
+    // Nested, so that rayon splits heads first and steals tiles (measured faster than one flat
+    // list of tiles).
+    let heads = out
+        .par_chunks_mut(seq * hd)
+        .zip(lse.par_chunks_mut(seq))
+        .enumerate();
+    heads.for_each(|(head_index, (out, lse))| {
+        let tiles = out
+            .par_chunks_mut(QUERY_TILE * hd)
+            .zip(lse.par_chunks_mut(QUERY_TILE));
+        tiles
+            .enumerate()
+            .for_each(|(t, (out, lse))| tile(head_index, t, out, lse));
+    });
     (out, lse)
 }
 
@@ -425,16 +444,30 @@ impl BackwardInputs<'_> {
         let per_head = s.keys * s.head_dim;
         let len = s.batch * s.kv_heads * per_head;
         let (mut dk, mut dv) = (vec![0.0f32; len], vec![0.0f32; len]);
-        dk.par_chunks_mut(per_head)
-            .zip(dv.par_chunks_mut(per_head))
-            .enumerate()
-            .for_each(|(head_index, (dk, dv))| {
-                let (row, kv) = (head_index / s.kv_heads, head_index % s.kv_heads);
-                dk.par_chunks_mut(KEY_TILE * s.head_dim)
-                    .zip(dv.par_chunks_mut(KEY_TILE * s.head_dim))
+        let tile = |head_index: usize, tile: usize, dk: &mut [f32], dv: &mut [f32]| {
+            let (row, kv) = (head_index / s.kv_heads, head_index % s.kv_heads);
+            self.key_tile_grads(row, kv, tile * KEY_TILE, dk, dv);
+        };
+        let tile_len = KEY_TILE * s.head_dim;
+        if s.worth_parallel() {
+            let heads = dk
+                .par_chunks_mut(per_head)
+                .zip(dv.par_chunks_mut(per_head))
+                .enumerate();
+            heads.for_each(|(head_index, (dk, dv))| {
+                let tiles = dk.par_chunks_mut(tile_len).zip(dv.par_chunks_mut(tile_len));
+                tiles
                     .enumerate()
-                    .for_each(|(tile, (dk, dv))| self.key_tile_grads(row, kv, tile * KEY_TILE, dk, dv));
+                    .for_each(|(t, (dk, dv))| tile(head_index, t, dk, dv));
             });
+        } else {
+            for (head_index, (dk, dv)) in dk.chunks_mut(per_head).zip(dv.chunks_mut(per_head)).enumerate() {
+                let tiles = dk.chunks_mut(tile_len).zip(dv.chunks_mut(tile_len));
+                tiles
+                    .enumerate()
+                    .for_each(|(t, (dk, dv))| tile(head_index, t, dk, dv));
+            }
+        }
         (dk, dv)
     }
 
@@ -491,14 +524,25 @@ impl BackwardInputs<'_> {
         let s = self.shape;
         let per_head = s.seq * s.head_dim;
         let mut dq = vec![0.0f32; s.batch * s.heads * per_head];
-        dq.par_chunks_mut(per_head)
-            .enumerate()
-            .for_each(|(head_index, dq)| {
-                let (row, head) = (head_index / s.heads, head_index % s.heads);
-                dq.par_chunks_mut(QUERY_TILE * s.head_dim)
+        let tile = |head_index: usize, tile: usize, dq: &mut [f32]| {
+            let (row, head) = (head_index / s.heads, head_index % s.heads);
+            self.query_tile_grads(row, head, tile * QUERY_TILE, dq);
+        };
+        let tile_len = QUERY_TILE * s.head_dim;
+        if s.worth_parallel() {
+            dq.par_chunks_mut(per_head)
+                .enumerate()
+                .for_each(|(head_index, dq)| {
+                    let tiles = dq.par_chunks_mut(tile_len).enumerate();
+                    tiles.for_each(|(t, dq)| tile(head_index, t, dq));
+                });
+        } else {
+            for (head_index, dq) in dq.chunks_mut(per_head).enumerate() {
+                dq.chunks_mut(tile_len)
                     .enumerate()
-                    .for_each(|(tile, dq)| self.query_tile_grads(row, head, tile * QUERY_TILE, dq));
-            });
+                    .for_each(|(t, dq)| tile(head_index, t, dq));
+            }
+        }
         dq
     }
 

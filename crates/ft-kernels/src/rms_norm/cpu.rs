@@ -1,6 +1,6 @@
 //! RMSNorm on burn-flex: one rayon task per block of rows, f32 statistics.
 
-use rayon::prelude::*;
+use crate::par;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -10,22 +10,24 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], eps: f64) -> (Vec<f32>, Vec<f32
     let hidden = weight.len();
     let mut out = vec![0.0f32; x.len()];
     let mut inv_rms = vec![0.0f32; x.len() / hidden];
-    out.par_chunks_mut(hidden * ROWS_PER_TASK)
-        .zip(inv_rms.par_chunks_mut(ROWS_PER_TASK))
-        .zip(x.par_chunks(hidden * ROWS_PER_TASK))
-        .for_each(|((out, inv_rms), x)| {
-            for ((out, r), x) in out
-                .chunks_mut(hidden)
-                .zip(inv_rms.iter_mut())
-                .zip(x.chunks(hidden))
-            {
-                let mean_square = x.iter().map(|v| v * v).sum::<f32>() / hidden as f32;
-                *r = 1.0 / (mean_square + eps as f32).sqrt();
-                for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
-                    *o = v * *r * w;
-                }
+    let tasks: Vec<_> = out
+        .chunks_mut(hidden * ROWS_PER_TASK)
+        .zip(inv_rms.chunks_mut(ROWS_PER_TASK))
+        .zip(x.chunks(hidden * ROWS_PER_TASK))
+        .collect();
+    par::for_each(par::worth_parallel(x.len()), tasks, |((out, inv_rms), x)| {
+        for ((out, r), x) in out
+            .chunks_mut(hidden)
+            .zip(inv_rms.iter_mut())
+            .zip(x.chunks(hidden))
+        {
+            let mean_square = x.iter().map(|v| v * v).sum::<f32>() / hidden as f32;
+            *r = 1.0 / (mean_square + eps as f32).sqrt();
+            for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+                *o = v * *r * w;
             }
-        });
+        }
+    });
     (out, inv_rms)
 }
 
@@ -33,12 +35,16 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], eps: f64) -> (Vec<f32>, Vec<f32
 pub(crate) fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let hidden = weight.len();
     let mut grad_x = vec![0.0f32; x.len()];
-    let grad_weight = grad_x
-        .par_chunks_mut(hidden * ROWS_PER_TASK)
-        .zip(x.par_chunks(hidden * ROWS_PER_TASK))
-        .zip(grad_out.par_chunks(hidden * ROWS_PER_TASK))
-        .zip(inv_rms.par_chunks(ROWS_PER_TASK))
-        .map(|(((grad_x, x), grad_out), inv_rms)| {
+    let tasks: Vec<_> = grad_x
+        .chunks_mut(hidden * ROWS_PER_TASK)
+        .zip(x.chunks(hidden * ROWS_PER_TASK))
+        .zip(grad_out.chunks(hidden * ROWS_PER_TASK))
+        .zip(inv_rms.chunks(ROWS_PER_TASK))
+        .collect();
+    let partials = par::map(
+        par::worth_parallel(x.len()),
+        tasks,
+        |(((grad_x, x), grad_out), inv_rms)| {
             let mut grad_weight = vec![0.0f32; hidden];
             let rows = grad_x
                 .chunks_mut(hidden)
@@ -56,13 +62,11 @@ pub(crate) fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f
                 }
             }
             grad_weight
-        })
-        .reduce(
-            || vec![0.0f32; hidden],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        },
+    );
+    let mut grad_weight = vec![0.0f32; hidden];
+    for partial in partials {
+        grad_weight.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+    }
     (grad_x, grad_weight)
 }

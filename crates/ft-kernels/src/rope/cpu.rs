@@ -1,6 +1,6 @@
 //! RoPE on burn-flex: one rayon task per block of positions, every head of a position at once.
 
-use rayon::prelude::*;
+use crate::par;
 
 /// Positions per rayon task.
 const POSITIONS_PER_TASK: usize = 32;
@@ -12,20 +12,22 @@ pub(crate) fn forward(x: &[f32], cos: &[f32], signed_sin: &[f32], head_dim: usiz
     let heads = x.len() / cos.len();
     let mut out = vec![0.0f32; x.len()];
     let width = heads * head_dim;
-    out.par_chunks_mut(width * POSITIONS_PER_TASK)
-        .zip(x.par_chunks(width * POSITIONS_PER_TASK))
+    let tasks: Vec<_> = out
+        .chunks_mut(width * POSITIONS_PER_TASK)
+        .zip(x.chunks(width * POSITIONS_PER_TASK))
         .zip(
-            cos.par_chunks(head_dim * POSITIONS_PER_TASK)
-                .zip(signed_sin.par_chunks(head_dim * POSITIONS_PER_TASK)),
+            cos.chunks(head_dim * POSITIONS_PER_TASK)
+                .zip(signed_sin.chunks(head_dim * POSITIONS_PER_TASK)),
         )
-        .for_each(|((out, x), (cos, sin))| {
-            let positions = out.chunks_mut(width).zip(x.chunks(width));
-            for ((out, x), (cos, sin)) in positions.zip(cos.chunks(head_dim).zip(sin.chunks(head_dim))) {
-                for (out, x) in out.chunks_mut(head_dim).zip(x.chunks(head_dim)) {
-                    rotate(out, x, cos, sin);
-                }
+        .collect();
+    par::for_each(par::worth_parallel(x.len()), tasks, |((out, x), (cos, sin))| {
+        let positions = out.chunks_mut(width).zip(x.chunks(width));
+        for ((out, x), (cos, sin)) in positions.zip(cos.chunks(head_dim).zip(sin.chunks(head_dim))) {
+            for (out, x) in out.chunks_mut(head_dim).zip(x.chunks(head_dim)) {
+                rotate(out, x, cos, sin);
             }
-        });
+        }
+    });
     out
 }
 
@@ -35,13 +37,18 @@ pub(crate) fn backward(grad_out: &[f32], cos: &[f32], signed_sin: &[f32], head_d
     let mut grad = vec![0.0f32; grad_out.len()];
     let width = heads * head_dim;
     let half = head_dim / 2;
-    grad.par_chunks_mut(width * POSITIONS_PER_TASK)
-        .zip(grad_out.par_chunks(width * POSITIONS_PER_TASK))
+    let tasks: Vec<_> = grad
+        .chunks_mut(width * POSITIONS_PER_TASK)
+        .zip(grad_out.chunks(width * POSITIONS_PER_TASK))
         .zip(
-            cos.par_chunks(head_dim * POSITIONS_PER_TASK)
-                .zip(signed_sin.par_chunks(head_dim * POSITIONS_PER_TASK)),
+            cos.chunks(head_dim * POSITIONS_PER_TASK)
+                .zip(signed_sin.chunks(head_dim * POSITIONS_PER_TASK)),
         )
-        .for_each(|((grad, grad_out), (cos, sin))| {
+        .collect();
+    par::for_each(
+        par::worth_parallel(grad_out.len()),
+        tasks,
+        |((grad, grad_out), (cos, sin))| {
             let positions = grad.chunks_mut(width).zip(grad_out.chunks(width));
             for ((grad, grad_out), (cos, sin)) in
                 positions.zip(cos.chunks(head_dim).zip(sin.chunks(head_dim)))
@@ -53,7 +60,8 @@ pub(crate) fn backward(grad_out: &[f32], cos: &[f32], signed_sin: &[f32], head_d
                     }
                 }
             }
-        });
+        },
+    );
     grad
 }
 
