@@ -45,6 +45,11 @@ impl AttentionMask {
         }
     }
 
+    /// Whether only causal order hides keys (no window, padding or segments).
+    pub fn is_causal_only(&self) -> bool {
+        self.window.is_none() && self.attention_mask.is_none() && self.segment_ids.is_none()
+    }
+
     /// Keys per row: cached plus new.
     pub fn keys(&self) -> usize {
         self.past + self.seq

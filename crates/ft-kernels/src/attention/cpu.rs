@@ -310,6 +310,16 @@ impl QueryTile<'_> {
     fn scores(&self, first_key: usize, cols: usize, scores: &mut [f32]) {
         let keys = self.key_rows(self.k, first_key, cols).t();
         matmul(scores, cols, self.queries(), keys, self.scale, false);
+        if self.mask.is_causal_only() {
+            // Key j is hidden from query i exactly when j > past + i: only tiles crossing the
+            // diagonal have hidden keys, and they are a suffix of each row.
+            let past = self.mask.past;
+            for r in 0..self.rows {
+                let visible = (past + self.first + r + 1).saturating_sub(first_key).min(cols);
+                scores[r * cols + visible..(r + 1) * cols].fill(f32::NEG_INFINITY);
+            }
+            return;
+        }
         for r in 0..self.rows {
             for c in 0..cols {
                 if !self.mask.visible(self.row, self.first + r, first_key + c) {
