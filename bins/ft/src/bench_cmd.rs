@@ -59,6 +59,10 @@ enum BenchKind {
         /// Print `{"tokens_per_s": .., "peak_rss_mb": ..}`.
         #[arg(long)]
         json: bool,
+        /// Also print where a step's time goes: forward, backward, optimizer (median seconds and
+        /// share); with `--json`, a `phases` object.
+        #[arg(long)]
+        profile: bool,
         /// Device.
         #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
         device: DeviceKind,
@@ -136,19 +140,23 @@ impl BackendTask for BenchArgs {
                 batch,
                 seq,
                 peak_tflops,
+                profile,
                 ..
             } => {
                 let run = crate::bench_train::run::<B>(device, *steps, *shape, *batch, *seq)?;
                 let peak = crate::bench_train::peak_rss_mb();
                 let achieved_tflops = run.flops_per_step / run.median_step_s / 1e12;
                 let mfu = peak_tflops.map(|p| achieved_tflops / p);
+                let p = run.phases;
                 if *json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"tokens_per_s": run.tokens_per_s, "peak_rss_mb": peak,
+                    let mut report = serde_json::json!({"tokens_per_s": run.tokens_per_s, "peak_rss_mb": peak,
                         "median_step_s": run.median_step_s, "device": label, "shape": shape.name(),
-                        "achieved_tflops": achieved_tflops, "mfu": mfu})
-                    );
+                        "achieved_tflops": achieved_tflops, "mfu": mfu});
+                    if *profile {
+                        report["phases"] = serde_json::json!({"forward_s": p.forward_s,
+                            "backward_s": p.backward_s, "optimizer_s": p.optimizer_s});
+                    }
+                    println!("{report}");
                 } else {
                     let mfu = mfu
                         .map(|m| format!(", MFU {:.1}%", m * 100.0))
@@ -159,6 +167,16 @@ impl BackendTask for BenchArgs {
                         run.tokens_per_s,
                         run.median_step_s
                     );
+                    if *profile {
+                        let total = (p.forward_s + p.backward_s + p.optimizer_s).max(1e-12);
+                        for (name, s) in [
+                            ("forward", p.forward_s),
+                            ("backward", p.backward_s),
+                            ("optimizer", p.optimizer_s),
+                        ] {
+                            println!("  {name:<9} {s:.4} s  {:>5.1}%", 100.0 * s / total);
+                        }
+                    }
                 }
                 return Ok(());
             }

@@ -20,7 +20,7 @@ use ft_model::weights::{HostTensor, TensorSource, expected_tensors, load_weights
 use ft_model::{CausalLm, ModelConfig, ModelError};
 use ft_train::config::TrainConfig;
 use ft_train::metrics::StepMetrics;
-use ft_train::trainer::{TrainHooks, TrainSetup, train};
+use ft_train::trainer::{StepTimes, TrainHooks, TrainSetup, train};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,9 +59,14 @@ impl TensorSource for RandomWeights {
 struct Timer {
     last: Option<Instant>,
     steps: Vec<f64>,
+    phases: Vec<StepTimes>,
 }
 
 impl<B: TrainBackend> TrainHooks<B> for Timer {
+    fn on_step_times(&mut self, times: &StepTimes) {
+        self.phases.push(*times);
+    }
+
     fn on_step(&mut self, _m: &StepMetrics, _total: usize) {
         let now = Instant::now();
         if let Some(last) = self.last {
@@ -101,6 +106,22 @@ pub struct TrainBench {
     /// base's N matrix parameters, plus attention scores/values forward and backward; the
     /// adapters' own FLOPs are negligible and not counted).
     pub flops_per_step: f64,
+    /// Median seconds per phase of a step (after the warm-up step).
+    pub phases: StepTimes,
+}
+
+/// The median of each phase over `steps`.
+fn median_phases(steps: &[StepTimes]) -> StepTimes {
+    let median = |pick: fn(&StepTimes) -> f64| {
+        let mut values: Vec<f64> = steps.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    StepTimes {
+        forward_s: median(|t| t.forward_s),
+        backward_s: median(|t| t.backward_s),
+        optimizer_s: median(|t| t.optimizer_s),
+    }
 }
 
 fn bench_config(shape: Shape) -> ModelConfig {
@@ -222,6 +243,7 @@ pub fn run<B: KernelBackend>(
     let mut timer = Timer {
         last: None,
         steps: Vec::new(),
+        phases: Vec::new(),
     };
     train(setup, &mut timer)?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -232,6 +254,7 @@ pub fn run<B: KernelBackend>(
         median_step_s: median,
         tokens_per_s: (batch * seq) as f64 / median,
         flops_per_step: lora_step_flops(&model_config_for_flops, batch, seq),
+        phases: median_phases(timer.phases.get(1..).unwrap_or_default()),
     })
 }
 

@@ -97,6 +97,25 @@ fn bench_forward_and_generate_print_json() {
 }
 
 #[test]
+fn bench_train_profile_splits_a_step_into_its_phases() {
+    let out = ft()
+        .args(["bench", "train", "--steps", "2", "--batch", "1", "--seq", "32"])
+        .args(["--json", "--profile", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = report["median_step_s"].as_f64().unwrap();
+    let phases: Vec<f64> = ["forward_s", "backward_s", "optimizer_s"]
+        .iter()
+        .map(|k| report["phases"][k].as_f64().unwrap())
+        .collect();
+    assert!(phases.iter().all(|&s| s > 0.0), "{report}");
+    // The phases are parts of the step (the step also collates its batch).
+    assert!(phases.iter().sum::<f64>() <= step * 1.05, "{report}");
+}
+
+#[test]
 fn missing_model_folder_is_a_clear_error() {
     let out = ft()
         .args(["chat", "/nonexistent/model", "--prompt", "hi"])

@@ -32,6 +32,8 @@ use ft_model::adapters::adapter_weights;
 pub trait TrainHooks<B: TrainBackend> {
     /// After every optimizer step.
     fn on_step(&mut self, _metrics: &StepMetrics, _total_steps: usize) {}
+    /// Where the step's time went (before [`TrainHooks::on_step`]).
+    fn on_step_times(&mut self, _times: &StepTimes) {}
     /// Before training (step 0), every `[eval] every_steps`, and at the end. A hook that
     /// measures a held-out loss returns it; the loop logs it (`metrics.jsonl`, TensorBoard).
     fn evaluate(
@@ -42,6 +44,17 @@ pub trait TrainHooks<B: TrainBackend> {
     ) -> Option<EvalMetrics> {
         None
     }
+}
+
+/// Seconds one optimizer step spent in each phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    /// Forward passes and losses of the window's micro-batches.
+    pub forward_s: f64,
+    /// Backward passes and gathering the trained parameters' gradients.
+    pub backward_s: f64,
+    /// Gradient norm, clipping and the AdamW updates.
+    pub optimizer_s: f64,
 }
 
 /// Hooks that do nothing.
@@ -255,6 +268,7 @@ pub fn train<B: TrainBackend>(
             .collect();
         let targets: usize = batches.iter().map(Batch::supervised_targets).sum();
         let real_tokens: usize = batches.iter().map(Batch::real_tokens).sum();
+        let mut times = StepTimes::default();
         let (loss, grad_norm) = if targets == 0 {
             tracing::warn!(
                 "step {}: no supervised token in rows {window_rows:?} (micro-batches {first}..{last}); skipped",
@@ -270,8 +284,10 @@ pub fn train<B: TrainBackend>(
                 &mut optimizer,
                 schedule.lr(step),
                 t.max_grad_norm,
+                &mut times,
             )?
         };
+        hooks.on_step_times(&times);
         if targets > 0 && !loss.is_finite() {
             tracing::warn!(
                 "step {}: non-finite loss {loss} on rows {window_rows:?}; the update was skipped",
@@ -353,6 +369,7 @@ fn evaluate<B: TrainBackend>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn optimizer_step<B: TrainBackend>(
     setup: &mut TrainSetup<B>,
     params: &[TrainParam],
@@ -361,16 +378,20 @@ fn optimizer_step<B: TrainBackend>(
     optimizer: &mut AdamW<B::InnerBackend>,
     lr: f64,
     max_grad_norm: f64,
+    times: &mut StepTimes,
 ) -> Result<(f64, f64)> {
     let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; params.len()];
     let mut loss_sum = 0f64;
     for batch in batches {
+        let started = Instant::now();
         let input = model_input(batch);
         let out = setup.model.loss_sum(&input, &batch.labels, &setup.model_config);
         if out.count == 0 {
             continue;
         }
         loss_sum += out.sum.clone().into_scalar().elem::<f64>();
+        times.forward_s += started.elapsed().as_secs_f64();
+        let started = Instant::now();
         let gradients = out.sum.div_scalar(targets as f64).backward();
         for (slot, p) in grads.iter_mut().zip(params) {
             if let Some(g) = p.grad(&setup.model, &setup.model_config, &gradients) {
@@ -380,7 +401,9 @@ fn optimizer_step<B: TrainBackend>(
                 });
             }
         }
+        times.backward_s += started.elapsed().as_secs_f64();
     }
+    let started = Instant::now();
     let loss = loss_sum / targets as f64;
     if !loss.is_finite() {
         return Ok((loss, f64::NAN));
@@ -404,6 +427,7 @@ fn optimizer_step<B: TrainBackend>(
         let updated = optimizer.update(&p.name(), current, g.mul_scalar(coef), lr);
         p.set(&mut setup.model, &setup.model_config, Tensor::from_inner(updated));
     }
+    times.optimizer_s = started.elapsed().as_secs_f64();
     Ok((loss, norm))
 }
 
