@@ -9,6 +9,9 @@ use burn_flex::Flex;
 use ft_kernels::attention::composite;
 use ft_kernels::{AttentionMask, attention};
 use proptest::prelude::*;
+
+mod common;
+use common::{assert_close, values};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -72,20 +75,6 @@ impl Case {
         let grads = (op(q.clone(), k.clone(), v.clone()) * weights).sum().backward();
         [q, k, v].map(|t| values(t.grad(&grads).expect("tracked input has a gradient")))
     }
-}
-
-fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 data")
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
-        .fold(0.0f32, f32::max);
-    assert!(worst <= tol, "{what}: worst difference {worst:e} > {tol:e}");
 }
 
 /// The kernel's forward equals the composite's, and its gradients equal Burn's autodiff of the

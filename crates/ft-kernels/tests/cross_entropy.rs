@@ -10,36 +10,17 @@ use burn_flex::Flex;
 use ft_kernels::cross_entropy::{composite, rows_per_chunk};
 use ft_kernels::linear_cross_entropy;
 use proptest::prelude::*;
+
+mod common;
+use common::{assert_close, random, values};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 type A = Autodiff<Flex>;
 
-fn tensor<B: Backend>(shape: [usize; 2], seed: u64, spread: f32) -> Tensor<B, 2> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..shape[0] * shape[1])
-        .map(|_| rng.random_range(-spread..spread))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
-
 fn targets(rows: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..rows).map(|_| rng.random_range(0..vocab as u32)).collect()
-}
-
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 data")
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
-        .fold(0.0f32, f32::max);
-    assert!(worst <= tol, "{what}: worst difference {worst:e} > {tol:e}");
 }
 
 /// ft-model's loss before the kernel: full logits, log-softmax, gather.
@@ -56,8 +37,8 @@ fn check(rows: usize, width: usize, vocab: usize, seed: u64, weight_trained: boo
     let ids = targets(rows, vocab, seed);
     let (h_shape, w_shape) = ([rows, width], [vocab, width]);
     let loss = |fused: bool| {
-        let hidden = tensor::<A>(h_shape, seed + 1, 2.0).require_grad();
-        let mut weight = tensor::<A>(w_shape, seed + 2, 1.0);
+        let hidden = random::<A, 2>(h_shape, seed + 1, 2.0).require_grad();
+        let mut weight = random::<A, 2>(w_shape, seed + 2, 1.0);
         if weight_trained {
             weight = weight.require_grad();
         }
@@ -84,8 +65,8 @@ fn check(rows: usize, width: usize, vocab: usize, seed: u64, weight_trained: boo
 
     // The composite (what GPU backends run), forward and backward, on the inner backend.
     let (hidden, weight) = (
-        tensor::<Flex>(h_shape, seed + 1, 2.0),
-        tensor::<Flex>(w_shape, seed + 2, 1.0),
+        random::<Flex, 2>(h_shape, seed + 1, 2.0),
+        random::<Flex, 2>(w_shape, seed + 2, 1.0),
     );
     let (loss, lse) = composite::forward(hidden.clone(), weight.clone(), &ids);
     assert_close("composite loss", &values(loss), &want, 1e-5);

@@ -4,13 +4,14 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor};
 use burn_flex::Flex;
 use ft_kernels::{
     AttentionMask, LoraWeights, attention, linear_cross_entropy, lora_linear, rms_norm, rope, swiglu,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::{random, values};
 
 type A = Autodiff<Flex>;
 
@@ -18,18 +19,6 @@ const HALVES: [(FloatDType, DType, f32); 2] = [
     (FloatDType::BF16, DType::BF16, 2e-2),
     (FloatDType::F16, DType::F16, 4e-3),
 ];
-
-fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
-
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("float data")
-}
 
 /// `got` (a half tensor) within `tol` (relative to the largest value) of `want` (f32).
 fn assert_close<B: Backend, const D: usize>(
@@ -61,12 +50,12 @@ fn every_op_takes_half_inputs_and_returns_their_dtype() {
         let rounded = |t: Tensor<Flex, 2>| t.cast(half).cast(FloatDType::F32);
         let h = |t: Tensor<Flex, 2>| t.cast(half);
 
-        let x = rounded(tensor([6, 32], 1));
-        let weight = rounded(tensor::<Flex, 2>([1, 32], 2)).reshape([32]);
+        let x = rounded(random([6, 32], 1, 1.0));
+        let weight = rounded(random::<Flex, 2>([1, 32], 2, 1.0)).reshape([32]);
         let got = rms_norm(h(x.clone()), weight.clone().cast(half), 1e-5);
         assert_close("rms_norm", got, rms_norm(x.clone(), weight, 1e-5), dtype, tol);
 
-        let up = rounded(tensor([6, 32], 3));
+        let up = rounded(random([6, 32], 3, 1.0));
         assert_close(
             "swiglu",
             swiglu(h(x.clone()), h(up.clone())),
@@ -77,9 +66,9 @@ fn every_op_takes_half_inputs_and_returns_their_dtype() {
 
         let q4 = |t: Tensor<Flex, 2>| t.reshape([1, 6, 2, 16]);
         let (q, k, v) = (
-            rounded(tensor([6, 32], 4)),
-            rounded(tensor([6, 32], 5)),
-            rounded(tensor([6, 32], 6)),
+            rounded(random([6, 32], 4, 1.0)),
+            rounded(random([6, 32], 5, 1.0)),
+            rounded(random([6, 32], 6, 1.0)),
         );
         let mask = AttentionMask::causal(1, 6, 0);
         let got = attention(q4(h(q.clone())), q4(h(k.clone())), q4(h(v.clone())), &mask, 0.25);
@@ -91,12 +80,12 @@ fn every_op_takes_half_inputs_and_returns_their_dtype() {
             tol,
         );
 
-        let angles = |seed| rounded(tensor([6, 16], seed)).reshape([1, 6, 16]);
+        let angles = |seed| rounded(random([6, 16], seed, 1.0)).reshape([1, 6, 16]);
         let (cos, sin) = (angles(7), angles(8));
         let got = rope(q4(h(q.clone())), cos.clone().cast(half), sin.clone().cast(half));
         assert_close("rope", got, rope(q4(q), cos, sin), dtype, tol);
 
-        let head = rounded(tensor([50, 32], 9));
+        let head = rounded(random([50, 32], 9, 1.0));
         let targets: Vec<u32> = (0..6).map(|i| i * 7).collect();
         let got = linear_cross_entropy(h(x.clone()), h(head.clone()), &targets);
         assert_eq!(got.dtype(), DType::F32, "the loss is f32 whatever the dtype");
@@ -104,9 +93,9 @@ fn every_op_takes_half_inputs_and_returns_their_dtype() {
         assert_close("cross-entropy", got.cast(half), want, dtype, tol);
 
         let weights = |cast: &dyn Fn(Tensor<Flex, 2>) -> Tensor<Flex, 2>| LoraWeights {
-            weight: cast(rounded(tensor([24, 32], 10))),
-            a: cast(rounded(tensor([4, 32], 11))),
-            b: cast(rounded(tensor([24, 4], 12))),
+            weight: cast(rounded(random([24, 32], 10, 1.0))),
+            a: cast(rounded(random([4, 32], 11, 1.0))),
+            b: cast(rounded(random([24, 4], 12, 1.0))),
             scale: 2.0,
         };
         let got = lora_linear(h(x.clone()), h(x.clone()), weights(&h));
@@ -124,9 +113,9 @@ fn every_op_takes_half_inputs_and_returns_their_dtype() {
 fn half_gradients_come_back_in_the_inputs_dtype() {
     for (half, dtype, tol) in HALVES {
         let grads = |cast: bool| {
-            let mut q = tensor::<A, 4>([1, 6, 2, 16], 1);
-            let mut k = tensor::<A, 4>([1, 6, 1, 16], 2);
-            let mut v = tensor::<A, 4>([1, 6, 1, 16], 3);
+            let mut q = random::<A, 4>([1, 6, 2, 16], 1, 1.0);
+            let mut k = random::<A, 4>([1, 6, 1, 16], 2, 1.0);
+            let mut v = random::<A, 4>([1, 6, 1, 16], 3, 1.0);
             if cast {
                 (q, k, v) = (q.cast(half), k.cast(half), v.cast(half));
             } else {

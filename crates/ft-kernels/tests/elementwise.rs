@@ -2,40 +2,19 @@
 //! composite reference: outputs, and gradients against Burn's own autodiff through tensor ops.
 
 use burn::backend::Autodiff;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 use ft_kernels::rms_norm::composite as composite_norm;
 use ft_kernels::rope::composite as composite_rope;
 use ft_kernels::swiglu::composite as composite_gate;
 use ft_kernels::{rms_norm, rope, swiglu};
 use proptest::prelude::*;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::{assert_close, random, values};
 
 type A = Autodiff<Flex>;
-
-fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64, spread: f32) -> Tensor<B, D> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-spread..spread))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
-
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 data")
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
-        .fold(0.0f32, f32::max);
-    assert!(worst <= tol, "{what}: worst difference {worst:e} > {tol:e}");
-}
 
 /// Reference RMSNorm written with plain tensor ops, as ft-model computed it before the kernel.
 fn reference_rms_norm<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
@@ -45,8 +24,8 @@ fn reference_rms_norm<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f6
 
 fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
     let eps = 1e-5;
-    let x = tensor::<Flex, 3>(shape, seed, 3.0);
-    let weight = tensor::<Flex, 1>([shape[2]], seed + 1, 1.5);
+    let x = random::<Flex, 3>(shape, seed, 3.0);
+    let weight = random::<Flex, 1>([shape[2]], seed + 1, 1.5);
     let got = values(rms_norm(x.clone(), weight.clone(), eps));
     assert_close(
         "rms_norm forward",
@@ -56,8 +35,8 @@ fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
     );
 
     let grads = |fused: bool| {
-        let x = tensor::<A, 3>(shape, seed, 3.0).require_grad();
-        let mut weight = tensor::<A, 1>([shape[2]], seed + 1, 1.5);
+        let x = random::<A, 3>(shape, seed, 3.0).require_grad();
+        let mut weight = random::<A, 1>([shape[2]], seed + 1, 1.5);
         if weight_trained {
             weight = weight.require_grad();
         }
@@ -66,7 +45,7 @@ fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
         } else {
             reference_rms_norm(x.clone(), weight.clone(), eps)
         };
-        let g = (out * tensor::<A, 3>(shape, seed + 2, 1.0)).sum().backward();
+        let g = (out * random::<A, 3>(shape, seed + 2, 1.0)).sum().backward();
         let dw = weight.grad(&g).map(values);
         (values(x.grad(&g).expect("x is tracked")), dw)
     };
@@ -79,10 +58,10 @@ fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
 
     // The composite backward (what GPU backends run) against the same autodiff reference.
     let rows = [shape[0] * shape[1], shape[2]];
-    let x = tensor::<Flex, 3>(shape, seed, 3.0).reshape(rows);
-    let weight = tensor::<Flex, 1>([shape[2]], seed + 1, 1.5);
+    let x = random::<Flex, 3>(shape, seed, 3.0).reshape(rows);
+    let weight = random::<Flex, 1>([shape[2]], seed + 1, 1.5);
     let (_, inv_rms) = composite_norm::forward(x.clone(), weight.clone(), eps);
-    let grad_out = tensor::<Flex, 3>(shape, seed + 2, 1.0).reshape(rows);
+    let grad_out = random::<Flex, 3>(shape, seed + 2, 1.0).reshape(rows);
     let (dx, dw) = composite_norm::backward(x, weight, inv_rms, grad_out);
     assert_close("composite rms_norm dx", &values(dx), &want_dx, 1e-4);
     if let Some(want_dw) = want_dw {
@@ -91,20 +70,20 @@ fn check_rms_norm(shape: [usize; 3], seed: u64, weight_trained: bool) {
 }
 
 fn check_swiglu(shape: [usize; 3], seed: u64) {
-    let gate = tensor::<Flex, 3>(shape, seed, 6.0);
-    let up = tensor::<Flex, 3>(shape, seed + 1, 2.0);
+    let gate = random::<Flex, 3>(shape, seed, 6.0);
+    let up = random::<Flex, 3>(shape, seed + 1, 2.0);
     let want = burn::tensor::activation::silu(gate.clone()) * up.clone();
     assert_close("swiglu forward", &values(swiglu(gate, up)), &values(want), 1e-6);
 
     let grads = |fused: bool| {
-        let gate = tensor::<A, 3>(shape, seed, 6.0).require_grad();
-        let up = tensor::<A, 3>(shape, seed + 1, 2.0).require_grad();
+        let gate = random::<A, 3>(shape, seed, 6.0).require_grad();
+        let up = random::<A, 3>(shape, seed + 1, 2.0).require_grad();
         let out = if fused {
             swiglu(gate.clone(), up.clone())
         } else {
             burn::tensor::activation::silu(gate.clone()) * up.clone()
         };
-        let g = (out * tensor::<A, 3>(shape, seed + 2, 1.0)).sum().backward();
+        let g = (out * random::<A, 3>(shape, seed + 2, 1.0)).sum().backward();
         [gate, up].map(|t| values(t.grad(&g).expect("tracked")))
     };
     let (got, want) = (grads(true), grads(false));
@@ -113,9 +92,9 @@ fn check_swiglu(shape: [usize; 3], seed: u64) {
 
     let flat = |t: Tensor<Flex, 3>| t.reshape([shape.iter().product::<usize>()]);
     let composite = composite_gate::backward(
-        flat(tensor(shape, seed, 6.0)),
-        flat(tensor(shape, seed + 1, 2.0)),
-        flat(tensor(shape, seed + 2, 1.0)),
+        flat(random(shape, seed, 6.0)),
+        flat(random(shape, seed + 1, 2.0)),
+        flat(random(shape, seed + 2, 1.0)),
     );
     assert_close(
         "composite swiglu dgate",
@@ -133,8 +112,8 @@ fn check_swiglu(shape: [usize; 3], seed: u64) {
 
 fn check_rope(shape: [usize; 4], seed: u64) {
     let [batch, seq, _, head_dim] = shape;
-    let angles = |seed| tensor::<A, 3>([batch, seq, head_dim], seed, 1.0);
-    let x = tensor::<Flex, 4>(shape, seed, 2.0);
+    let angles = |seed| random::<A, 3>([batch, seq, head_dim], seed, 1.0);
+    let x = random::<Flex, 4>(shape, seed, 2.0);
     let (cos, sin) = (angles(seed + 1).inner(), angles(seed + 2).inner());
     let want = composite_rope::forward(x.clone(), cos.clone(), sin.clone());
     assert_close(
@@ -145,19 +124,19 @@ fn check_rope(shape: [usize; 4], seed: u64) {
     );
 
     let grads = |fused: bool| {
-        let x = tensor::<A, 4>(shape, seed, 2.0).require_grad();
+        let x = random::<A, 4>(shape, seed, 2.0).require_grad();
         let (cos, sin) = (angles(seed + 1), angles(seed + 2));
         let out = if fused {
             rope(x.clone(), cos, sin)
         } else {
             composite_rope::forward(x.clone(), cos, sin)
         };
-        let g = (out * tensor::<A, 4>(shape, seed + 3, 1.0)).sum().backward();
+        let g = (out * random::<A, 4>(shape, seed + 3, 1.0)).sum().backward();
         values(x.grad(&g).expect("tracked"))
     };
     let want = grads(false);
     assert_close("rope dx", &grads(true), &want, 1e-6);
-    let composite = composite_rope::backward(tensor::<Flex, 4>(shape, seed + 3, 1.0), cos, sin);
+    let composite = composite_rope::backward(random::<Flex, 4>(shape, seed + 3, 1.0), cos, sin);
     assert_close("composite rope dx", &values(composite), &want, 1e-6);
 }
 
