@@ -103,7 +103,9 @@ fn every_scalar_written_by_the_event_writer_reads_back() {
 proptest! {
     #[test]
     fn any_events_round_trip_and_a_cut_inside_a_record_is_caught(
-        steps in proptest::collection::vec((0i64..1_000_000, -1e6f64..1e6, "[a-z/_]{1,12}"), 1..20),
+        // Values through an integer: proptest 1.12's float range sampler can trip its own debug
+        // assertion on some seeds.
+        steps in proptest::collection::vec((0i64..1_000_000, (-1_000_000_000i64..1_000_000_000).prop_map(|k| k as f64 / 1e3), "[a-z/_]{1,12}"), 1..20),
         cut in 1usize..64,
     ) {
         let events: Vec<Event> = steps
