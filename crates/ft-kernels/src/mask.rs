@@ -81,6 +81,43 @@ impl AttentionMask {
         (first, query)
     }
 
+    /// Sets to −∞ the scores of the keys `first_key..first_key + line.len()` that new token `i`
+    /// of `row` may not see; the same rule as [`AttentionMask::visible`], row at a time.
+    pub fn hide_hidden_keys(&self, row: usize, i: usize, first_key: usize, line: &mut [f32]) {
+        let (first, last) = self.key_range(i);
+        let end = first_key + line.len();
+        for (j, score) in (first_key..end).zip(line.iter_mut()) {
+            if j < first || j > last {
+                *score = f32::NEG_INFINITY;
+            }
+        }
+        // New keys (past the cache) may also be padding or in another segment.
+        let from = first_key.max(self.past).max(first);
+        let to = end.min(last + 1);
+        if from >= to {
+            return;
+        }
+        // Key j is new token j − past of the row; `line` starts at key `first_key`.
+        let (base, offset) = (row * self.seq, self.past);
+        let keys = from - offset..to - offset;
+        let line = &mut line[from - first_key..to - first_key];
+        if let Some(mask) = &self.attention_mask {
+            for (score, &m) in line.iter_mut().zip(&mask[base + keys.start..base + keys.end]) {
+                if m == 0 {
+                    *score = f32::NEG_INFINITY;
+                }
+            }
+        }
+        if let Some(segments) = &self.segment_ids {
+            let own = segments[base + i];
+            for (score, &s) in line.iter_mut().zip(&segments[base + keys.start..base + keys.end]) {
+                if s != own {
+                    *score = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
     /// The additive bias `[batch, 1, seq, past + seq]` (row-major): 0 where the key is visible,
     /// [`MASKED`] where it is not.
     pub fn bias(&self) -> Vec<f32> {
@@ -195,6 +232,36 @@ mod tests {
             for j in 0..mask.keys() {
                 if mask.visible(0, i, j) {
                     assert!((first..=last).contains(&j), "query {i} key {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hiding_a_row_at_a_time_agrees_with_visible() {
+        let packed = AttentionMask {
+            window: Some(5),
+            attention_mask: Some(Arc::new(vec![1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0])),
+            segment_ids: Some(Arc::new(vec![0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 1, 1, 2, 2])),
+            ..AttentionMask::causal(2, 8, 3)
+        };
+        for mask in [
+            packed.clone(),
+            AttentionMask {
+                window: None,
+                ..packed
+            },
+        ] {
+            for row in 0..mask.batch {
+                for i in 0..mask.seq {
+                    for first_key in [0, 2, 5] {
+                        let mut line = vec![0.0f32; mask.keys() - first_key];
+                        mask.hide_hidden_keys(row, i, first_key, &mut line);
+                        for (c, &v) in line.iter().enumerate() {
+                            let j = first_key + c;
+                            assert_eq!(v == 0.0, mask.visible(row, i, j), "row {row} query {i} key {j}");
+                        }
+                    }
                 }
             }
         }

@@ -320,12 +320,9 @@ impl QueryTile<'_> {
             }
             return;
         }
-        for r in 0..self.rows {
-            for c in 0..cols {
-                if !self.mask.visible(self.row, self.first + r, first_key + c) {
-                    scores[r * cols + c] = f32::NEG_INFINITY;
-                }
-            }
+        for (r, line) in scores.chunks_mut(cols).take(self.rows).enumerate() {
+            self.mask
+                .hide_hidden_keys(self.row, self.first + r, first_key, line);
         }
     }
 
