@@ -14,6 +14,7 @@ mod model_load;
 mod plot_cmd;
 mod templates_cmd;
 mod train_cmd;
+mod train_progress;
 
 use clap::{Parser, Subcommand};
 

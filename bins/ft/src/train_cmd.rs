@@ -21,6 +21,8 @@ use ft_model::families::linear_names;
 use ft_train::checkpoint::latest_checkpoint;
 use ft_train::config::{self, TrainConfig};
 use ft_train::eval_hook::ChatEvalHook;
+
+use crate::train_progress::{TrainBar, WithProgress};
 use ft_train::eval_loss::EvalLossHook;
 use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{TrainSetup, train};
@@ -152,13 +154,18 @@ impl BackendTask for TrainTask {
         }) {
             tracing::warn!("Ctrl-C handler not installed: {e}");
         }
+        let bar = TrainBar::new();
         let chat = ChatEvalHook::new(
             config.eval.clone(),
             template.clone(),
             loaded.tokenizer.clone(),
             config.train.output_dir.clone(),
-        );
-        let mut hooks = EvalLossHook::new(chat, Box::new(dataset.eval));
+        )
+        .with_answers_callback(bar.answers_printer());
+        let mut hooks = WithProgress {
+            bar,
+            inner: EvalLossHook::new(chat, Box::new(dataset.eval)),
+        };
         let setup = TrainSetup {
             linear_names: linear_names(&loaded.config),
             model,

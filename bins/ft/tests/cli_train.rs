@@ -203,3 +203,26 @@ fn a_qlora_adapter_records_its_quantization_and_merges_into_the_model_it_was_tra
     let m = chat(&merged, &[], "Who are you?");
     assert_eq!(a, m, "the merged QLoRA model answers as base(NF4) + adapter does");
 }
+
+#[test]
+fn sample_answers_are_written_and_shown_at_every_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen_data(dir.path(), 16);
+    let out = dir.path().join("out");
+    let config = assistant_config(dir.path(), &data, &out, |t| {
+        t.replace("epochs = 8", "max_steps = 2")
+            .replace("every_steps = 50", "every_steps = 1")
+            .replace("max_new_tokens = 40", "max_new_tokens = 4")
+            .replace("report_to = [\"tensorboard\"]", "")
+    });
+    let shown = stderr(&run_ok(ft().arg("train").arg(&config)));
+    for step in 0..=2 {
+        assert!(
+            shown.contains(&format!("sample answers at step {step}:")),
+            "{shown}"
+        );
+        let file = std::fs::read_to_string(out.join(format!("eval_outputs_step_{step}.txt"))).unwrap();
+        assert!(file.contains("Eval output 0:\n你是谁\n→ "), "{file}");
+        assert!(file.contains("Eval output 1:\nWho are you?\n→ "), "{file}");
+    }
+}

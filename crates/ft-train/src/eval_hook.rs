@@ -1,9 +1,8 @@
 //! XTuner's EvaluateChatHook: answers to `[eval] inputs` before training, every `every_steps`
-//! and at the end, rendered with the training template and written to
-//! `output_dir/eval_outputs_step_{step}.txt`; plus the progress bar.
+//! and at the end, rendered with the training template, written atomically to
+//! `output_dir/eval_outputs_step_{step}.txt` and handed to a callback (the binary shows them).
 
 use ft_model::TrainBackend;
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
@@ -14,25 +13,27 @@ use ft_model::generate::generate;
 use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
 use ft_model::session::KvSession;
 use ft_model::{CausalLm, ModelConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::EvalSection;
-use crate::metrics::{EvalMetrics, StepMetrics};
+use crate::metrics::EvalMetrics;
 use crate::trainer::TrainHooks;
 
-/// Progress display and sample generations.
+/// Receives each evaluation's report: the step and the text of every input and its answer.
+pub type AnswersCallback = Box<dyn FnMut(usize, &str)>;
+
+/// Sample generations.
 pub struct ChatEvalHook {
     eval: Option<EvalSection>,
     template: Template,
     tokenizer: FtTokenizer,
     output_dir: PathBuf,
-    progress: Option<ProgressBar>,
+    on_answers: Option<AnswersCallback>,
     /// The last answers, by input (for tests and the final summary).
     pub last_answers: Vec<String>,
 }
 
 impl ChatEvalHook {
-    /// A hook for `eval` (none: progress only).
+    /// A hook for `eval` (none: nothing to answer).
     pub fn new(
         eval: Option<EvalSection>,
         template: Template,
@@ -44,9 +45,15 @@ impl ChatEvalHook {
             template,
             tokenizer,
             output_dir,
-            progress: None,
+            on_answers: None,
             last_answers: Vec::new(),
         }
+    }
+
+    /// Hands every report to `callback` as well (a binary prints it).
+    pub fn with_answers_callback(mut self, callback: AnswersCallback) -> Self {
+        self.on_answers = Some(callback);
+        self
     }
 
     /// The ids of a single-turn prompt, as training renders it.
@@ -80,25 +87,6 @@ impl ChatEvalHook {
 }
 
 impl<B: TrainBackend> TrainHooks<B> for ChatEvalHook {
-    fn on_step(&mut self, m: &StepMetrics, total_steps: usize) {
-        let bar = self.progress.get_or_insert_with(|| {
-            let bar = ProgressBar::new(total_steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                    .expect("invariant: valid template"),
-            );
-            bar
-        });
-        bar.set_position(m.step as u64);
-        bar.set_message(format!(
-            "loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s",
-            m.loss, m.lr, m.grad_norm, m.tokens_per_s
-        ));
-        if m.step as u64 == total_steps as u64 {
-            bar.finish();
-        }
-    }
-
     fn evaluate(
         &mut self,
         model: &CausalLm<B::InnerBackend>,
@@ -143,14 +131,12 @@ impl<B: TrainBackend> TrainHooks<B> for ChatEvalHook {
             report.push_str(&format!("Eval output {k}:\n{input}\n→ {answer}\n\n"));
             self.last_answers.push(answer);
         }
-        let line = format!("sample answers at step {step}:\n{report}");
-        match &self.progress {
-            Some(bar) => bar.suspend(|| eprintln!("{}", line.trim_end())),
-            None => eprintln!("{}", line.trim_end()),
-        }
         let path = self.output_dir.join(format!("eval_outputs_step_{step}.txt"));
-        if let Err(e) = std::fs::File::create(&path).and_then(|mut f| f.write_all(report.as_bytes())) {
+        if let Err(e) = ft_io::write_file_atomically(&path, report.as_bytes()) {
             tracing::warn!("{}: {e}", path.display());
+        }
+        if let Some(callback) = self.on_answers.as_mut() {
+            callback(step, &report);
         }
         None
     }
