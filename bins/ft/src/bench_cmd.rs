@@ -13,12 +13,23 @@ use ft_model::session::KvSession;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
 use crate::model_load::load_model;
+use crate::op_profile::OpTimes;
 
 /// Arguments of `ft bench`.
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     #[command(subcommand)]
     what: BenchKind,
+    /// Time per fused op, filled by `main`'s tracing layer when `--profile` asks for it.
+    #[arg(skip)]
+    op_times: Option<OpTimes>,
+}
+
+impl BenchArgs {
+    /// Whether the command wants the time of each fused op (`ft bench train --profile`).
+    pub fn wants_op_times(&self) -> bool {
+        matches!(self.what, BenchKind::Train { profile: true, .. })
+    }
 }
 
 #[derive(Subcommand, Clone)]
@@ -155,6 +166,17 @@ impl BackendTask for BenchArgs {
                     if *profile {
                         report["phases"] = serde_json::json!({"forward_s": p.forward_s,
                             "backward_s": p.backward_s, "optimizer_s": p.optimizer_s});
+                        let ops: serde_json::Map<String, serde_json::Value> =
+                            op_rows(&self.op_times, run.steps_run)
+                                .into_iter()
+                                .map(|(name, per_step, calls)| {
+                                    (
+                                        name.to_owned(),
+                                        serde_json::json!({"s_per_step": per_step, "calls_per_step": calls}),
+                                    )
+                                })
+                                .collect();
+                        report["ops"] = serde_json::Value::Object(ops);
                     }
                     println!("{report}");
                 } else {
@@ -175,6 +197,15 @@ impl BackendTask for BenchArgs {
                             ("optimizer", p.optimizer_s),
                         ] {
                             println!("  {name:<9} {s:.4} s  {:>5.1}%", 100.0 * s / total);
+                        }
+                        println!(
+                            "  fused ops, seconds per step (the rest is Burn's own ops, autodiff and memory):"
+                        );
+                        for (name, per_step, calls) in op_rows(&self.op_times, run.steps_run) {
+                            println!(
+                                "    {name:<24} {per_step:.4} s  {:>5.1}%  {calls:.0} calls",
+                                100.0 * per_step / total
+                            );
                         }
                     }
                 }
@@ -255,7 +286,18 @@ impl BackendTask for BenchArgs {
 }
 
 /// Runs `ft bench ...`.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// `(op, seconds per step, calls per step)` over a run of `steps` steps, the most expensive first.
+fn op_rows(times: &Option<OpTimes>, steps: usize) -> Vec<(&'static str, f64, f64)> {
+    let steps = steps.max(1) as f64;
+    let totals = times.as_ref().map(OpTimes::totals).unwrap_or_default();
+    totals
+        .into_iter()
+        .map(|(name, time, calls)| (name, time.as_secs_f64() / steps, calls as f64 / steps))
+        .collect()
+}
+
+pub fn run(mut args: BenchArgs, op_times: Option<OpTimes>) -> anyhow::Result<()> {
+    args.op_times = op_times;
     let (device, dtype) = match &args.what {
         BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => {
             (common.device, common.dtype)

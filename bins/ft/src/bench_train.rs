@@ -108,6 +108,8 @@ pub struct TrainBench {
     pub flops_per_step: f64,
     /// Median seconds per phase of a step (after the warm-up step).
     pub phases: StepTimes,
+    /// Steps run, warm-up included (what per-op totals are divided by).
+    pub steps_run: usize,
 }
 
 /// The median of each phase over `steps`.
@@ -255,6 +257,7 @@ pub fn run<B: KernelBackend>(
         tokens_per_s: (batch * seq) as f64 / median,
         flops_per_step: lora_step_flops(&model_config_for_flops, batch, seq),
         phases: median_phases(timer.phases.get(1..).unwrap_or_default()),
+        steps_run: timer.phases.len(),
     })
 }
 

@@ -11,6 +11,7 @@ mod data_cmd;
 mod eval_cmd;
 mod merge_cmd;
 mod model_load;
+mod op_profile;
 mod plot_cmd;
 mod templates_cmd;
 mod train_cmd;
@@ -64,20 +65,31 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let cli = Cli::parse();
+    let op_times = matches!(&cli.command, Command::Bench(args) if args.wants_op_times())
+        .then(op_profile::OpTimes::default);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+        .with_filter(filter);
+    let ops = op_times.clone().map(|times| {
+        times.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            op_profile::OpTimes::wants(m.target())
+        }))
+    });
+    tracing_subscriber::registry().with(log).with(ops).init();
+    match cli.command {
         Command::Data(args) => data_cmd::run(args),
         Command::Merge(args) => merge_cmd::run(args),
         Command::Convert(args) => convert_cmd::run(args),
         Command::Templates(args) => templates_cmd::run(args),
         Command::Chat(args) => chat_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
-        Command::Bench(args) => bench_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args, op_times),
         Command::Train(args) => train_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
     }

@@ -1,5 +1,6 @@
 //! burn-flex's kernels: every op of [`KernelBackend`] on the host in f32, multi-threaded with
-//! rayon. Inputs in another float dtype are converted to f32 and results converted back.
+//! rayon. Inputs in another float dtype are converted to f32 and results converted back. Each
+//! call is a `trace`-level span named after the op (`ft bench train --profile` sums them).
 
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{DType, FloatDType, Shape, TensorData};
@@ -17,6 +18,7 @@ impl KernelBackend for Flex {
         mask: &AttentionMask,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _span = tracing::trace_span!("attention_forward").entered();
         attention::cpu::flex_forward(q, k, v, mask, scale)
     }
 
@@ -30,6 +32,7 @@ impl KernelBackend for Flex {
         mask: &AttentionMask,
         scale: f32,
     ) -> [FloatTensor<Self>; 3] {
+        let _span = tracing::trace_span!("attention_backward").entered();
         attention::cpu::flex_backward(q, k, v, out, lse, grad_out, mask, scale)
     }
 
@@ -38,6 +41,7 @@ impl KernelBackend for Flex {
         weight: FloatTensor<Self>,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _span = tracing::trace_span!("rms_norm_forward").entered();
         let (dtype, shape) = (x.dtype(), x.layout().shape().clone());
         let (x, weight) = (HostF32::new(x), HostF32::new(weight));
         let (out, inv_rms) = rms_norm::cpu::forward(x.data(), weight.data(), eps);
@@ -55,6 +59,7 @@ impl KernelBackend for Flex {
         inv_rms: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 2] {
+        let _span = tracing::trace_span!("rms_norm_backward").entered();
         let (x_dtype, w_dtype, shape) = (x.dtype(), weight.dtype(), x.layout().shape().clone());
         let [x, weight, inv_rms, grad_out] = [x, weight, inv_rms, grad_out].map(HostF32::new);
         let (grad_x, grad_weight) =
@@ -70,6 +75,7 @@ impl KernelBackend for Flex {
     }
 
     fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let _span = tracing::trace_span!("swiglu_forward").entered();
         let (dtype, shape) = (gate.dtype(), gate.layout().shape().clone());
         let (gate, up) = (HostF32::new(gate), HostF32::new(up));
         let out = swiglu::cpu::forward(gate.data(), up.data());
@@ -81,6 +87,7 @@ impl KernelBackend for Flex {
         up: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 2] {
+        let _span = tracing::trace_span!("swiglu_backward").entered();
         let (g_dtype, u_dtype, shape) = (gate.dtype(), up.dtype(), gate.layout().shape().clone());
         let [gate, up, grad_out] = [gate, up, grad_out].map(HostF32::new);
         let (grad_gate, grad_up) = swiglu::cpu::backward(gate.data(), up.data(), grad_out.data());
@@ -98,6 +105,7 @@ impl KernelBackend for Flex {
         weight: FloatTensor<Self>,
         targets: &[u32],
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _span = tracing::trace_span!("cross_entropy_forward").entered();
         let width = hidden.layout().shape()[1];
         let (hidden, weight) = (HostF32::new(hidden), HostF32::new(weight));
         let head = cross_entropy::cpu::Head {
@@ -122,6 +130,7 @@ impl KernelBackend for Flex {
         grad: FloatTensor<Self>,
         weight_grad: bool,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let _span = tracing::trace_span!("cross_entropy_backward").entered();
         let (h_dtype, w_dtype) = (hidden.dtype(), weight.dtype());
         let (h_shape, w_shape) = (hidden.layout().shape().clone(), weight.layout().shape().clone());
         let [hidden, weight, lse, grad] = [hidden, weight, lse, grad].map(HostF32::new);
@@ -146,6 +155,7 @@ impl KernelBackend for Flex {
         cos: FloatTensor<Self>,
         signed_sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        let _span = tracing::trace_span!("rope_forward").entered();
         let (dtype, shape) = (x.dtype(), x.layout().shape().clone());
         let [x, cos, signed_sin] = [x, cos, signed_sin].map(HostF32::new);
         let out = rope::cpu::forward(x.data(), cos.data(), signed_sin.data(), shape[3]);
@@ -157,6 +167,7 @@ impl KernelBackend for Flex {
         cos: FloatTensor<Self>,
         signed_sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        let _span = tracing::trace_span!("rope_backward").entered();
         let (dtype, shape) = (grad_out.dtype(), grad_out.layout().shape().clone());
         let [grad_out, cos, signed_sin] = [grad_out, cos, signed_sin].map(HostF32::new);
         let grad = rope::cpu::backward(grad_out.data(), cos.data(), signed_sin.data(), shape[3]);
@@ -169,6 +180,7 @@ impl KernelBackend for Flex {
         weights: [FloatTensor<Self>; 3],
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _span = tracing::trace_span!("lora_linear_forward").entered();
         let dtype = x.dtype();
         let [weight, a, b] = weights.map(HostF32::new);
         let (x, x_adapter) = (HostF32::new(x), HostF32::new(x_adapter));
@@ -198,6 +210,7 @@ impl KernelBackend for Flex {
         scale: f32,
         wanted: [bool; 5],
     ) -> [Option<FloatTensor<Self>>; 5] {
+        let _span = tracing::trace_span!("lora_linear_backward").entered();
         let dtypes = [&x, &x_adapter, &weights[0], &weights[1], &weights[2]].map(|t| t.dtype());
         let [x, x_adapter, weight, a, b, h, grad_out] = [
             x,
