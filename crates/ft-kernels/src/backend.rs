@@ -168,11 +168,13 @@ pub trait KernelBackend: Backend {
         Self::fused_linear_cross_entropy_forward(hidden, weight, targets).0
     }
 
-    /// The summed loss and each row's f32 log-sum-exp, kept for the backward pass.
+    /// The summed loss and what the backward pass needs: each row's f32 log-sum-exp `[rows]`, or
+    /// (a backend's choice when the batch's logits fit in one chunk) their softmax
+    /// `[rows, vocab]`, which spares the backward recomputing them.
     ///
     /// # Shapes
     /// - hidden: `[rows, hidden]`; weight: `[vocab, hidden]`; targets: `rows` ids
-    /// - output: `[1]` and `[rows]` (f32)
+    /// - output: `[1]`, and `[rows]` or `[rows, vocab]` (f32)
     fn fused_linear_cross_entropy_forward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -186,7 +188,8 @@ pub trait KernelBackend: Backend {
     /// weight (a frozen head skips that product).
     ///
     /// # Shapes
-    /// - hidden: `[rows, hidden]`; weight: `[vocab, hidden]`; lse: `[rows]`; grad: `[1]`
+    /// - hidden: `[rows, hidden]`; weight: `[vocab, hidden]`; lse: what the same backend's
+    ///   forward kept; grad: `[1]`
     /// - output: shaped as hidden, and as weight
     fn fused_linear_cross_entropy_backward(
         hidden: FloatTensor<Self>,

@@ -114,10 +114,19 @@ impl KernelBackend for Flex {
             targets,
             width,
         };
+        let rows = targets.len();
+        let loss_tensor = |loss: f32| FlexTensor::from_data(TensorData::new(vec![loss], [1]));
+        if head.fits_one_chunk() {
+            let (loss, probs) = head.forward_keeping_softmax();
+            let vocab = probs.len() / rows.max(1);
+            return (
+                loss_tensor(loss),
+                FlexTensor::from_data(TensorData::new(probs, [rows, vocab])),
+            );
+        }
         let (loss, lse) = head.forward();
-        let rows = lse.len();
         (
-            FlexTensor::from_data(TensorData::new(vec![loss], [1])),
+            loss_tensor(loss),
             FlexTensor::from_data(TensorData::new(lse, [rows])),
         )
     }
@@ -133,14 +142,21 @@ impl KernelBackend for Flex {
         let _span = tracing::trace_span!("cross_entropy_backward").entered();
         let (h_dtype, w_dtype) = (hidden.dtype(), weight.dtype());
         let (h_shape, w_shape) = (hidden.layout().shape().clone(), weight.layout().shape().clone());
-        let [hidden, weight, lse, grad] = [hidden, weight, lse, grad].map(HostF32::new);
+        // The forward kept either each row's log-sum-exp `[rows]` or the softmax `[rows, vocab]`.
+        let kept_softmax = lse.layout().shape().num_dims() == 2;
+        let [hidden, weight, saved, grad] = [hidden, weight, lse, grad].map(HostF32::new);
         let head = cross_entropy::cpu::Head {
             hidden: hidden.data(),
             weight: weight.data(),
             targets,
             width: h_shape[1],
         };
-        let (grad_hidden, grad_weight) = head.backward(lse.data(), grad.data()[0], weight_grad);
+        let grad = grad.data()[0];
+        let (grad_hidden, grad_weight) = if kept_softmax {
+            head.backward_from_softmax(saved.data().to_vec(), grad, weight_grad)
+        } else {
+            head.backward(saved.data(), grad, weight_grad)
+        };
         (
             cast_back(
                 FlexTensor::from_data(TensorData::new(grad_hidden, h_shape)),

@@ -1,5 +1,6 @@
 //! Chunked cross-entropy as one node of `Autodiff<B>`: keeps the hidden rows, the head weight,
-//! the targets and one log-sum-exp per row; the backward is written by hand and skips the
+//! the targets and one log-sum-exp per row (or the one-chunk softmax); the backward is written by
+//! hand and skips the
 //! weight's gradient when the head is frozen (LoRA).
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::backend::KernelBackend;
 struct CrossEntropyBackward;
 
 impl<B: KernelBackend> Backward<B, 2> for CrossEntropyBackward {
-    /// Hidden rows, weight, log-sum-exp, and the targets.
+    /// Hidden rows, weight, what the forward kept (log-sum-exp or softmax), and the targets.
     type State = ([FloatTensor<B>; 3], Arc<Vec<u32>>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {

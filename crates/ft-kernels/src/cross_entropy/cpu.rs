@@ -1,5 +1,7 @@
 //! Chunked cross-entropy on burn-flex: each chunk's logits come from one multi-threaded gemm,
-//! then rayon works row by row (log-sum-exp forward; softmax minus one-hot backward).
+//! then rayon works row by row (log-sum-exp forward; softmax minus one-hot backward). When the
+//! batch's logits fit in one chunk, the forward keeps their softmax for the backward instead of
+//! the log-sum-exp, which saves recomputing the logits and their exponentials.
 
 use rayon::prelude::*;
 
@@ -60,6 +62,49 @@ impl Head<'_> {
         (loss as f32, lse)
     }
 
+    /// Whether the whole batch's logits fit in one chunk (then the softmax is kept).
+    pub(crate) fn fits_one_chunk(&self) -> bool {
+        self.targets.len() <= rows_per_chunk(self.vocab())
+    }
+
+    /// Summed loss and the softmax `[rows, vocab]` of the logits (one chunk).
+    pub(crate) fn forward_keeping_softmax(&self) -> (f32, Vec<f32>) {
+        let (rows, vocab) = (self.targets.len(), self.vocab());
+        let mut probs = vec![0.0f32; rows * vocab];
+        self.logits(0, rows, &mut probs);
+        let loss = probs
+            .par_chunks_mut(vocab)
+            .zip(self.targets.par_iter())
+            .map(|(line, &target)| {
+                let picked = line[target as usize];
+                let max = line.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                line.iter_mut().for_each(|l| *l = (*l - max).exp());
+                let sum: f32 = line.iter().sum();
+                line.iter_mut().for_each(|l| *l /= sum);
+                f64::from(max + sum.ln() - picked)
+            })
+            .sum::<f64>();
+        (loss as f32, probs)
+    }
+
+    /// [`Head::backward`] from the softmax kept by [`Head::forward_keeping_softmax`].
+    pub(crate) fn backward_from_softmax(
+        &self,
+        mut probs: Vec<f32>,
+        grad: f32,
+        weight_grad: bool,
+    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        let vocab = self.vocab();
+        probs
+            .par_chunks_mut(vocab)
+            .zip(self.targets.par_iter())
+            .for_each(|(line, &target)| {
+                line.iter_mut().for_each(|p| *p *= grad);
+                line[target as usize] -= grad;
+            });
+        self.gradients(0, &probs, weight_grad)
+    }
+
     /// Gradients of `grad · loss` with respect to the hidden rows and, when asked, the weight.
     pub(crate) fn backward(&self, lse: &[f32], grad: f32, weight_grad: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         let (width, vocab) = (self.width, self.vocab());
@@ -92,6 +137,36 @@ impl Head<'_> {
                 let hidden = MatRef::rows(&self.hidden[first * width..], rows, width, width);
                 matmul_parallel(grad_weight, width, grad_logits.t(), hidden, 1.0, true);
             }
+        }
+        (grad_hidden, grad_weight)
+    }
+}
+
+impl Head<'_> {
+    /// `(dhidden, dweight)` of rows `first..` from the logits' gradient `[rows, vocab]`.
+    fn gradients(
+        &self,
+        first: usize,
+        grad_logits: &[f32],
+        weight_grad: bool,
+    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        let (width, vocab) = (self.width, self.vocab());
+        let rows = grad_logits.len() / vocab;
+        let mut grad_hidden = vec![0.0f32; self.hidden.len()];
+        let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
+        let grad_logits = MatRef::rows(grad_logits, rows, vocab, vocab);
+        let weight = MatRef::rows(self.weight, vocab, width, width);
+        matmul_parallel(
+            &mut grad_hidden[first * width..],
+            width,
+            grad_logits,
+            weight,
+            1.0,
+            false,
+        );
+        if let Some(grad_weight) = grad_weight.as_mut() {
+            let hidden = MatRef::rows(&self.hidden[first * width..], rows, width, width);
+            matmul_parallel(grad_weight, width, grad_logits.t(), hidden, 1.0, true);
         }
         (grad_hidden, grad_weight)
     }
