@@ -3,7 +3,7 @@
 //! after an interrupted run is resumed, and `ft plot` over several runs.
 
 mod common;
-use common::{ft, repo, run_ok, tensorboard_series};
+use common::{assistant_config, ft, run_ok, tensorboard_series};
 
 use std::path::{Path, PathBuf};
 
@@ -18,19 +18,13 @@ fn config(dir: &Path, out: &Path, lr: &str) -> PathBuf {
                 .arg(&data),
         );
     }
-    let text = std::fs::read_to_string(repo("examples/assistant/assistant.toml"))
-        .unwrap()
-        .replace("@DATA@", &data.display().to_string())
-        .replace("@MODEL@", &repo("fixtures/tiny-base").display().to_string())
-        .replace("@OUT@", &out.display().to_string())
-        .replace("epochs = 8", "max_steps = 6")
-        .replace("lr = 3e-3", &format!("lr = {lr}"))
-        .replace("save_steps = 50", "save_steps = 2")
-        .replace("save_total_limit = 2", "save_total_limit = 0")
-        .replace("every_steps = 50", "every_steps = 100");
-    let path = dir.join(format!("{}.toml", out.file_name().unwrap().to_str().unwrap()));
-    std::fs::write(&path, text).unwrap();
-    path
+    assistant_config(dir, &data, out, |text| {
+        text.replace("epochs = 8", "max_steps = 6")
+            .replace("lr = 3e-3", &format!("lr = {lr}"))
+            .replace("save_steps = 50", "save_steps = 2")
+            .replace("save_total_limit = 2", "save_total_limit = 0")
+            .replace("every_steps = 50", "every_steps = 100")
+    })
 }
 
 fn assert_png(path: &Path) {

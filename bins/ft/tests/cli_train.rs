@@ -3,21 +3,9 @@
 //! must stop before step 1.
 
 mod common;
-use common::{ft, repo, run_ok, stderr, stdout};
+use common::{assistant_config, ft, repo, run_ok, stderr, stdout};
 
 use std::path::{Path, PathBuf};
-
-/// The example's config with paths filled in (as `examples/assistant/run.sh` does).
-fn assistant_config(dir: &Path, data: &Path, out: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(repo("examples/assistant/assistant.toml"))
-        .unwrap()
-        .replace("@DATA@", &data.display().to_string())
-        .replace("@MODEL@", &repo("fixtures/tiny-base").display().to_string())
-        .replace("@OUT@", &out.display().to_string());
-    let path = dir.join("assistant.toml");
-    std::fs::write(&path, edit(text)).unwrap();
-    path
-}
 
 fn gen_data(dir: &Path, count: usize) -> PathBuf {
     let data = dir.join("assistant.jsonl");

@@ -6,7 +6,7 @@
 //! `FT_CRASH_KILLS` sets the number of kills (default 8).
 
 mod common;
-use common::{ft, repo};
+use common::{assistant_config, ft};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,20 +26,16 @@ fn config(dir: &Path, out: &Path) -> PathBuf {
             .unwrap();
         assert!(ok.status.success());
     }
-    let text = std::fs::read_to_string(repo("examples/assistant/assistant.toml")).unwrap();
-    let full =
-        text.split("[lora]").next().unwrap().to_owned() + "[train]" + text.split("[train]").nth(1).unwrap();
-    let text = full
-        .replace("@DATA@", &data.display().to_string())
-        .replace("@MODEL@", &repo("fixtures/tiny-base").display().to_string())
-        .replace("@OUT@", &out.display().to_string())
-        .replace("epochs = 8", "max_steps = 12")
-        .replace("lr = 3e-3", "lr = 1e-4")
-        .replace("save_steps = 50", "save_steps = 1")
-        .replace("every_steps = 50", "every_steps = 1000");
-    let path = dir.join(format!("{}.toml", out.file_name().unwrap().to_str().unwrap()));
-    std::fs::write(&path, text).unwrap();
-    path
+    assistant_config(dir, &data, out, |text| {
+        // Without the [lora] section: full fine-tuning.
+        let full = text.split("[lora]").next().unwrap().to_owned()
+            + "[train]"
+            + text.split("[train]").nth(1).unwrap();
+        full.replace("epochs = 8", "max_steps = 12")
+            .replace("lr = 3e-3", "lr = 1e-4")
+            .replace("save_steps = 50", "save_steps = 1")
+            .replace("every_steps = 50", "every_steps = 1000")
+    })
 }
 
 /// Every `checkpoint-N` is whole: its state names step N and its safetensors files parse.

@@ -46,10 +46,9 @@ impl KernelBackend for Flex {
         let (x, weight) = (HostF32::new(x), HostF32::new(weight));
         let (out, inv_rms) = rms_norm::cpu::forward(x.data(), weight.data(), eps);
         let rows = inv_rms.len();
-        let out = FlexTensor::from_data(TensorData::new(out, shape));
         (
-            cast_back(out, dtype),
-            FlexTensor::from_data(TensorData::new(inv_rms, [rows])),
+            host_tensor(out, shape, dtype),
+            host_tensor(inv_rms, [rows], DType::F32),
         )
     }
 
@@ -66,11 +65,8 @@ impl KernelBackend for Flex {
             rms_norm::cpu::backward(x.data(), weight.data(), inv_rms.data(), grad_out.data());
         let hidden = grad_weight.len();
         [
-            cast_back(FlexTensor::from_data(TensorData::new(grad_x, shape)), x_dtype),
-            cast_back(
-                FlexTensor::from_data(TensorData::new(grad_weight, [hidden])),
-                w_dtype,
-            ),
+            host_tensor(grad_x, shape, x_dtype),
+            host_tensor(grad_weight, [hidden], w_dtype),
         ]
     }
 
@@ -79,7 +75,7 @@ impl KernelBackend for Flex {
         let (dtype, shape) = (gate.dtype(), gate.layout().shape().clone());
         let (gate, up) = (HostF32::new(gate), HostF32::new(up));
         let out = swiglu::cpu::forward(gate.data(), up.data());
-        cast_back(FlexTensor::from_data(TensorData::new(out, shape)), dtype)
+        host_tensor(out, shape, dtype)
     }
 
     fn fused_swiglu_backward(
@@ -92,11 +88,8 @@ impl KernelBackend for Flex {
         let [gate, up, grad_out] = [gate, up, grad_out].map(HostF32::new);
         let (grad_gate, grad_up) = swiglu::cpu::backward(gate.data(), up.data(), grad_out.data());
         [
-            cast_back(
-                FlexTensor::from_data(TensorData::new(grad_gate, shape.clone())),
-                g_dtype,
-            ),
-            cast_back(FlexTensor::from_data(TensorData::new(grad_up, shape)), u_dtype),
+            host_tensor(grad_gate, shape.clone(), g_dtype),
+            host_tensor(grad_up, shape, u_dtype),
         ]
     }
 
@@ -158,11 +151,8 @@ impl KernelBackend for Flex {
             head.backward(saved.data(), grad, weight_grad)
         };
         (
-            cast_back(
-                FlexTensor::from_data(TensorData::new(grad_hidden, h_shape)),
-                h_dtype,
-            ),
-            grad_weight.map(|g| cast_back(FlexTensor::from_data(TensorData::new(g, w_shape)), w_dtype)),
+            host_tensor(grad_hidden, h_shape, h_dtype),
+            grad_weight.map(|g| host_tensor(g, w_shape, w_dtype)),
         )
     }
 
@@ -175,7 +165,7 @@ impl KernelBackend for Flex {
         let (dtype, shape) = (x.dtype(), x.layout().shape().clone());
         let [x, cos, signed_sin] = [x, cos, signed_sin].map(HostF32::new);
         let out = rope::cpu::forward(x.data(), cos.data(), signed_sin.data(), shape[3]);
-        cast_back(FlexTensor::from_data(TensorData::new(out, shape)), dtype)
+        host_tensor(out, shape, dtype)
     }
 
     fn fused_rope_backward(
@@ -187,7 +177,7 @@ impl KernelBackend for Flex {
         let (dtype, shape) = (grad_out.dtype(), grad_out.layout().shape().clone());
         let [grad_out, cos, signed_sin] = [grad_out, cos, signed_sin].map(HostF32::new);
         let grad = rope::cpu::backward(grad_out.data(), cos.data(), signed_sin.data(), shape[3]);
-        cast_back(FlexTensor::from_data(TensorData::new(grad, shape)), dtype)
+        host_tensor(grad, shape, dtype)
     }
 
     fn fused_lora_linear_forward(
@@ -212,8 +202,8 @@ impl KernelBackend for Flex {
         let (rows, d_out, rank) = (x.shape()[0], weight.shape()[0], a.shape()[0]);
         let (y, h) = operands.forward();
         (
-            cast_back(FlexTensor::from_data(TensorData::new(y, [rows, d_out])), dtype),
-            cast_back(FlexTensor::from_data(TensorData::new(h, [rows, rank])), dtype),
+            host_tensor(y, [rows, d_out], dtype),
+            host_tensor(h, [rows, rank], dtype),
         )
     }
 
@@ -253,9 +243,7 @@ impl KernelBackend for Flex {
             .into_iter()
             .zip(shapes)
             .zip(dtypes)
-            .map(|((g, shape), dtype)| {
-                g.map(|g| cast_back(FlexTensor::from_data(TensorData::new(g, shape)), dtype))
-            });
+            .map(|((g, shape), dtype)| g.map(|g| host_tensor(g, shape, dtype)));
         std::array::from_fn(|_| out.next().flatten())
     }
 }
@@ -288,8 +276,13 @@ impl HostF32 {
     }
 }
 
+/// f32 results on the host as a tensor of `shape` in `dtype`.
+pub(crate) fn host_tensor(data: Vec<f32>, shape: impl Into<Shape>, dtype: DType) -> FlexTensor {
+    cast_back(FlexTensor::from_data(TensorData::new(data, shape.into())), dtype)
+}
+
 /// `t` (f32) converted to `dtype`.
-pub(crate) fn cast_back(t: FlexTensor, dtype: DType) -> FlexTensor {
+fn cast_back(t: FlexTensor, dtype: DType) -> FlexTensor {
     match dtype {
         DType::F32 => t,
         DType::F16 => Flex::float_cast(t, FloatDType::F16),

@@ -11,7 +11,7 @@ use ft_data::rows::RowSource;
 use ft_model::{CausalLm, ModelConfig, ModelInput};
 
 use crate::metrics::{EvalMetrics, StepMetrics};
-use crate::trainer::TrainHooks;
+use crate::trainer::{StepTimes, TrainHooks};
 
 /// A held-out loss measurement.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,6 +69,10 @@ impl<H> EvalLossHook<H> {
 impl<B: TrainBackend, H: TrainHooks<B>> TrainHooks<B> for EvalLossHook<H> {
     fn on_step(&mut self, metrics: &StepMetrics, total_steps: usize) {
         self.inner.on_step(metrics, total_steps);
+    }
+
+    fn on_step_times(&mut self, times: &StepTimes) {
+        self.inner.on_step_times(times);
     }
 
     fn evaluate(

@@ -18,6 +18,20 @@ pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
 }
 
+/// The assistant example's config with its paths filled in (as `examples/assistant/run.sh`
+/// does), changed by `edit`, written as `DIR/<out's name>.toml`.
+pub fn assistant_config(dir: &Path, data: &Path, out: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo("examples/assistant/assistant.toml"))
+        .unwrap()
+        .replace("@DATA@", &data.display().to_string())
+        .replace("@MODEL@", &repo("fixtures/tiny-base").display().to_string())
+        .replace("@OUT@", &out.display().to_string());
+    let name = out.file_name().unwrap().to_str().unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
 /// Runs `cmd`, failing the test with its stderr when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();

@@ -12,7 +12,7 @@
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 
-use crate::flex::{HostF32, cast_back};
+use crate::flex::{HostF32, host_tensor};
 use crate::mask::AttentionMask;
 use crate::par;
 use crate::tile::{MatRef, matmul};
@@ -156,7 +156,7 @@ impl Shapes {
     fn query_tensor(&self, head_major: Vec<f32>, dtype: DType) -> FlexTensor {
         let data = to_row_major(&head_major, self.batch, self.heads, self.seq, self.head_dim);
         let shape = [self.batch, self.seq, self.heads, self.head_dim];
-        cast_back(FlexTensor::from_data(TensorData::new(data, shape)), dtype)
+        host_tensor(data, shape, dtype)
     }
 
     /// A head-major `[batch, kv_heads, keys, head_dim]` buffer as `[batch, keys, kv_heads,
@@ -164,7 +164,7 @@ impl Shapes {
     fn key_tensor(&self, head_major: Vec<f32>, dtype: DType) -> FlexTensor {
         let data = to_row_major(&head_major, self.batch, self.kv_heads, self.keys, self.head_dim);
         let shape = [self.batch, self.keys, self.kv_heads, self.head_dim];
-        cast_back(FlexTensor::from_data(TensorData::new(data, shape)), dtype)
+        host_tensor(data, shape, dtype)
     }
 }
 

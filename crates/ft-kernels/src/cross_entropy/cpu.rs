@@ -102,12 +102,15 @@ impl Head<'_> {
                 line.iter_mut().for_each(|p| *p *= grad);
                 line[target as usize] -= grad;
             });
-        self.gradients(0, &probs, weight_grad)
+        let mut grad_hidden = vec![0.0f32; self.hidden.len()];
+        let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
+        self.accumulate_gradients(0, &probs, &mut grad_hidden, grad_weight.as_mut());
+        (grad_hidden, grad_weight)
     }
 
     /// Gradients of `grad · loss` with respect to the hidden rows and, when asked, the weight.
     pub(crate) fn backward(&self, lse: &[f32], grad: f32, weight_grad: bool) -> (Vec<f32>, Option<Vec<f32>>) {
-        let (width, vocab) = (self.width, self.vocab());
+        let vocab = self.vocab();
         let mut grad_hidden = vec![0.0f32; self.hidden.len()];
         let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
         let mut logits = Vec::new();
@@ -123,37 +126,24 @@ impl Head<'_> {
                     line.iter_mut().for_each(|l| *l = grad * (*l - lse).exp());
                     line[target as usize] -= grad;
                 });
-            let grad_logits = MatRef::rows(&logits, rows, vocab, vocab);
-            let weight = MatRef::rows(self.weight, vocab, width, width);
-            matmul_parallel(
-                &mut grad_hidden[first * width..],
-                width,
-                grad_logits,
-                weight,
-                1.0,
-                false,
-            );
-            if let Some(grad_weight) = grad_weight.as_mut() {
-                let hidden = MatRef::rows(&self.hidden[first * width..], rows, width, width);
-                matmul_parallel(grad_weight, width, grad_logits.t(), hidden, 1.0, true);
-            }
+            self.accumulate_gradients(first, &logits, &mut grad_hidden, grad_weight.as_mut());
         }
         (grad_hidden, grad_weight)
     }
 }
 
 impl Head<'_> {
-    /// `(dhidden, dweight)` of rows `first..` from the logits' gradient `[rows, vocab]`.
-    fn gradients(
+    /// Adds the gradients of rows `first..` from their logits' gradient `[rows, vocab]`: writes
+    /// those rows of `grad_hidden`, and adds to `grad_weight` when the weight is trained.
+    fn accumulate_gradients(
         &self,
         first: usize,
         grad_logits: &[f32],
-        weight_grad: bool,
-    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        grad_hidden: &mut [f32],
+        grad_weight: Option<&mut Vec<f32>>,
+    ) {
         let (width, vocab) = (self.width, self.vocab());
         let rows = grad_logits.len() / vocab;
-        let mut grad_hidden = vec![0.0f32; self.hidden.len()];
-        let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
         let grad_logits = MatRef::rows(grad_logits, rows, vocab, vocab);
         let weight = MatRef::rows(self.weight, vocab, width, width);
         matmul_parallel(
@@ -164,11 +154,10 @@ impl Head<'_> {
             1.0,
             false,
         );
-        if let Some(grad_weight) = grad_weight.as_mut() {
+        if let Some(grad_weight) = grad_weight {
             let hidden = MatRef::rows(&self.hidden[first * width..], rows, width, width);
             matmul_parallel(grad_weight, width, grad_logits.t(), hidden, 1.0, true);
         }
-        (grad_hidden, grad_weight)
     }
 }
 
