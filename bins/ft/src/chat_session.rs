@@ -1,15 +1,18 @@
-//! A chat over a [`LogitsSession`]: prompts rendered by the training template, history kept as
-//! token ids in the model's KV cache (never re-encoded text), stop on token ids.
+//! A chat over a [`LogitsSession`]: every turn's prompt is the training template's rendering of
+//! the whole conversation so far; the part already in the model's KV cache is reused.
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 
 use anyhow::Context;
-use ft_data::encode::bos_ids;
-use ft_data::template::{Segment, Template};
+use ft_data::chat::{StopWords, generation_ids};
+use ft_data::record::Turn;
+use ft_data::template::Template;
 use ft_data::tokenizer::FtTokenizer;
-use ft_model::generate::{LogitsSession, StopReason, generate};
+use ft_model::generate::LogitsSession;
 use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
+
+use crate::reply::{Finish, ReplyRequest, reply, stop_condition, text_ids};
 
 /// The prompt XTuner's chat shows.
 pub const PROMPT: &str = "double enter to end input (EXIT: exit chat, RESET: reset history) >>> ";
@@ -35,9 +38,8 @@ pub struct Chat<'a, S: LogitsSession> {
     options: ChatOptions,
     sampler: Sampler,
     stop: StopCondition,
-    history: Vec<u32>,
-    round: usize,
-    next_needs_bos: bool,
+    turns: Vec<Turn>,
+    context: Vec<u32>,
 }
 
 impl<'a, S: LogitsSession> Chat<'a, S>
@@ -46,7 +48,7 @@ where
 {
     /// A fresh chat.
     pub fn new(session: &'a mut S, tokenizer: &'a FtTokenizer, options: ChatOptions) -> Self {
-        let stop = stop_condition(tokenizer, &options);
+        let stop = stop_condition(StopWords::new(&options.template, tokenizer, &options.stop_words));
         let sampler = Sampler::new(options.sampling.clone());
         Self {
             session,
@@ -54,108 +56,78 @@ where
             options,
             sampler,
             stop,
-            history: Vec::new(),
-            round: 0,
-            next_needs_bos: true,
+            turns: Vec::new(),
+            context: Vec::new(),
         }
     }
 
     /// Forgets the conversation.
     pub fn reset(&mut self) {
         self.session.reset();
-        self.history.clear();
-        self.round = 0;
-        self.next_needs_bos = true;
+        self.turns.clear();
+        self.context.clear();
     }
 
-    /// The ids of the next user turn, exactly as training renders it.
-    pub fn turn_ids(&self, input: &str) -> anyhow::Result<Vec<u32>> {
-        let system = if self.round == 0 {
-            self.options.system.as_deref()
-        } else {
-            None
-        };
-        let segments = self.options.template.prompt_segments(input, system, self.round)?;
-        let mut ids = Vec::new();
-        for segment in &segments {
-            if let Segment::Prompt(text) = segment {
-                if self.next_needs_bos && ids.is_empty() {
-                    ids.extend(bos_ids(self.tokenizer, text).into_iter().map(|i| i as u32));
-                }
-                ids.extend(self.tokenizer.encode(text)?);
-            }
-        }
-        Ok(ids)
+    /// The ids in the model's context: the whole conversation so far.
+    #[cfg(test)]
+    pub fn context(&self) -> &[u32] {
+        &self.context
+    }
+
+    /// The ids that make the model answer `input` next: the template's rendering of the whole
+    /// conversation so far, then the new turn's prompt.
+    pub fn prompt_ids(&self, input: &str) -> anyhow::Result<Vec<u32>> {
+        let ids = generation_ids(
+            &self.options.template,
+            self.tokenizer,
+            &self.turns,
+            &Turn::new(input, ""),
+            self.options.system.as_deref(),
+        )?;
+        text_ids(ids)
     }
 
     /// Answers one user turn, streaming the text to `out`; returns the answer.
     pub fn answer(&mut self, input: &str, out: &mut impl Write) -> anyhow::Result<String> {
-        let prompt = self.turn_ids(input)?;
-        let mut printed = String::new();
-        let mut generated: Vec<u32> = Vec::new();
-        let tokenizer = self.tokenizer;
-        let stop_strings = self.stop.strings.clone();
+        let prompt = self.prompt_ids(input)?;
         let mut write_error = None;
-        let generation = generate(
+        let request = ReplyRequest {
+            prompt: &prompt,
+            sampler: &mut self.sampler,
+            stop: &self.stop,
+            max_new_tokens: self.options.max_new_tokens,
+        };
+        let answer = reply(
             self.session,
-            &prompt,
-            &mut self.sampler,
-            &self.stop,
-            self.options.max_new_tokens,
-            &mut self.history,
-            |token| {
-                generated.push(token);
-                let text = tokenizer.decode(&generated, false).unwrap_or_default();
-                if !text.ends_with('\u{FFFD}')
-                    && text.len() > printed.len()
-                    && text.starts_with(printed.as_str())
-                {
-                    if let Err(e) = write!(out, "{}", &text[printed.len()..]).and_then(|_| out.flush()) {
-                        write_error = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                    printed = text.clone();
-                }
-                if stop_strings.iter().any(|s| text.ends_with(s.as_str())) {
+            &mut self.context,
+            self.tokenizer,
+            request,
+            |text| match write!(out, "{text}").and_then(|_| out.flush()) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
                     ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
                 }
             },
-        )
-        .map_err(|e| anyhow::anyhow!("generation failed: {e}"))?;
+        );
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
+        };
         if let Some(e) = write_error {
             return Err(e).context("writing the answer");
         }
-        let mut answer = self.tokenizer.decode(&generation.tokens, false)?;
-        for s in &self.stop.strings {
-            if let Some(stripped) = answer.strip_suffix(s.as_str()) {
-                answer = stripped.to_owned();
-            }
-        }
-        if answer.len() > printed.len() && answer.starts_with(printed.as_str()) {
-            write!(out, "{}", &answer[printed.len()..])?;
-        }
         writeln!(out)?;
-        match generation.stop {
-            StopReason::MaxTokens | StopReason::ContextFull => {
-                // XTuner drops the history when an answer hits the limit.
-                self.reset();
-            }
-            _ => {
-                let sep = self.options.template.sep().to_owned();
-                if !sep.is_empty() {
-                    let ids = self.tokenizer.encode(&sep)?;
-                    self.session
-                        .append(&ids)
-                        .map_err(|e| anyhow::anyhow!("generation failed: {e}"))?;
-                    self.history.extend(ids);
-                }
-                self.next_needs_bos = self.options.template.needs_eos();
-                self.round += 1;
-            }
+        if answer.finish == Finish::Length {
+            // XTuner drops the history when an answer hits the limit.
+            self.reset();
+        } else {
+            self.turns.push(Turn::new(input, answer.text.clone()));
         }
-        Ok(answer)
+        Ok(answer.text)
     }
 
     /// XTuner's interactive loop: lines until an empty line, `RESET`, `EXIT`.
@@ -193,23 +165,122 @@ where
     }
 }
 
-/// Stop on EOS ids and on template/user stop words that are single tokens; longer stop words
-/// are matched on the decoded text.
-fn stop_condition(tokenizer: &FtTokenizer, options: &ChatOptions) -> StopCondition {
-    let mut stop = StopCondition::default();
-    stop.ids.extend(tokenizer.eos_ids());
-    for word in options
-        .template
-        .stop_words()
-        .into_iter()
-        .chain(options.stop_words.iter().cloned())
-    {
-        match tokenizer.token_to_id(&word) {
-            Some(id) => {
-                stop.ids.insert(id);
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ft_data::template::HfTemplate;
+    use ft_model::sampling::SamplingConfig;
+
+    use super::*;
+
+    /// Answers with scripted token lists, one per turn, and records its context.
+    struct Scripted {
+        context: Vec<u32>,
+        answers: Vec<Vec<u32>>,
+        emitted: usize,
+        vocab: usize,
+        prompts_seen: Vec<Vec<u32>>,
+    }
+
+    impl LogitsSession for Scripted {
+        type Error = String;
+        fn append(&mut self, ids: &[u32]) -> Result<Vec<f32>, String> {
+            self.context.extend_from_slice(ids);
+            let mut logits = vec![0.0; self.vocab];
+            let answer = self.answers.first().ok_or("no answer left")?;
+            if self.emitted == answer.len() {
+                // The stop token is fed back; the next append is a new prompt.
+                self.answers.remove(0);
+                self.emitted = 0;
+                return Ok(logits);
             }
-            None => stop.strings.push(word),
+            if self.emitted == 0 {
+                self.prompts_seen.push(self.context.clone());
+            }
+            logits[answer[self.emitted] as usize] = 1.0;
+            self.emitted += 1;
+            Ok(logits)
+        }
+        fn reset(&mut self) {
+            self.context.clear();
+        }
+        fn truncate(&mut self, len: usize) {
+            self.context.truncate(len);
+        }
+        fn context_len(&self) -> usize {
+            self.context.len()
+        }
+        fn max_context(&self) -> usize {
+            4096
         }
     }
-    stop
+
+    #[derive(serde::Deserialize)]
+    struct Golden {
+        system: String,
+        turns: Vec<(String, String)>,
+        cases: Vec<GoldenCase>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct GoldenCase {
+        template: String,
+        tokenizer: String,
+        prompts: Vec<Vec<u32>>,
+    }
+
+    /// The regression of a two-turn chat forgetting the name: every turn's prompt, as the model
+    /// sees it through the KV cache, equals transformers' rendering of the whole conversation.
+    #[test]
+    fn every_turn_sees_the_whole_conversation_as_transformers_renders_it() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        let text = std::fs::read_to_string(fixtures.join("data/chat_goldens.json")).unwrap();
+        let golden: Golden = serde_json::from_str(&text).unwrap();
+        for case in golden
+            .cases
+            .iter()
+            .filter(|c| c.template == "hf" || c.template == "internlm2_chat")
+        {
+            let tokenizer = FtTokenizer::from_dir(fixtures.join("tokenizers").join(&case.tokenizer)).unwrap();
+            let template =
+                Template::resolve(&case.template, HfTemplate::from_tokenizer(&tokenizer).as_ref()).unwrap();
+            // The template's own end-of-answer token (its stop word, else EOS).
+            let stop_id = *StopWords::new(&template, &tokenizer, &[]).ids.last().unwrap();
+            let answers = golden
+                .turns
+                .iter()
+                .map(|(_, answer)| {
+                    let mut ids = tokenizer.encode(answer).unwrap();
+                    ids.push(stop_id);
+                    ids
+                })
+                .collect();
+            let mut session = Scripted {
+                context: vec![],
+                answers,
+                emitted: 0,
+                vocab: tokenizer.vocab_size(),
+                prompts_seen: vec![],
+            };
+            let options = ChatOptions {
+                template,
+                system: Some(golden.system.clone()),
+                max_new_tokens: 64,
+                sampling: SamplingConfig::greedy(),
+                stop_words: vec![],
+            };
+            let mut chat = Chat::new(&mut session, &tokenizer, options);
+            for (input, answer) in &golden.turns {
+                assert_eq!(&chat.answer(input, &mut Vec::new()).unwrap(), answer);
+            }
+            let context_len = chat.context().len();
+            assert_eq!(context_len, session.context.len(), "the chat mirrors the session");
+            assert_eq!(
+                session.prompts_seen, case.prompts,
+                "{} on {}: the model saw another conversation than the template renders",
+                case.template, case.tokenizer
+            );
+        }
+    }
 }

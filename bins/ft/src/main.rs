@@ -13,6 +13,8 @@ mod merge_cmd;
 mod model_load;
 mod op_profile;
 mod plot_cmd;
+mod reply;
+mod serve;
 mod templates_cmd;
 mod train_cmd;
 mod train_progress;
@@ -52,6 +54,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Draw one metric of one or several runs in one picture (from their metrics.jsonl).
     Plot(plot_cmd::PlotArgs),
+    /// Serve a model and its adapters: an OpenAI-compatible API and a chat page.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,5 +96,6 @@ fn run() -> anyhow::Result<()> {
         Command::Bench(args) => bench_cmd::run(args, op_times),
         Command::Train(args) => train_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -24,6 +24,7 @@
 pub mod assistant;
 pub mod batch;
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod dataset;
 pub mod encode;

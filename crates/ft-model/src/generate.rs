@@ -17,6 +17,10 @@ pub trait LogitsSession {
     /// Forgets the whole context.
     fn reset(&mut self);
 
+    /// Keeps the first `len` tokens of the context (a chat or a server reuses the prefix a new
+    /// prompt shares with the context).
+    fn truncate(&mut self, len: usize);
+
     /// Tokens in the context.
     fn context_len(&self) -> usize;
 
@@ -119,6 +123,9 @@ mod tests {
         }
         fn reset(&mut self) {
             self.context.clear();
+        }
+        fn truncate(&mut self, len: usize) {
+            self.context.truncate(len);
         }
         fn context_len(&self) -> usize {
             self.context.len()

@@ -107,6 +107,19 @@ impl<B: Backend> LayerCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keeps the first `len` positions.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len() {
+            return;
+        }
+        let keep = |t: Tensor<B, 4>| {
+            let [b, _, h, d] = t.dims();
+            t.slice([0..b, 0..len, 0..h, 0..d])
+        };
+        self.k = self.k.take().map(keep);
+        self.v = self.v.take().map(keep);
+    }
 }
 
 /// What attention needs besides the hidden states.

@@ -61,6 +61,15 @@ impl<B: KernelBackend> LogitsSession for KvSession<'_, B> {
             .collect();
     }
 
+    fn truncate(&mut self, len: usize) {
+        if len == 0 {
+            return self.reset();
+        }
+        for cache in &mut self.caches {
+            cache.truncate(len);
+        }
+    }
+
     fn context_len(&self) -> usize {
         self.caches.first().map_or(0, |c| c.len())
     }

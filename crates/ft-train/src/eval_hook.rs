@@ -6,8 +6,9 @@ use ft_model::TrainBackend;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use ft_data::encode::bos_ids;
-use ft_data::template::{Segment, Template};
+use ft_data::chat::{StopWords, generation_ids};
+use ft_data::record::Turn;
+use ft_data::template::Template;
 use ft_data::tokenizer::FtTokenizer;
 use ft_model::generate::generate;
 use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
@@ -58,31 +59,23 @@ impl ChatEvalHook {
 
     /// The ids of a single-turn prompt, as training renders it.
     fn prompt_ids(&self, input: &str, system: Option<&str>) -> Option<Vec<u32>> {
-        let segments = self.template.prompt_segments(input, system, 0).ok()?;
-        let mut ids = Vec::new();
-        for segment in &segments {
-            if let Segment::Prompt(text) = segment {
-                if ids.is_empty() {
-                    ids.extend(bos_ids(&self.tokenizer, text).into_iter().map(|i| i as u32));
-                }
-                ids.extend(self.tokenizer.encode(text).ok()?);
-            }
-        }
-        Some(ids)
+        let ids = generation_ids(
+            &self.template,
+            &self.tokenizer,
+            &[],
+            &Turn::new(input, ""),
+            system,
+        )
+        .ok()?;
+        ids.into_iter().map(|id| u32::try_from(id).ok()).collect()
     }
 
     fn stop_condition(&self) -> StopCondition {
-        let mut stop = StopCondition::default();
-        stop.ids.extend(self.tokenizer.eos_ids());
-        for word in self.template.stop_words() {
-            match self.tokenizer.token_to_id(&word) {
-                Some(id) => {
-                    stop.ids.insert(id);
-                }
-                None => stop.strings.push(word),
-            }
+        let words = StopWords::new(&self.template, &self.tokenizer, &[]);
+        StopCondition {
+            ids: words.ids.into_iter().collect(),
+            strings: words.strings,
         }
-        stop
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Segment, push_prompt_with_image};
 use crate::error::{DataError, Result};
-use crate::record::Conversation;
+use crate::record::{Conversation, Turn};
 
 /// A model's Jinja chat template with the special-token strings it may reference.
 #[derive(Debug, Clone)]
@@ -15,6 +15,10 @@ pub struct HfTemplate {
     bos_token: String,
     eos_token: String,
 }
+
+/// A conversation rendered turn by turn: its segments, its messages (role, content) and the
+/// length of its full rendering.
+type RenderedTurns<'a> = (Vec<Segment>, Vec<(&'a str, &'a str)>, usize);
 
 #[derive(Serialize)]
 struct Message<'a> {
@@ -106,19 +110,38 @@ impl HfTemplate {
         conversation: &Conversation,
         default_system: Option<&str>,
     ) -> Result<Vec<Segment>> {
+        Ok(self.render_turns(conversation, default_system)?.0)
+    }
+
+    /// The segments of the finished turns, then the text the new user turn and the generation
+    /// prompt add (`apply_chat_template(..., add_generation_prompt=True)` of the whole chat).
+    pub(super) fn generation_segments(
+        &self,
+        finished: &Conversation,
+        next: &Turn,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
+        let (mut out, mut messages, rendered_len) = self.render_turns(finished, default_system)?;
+        let round = finished.conversation.len();
+        push_turn_messages(&mut messages, next, round, default_system);
+        let prompt = self.render(&messages, true)?;
+        let new_prompt = self.suffix_after(&prompt, rendered_len)?;
+        push_prompt_with_image(&mut out, "hf", new_prompt.to_owned())?;
+        Ok(out)
+    }
+
+    /// Renders `conversation` turn by turn; returns its segments, its messages and the length of
+    /// its full rendering.
+    fn render_turns<'a>(
+        &self,
+        conversation: &'a Conversation,
+        default_system: Option<&'a str>,
+    ) -> Result<RenderedTurns<'a>> {
         let mut messages: Vec<(&str, &str)> = Vec::new();
         let mut out = Vec::new();
         let mut rendered_len = 0;
         for (round, turn) in conversation.conversation.iter().enumerate() {
-            let system = match (&turn.system, round) {
-                (Some(s), _) => Some(s.as_str()),
-                (None, 0) => default_system,
-                (None, _) => None,
-            };
-            if let Some(system) = system.filter(|s| !s.is_empty()) {
-                messages.push(("system", system));
-            }
-            messages.push(("user", &turn.input));
+            push_turn_messages(&mut messages, turn, round, default_system);
             let prompt = self.render(&messages, true)?;
             let new_prompt = self.suffix_after(&prompt, rendered_len)?;
             push_prompt_with_image(&mut out, "hf", new_prompt.to_owned())?;
@@ -135,36 +158,7 @@ impl HfTemplate {
             }
             rendered_len = full.len();
         }
-        Ok(out)
-    }
-
-    pub(super) fn prompt_segments(
-        &self,
-        input: &str,
-        system: Option<&str>,
-        round: usize,
-    ) -> Result<Vec<Segment>> {
-        // Render a placeholder history of `round` turns so that round-dependent templates see the
-        // right position, then keep only the text the new user turn adds.
-        let mut messages: Vec<(&str, &str)> = Vec::new();
-        if let Some(system) = system.filter(|s| !s.is_empty()) {
-            messages.push(("system", system));
-        }
-        for _ in 0..round {
-            messages.push(("user", ""));
-            messages.push(("assistant", ""));
-        }
-        let before = if messages.is_empty() {
-            String::new()
-        } else {
-            self.render(&messages, false)?
-        };
-        messages.push(("user", input));
-        let prompt = self.render(&messages, true)?;
-        let text = self.suffix_after(&prompt, if round == 0 { 0 } else { before.len() })?;
-        let mut out = Vec::new();
-        push_prompt_with_image(&mut out, "hf", text.to_owned())?;
-        Ok(out)
+        Ok((out, messages, rendered_len))
     }
 
     fn suffix_after<'a>(&self, text: &'a str, prefix_len: usize) -> Result<&'a str> {
@@ -177,10 +171,23 @@ impl HfTemplate {
     }
 }
 
+/// The system message (its own, else the default on the first turn) and the user message of a
+/// turn.
+fn push_turn_messages<'a>(
+    messages: &mut Vec<(&'a str, &'a str)>,
+    turn: &'a Turn,
+    round: usize,
+    default_system: Option<&'a str>,
+) {
+    if let Some(system) = super::turn_system(turn, round, default_system).filter(|s| !s.is_empty()) {
+        messages.push(("system", system));
+    }
+    messages.push(("user", &turn.input));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Turn;
 
     const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 

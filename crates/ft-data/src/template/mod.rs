@@ -16,7 +16,7 @@ pub use builtin::builtin_templates;
 pub use hf::HfTemplate;
 
 use crate::error::{DataError, Result};
-use crate::record::Conversation;
+use crate::record::{Conversation, Turn};
 
 /// One piece of a rendered sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,30 +133,37 @@ impl Template {
         }
     }
 
-    /// The prompt segments that make the model answer `input` as turn `round` (0-based) of a chat:
-    /// the system text (only when given, on round 0) and the instruction. Used by `ft chat` and
-    /// the evaluation hook.
-    pub fn prompt_segments(&self, input: &str, system: Option<&str>, round: usize) -> Result<Vec<Segment>> {
+    /// What the model sees before answering `next.input` after the finished `turns` (their
+    /// outputs are what was answered): the template's rendering of the whole conversation so far,
+    /// the same segments training renders for those turns, then the prompt of the new turn. Used
+    /// by `ft chat`, `ft serve` and the evaluation hook, so a chat is tokenised as it was trained.
+    pub fn generation_segments(
+        &self,
+        turns: &[Turn],
+        next: &Turn,
+        default_system: Option<&str>,
+    ) -> Result<Vec<Segment>> {
+        let finished = Conversation {
+            conversation: turns.to_vec(),
+            ..Default::default()
+        };
         match self {
-            Template::Prompt(t) => Ok(vec![Segment::Prompt(t.render_prompt(input, system, round)?)]),
-            Template::Hf(h) => h.prompt_segments(input, system, round),
+            Template::Prompt(t) => {
+                let mut out = t.segments(&finished, default_system)?;
+                t.push_generation_prompt(&mut out, next, turns.len(), default_system)?;
+                Ok(out)
+            }
+            Template::Hf(h) => h.generation_segments(&finished, next, default_system),
         }
     }
+}
 
-    /// Whether the template ends an answer with EOS (false when the suffix acts as EOS, or for `hf`).
-    pub fn needs_eos(&self) -> bool {
-        match self {
-            Template::Prompt(t) => !t.suffix_as_eos,
-            Template::Hf(_) => false,
-        }
-    }
-
-    /// The separator after each turn.
-    pub fn sep(&self) -> &str {
-        match self {
-            Template::Prompt(t) => &t.sep,
-            Template::Hf(_) => "",
-        }
+/// The system text of turn `round`: its own, else the default on the first turn.
+fn turn_system<'a>(turn: &'a Turn, round: usize, default_system: Option<&'a str>) -> Option<&'a str> {
+    match (&turn.system, round) {
+        (Some(s), _) => Some(s.as_str()),
+        (None, 0) => default_system,
+        (None, _) => None,
     }
 }
 
@@ -206,6 +213,22 @@ impl PromptTemplate {
         }
     }
 
+    /// The prompt of turn `round` after `out` (the finished turns): BOS where a turn starts
+    /// after EOS, then the system text (if any) and the instruction.
+    fn push_generation_prompt(
+        &self,
+        out: &mut Vec<Segment>,
+        next: &Turn,
+        round: usize,
+        default_system: Option<&str>,
+    ) -> Result<()> {
+        if round == 0 || !self.suffix_as_eos {
+            out.push(Segment::Bos);
+        }
+        let prompt = self.render_prompt(&next.input, turn_system(next, round, default_system), round)?;
+        push_prompt_with_image(out, &self.name, prompt)
+    }
+
     /// XTuner's `template_map_fn` followed by `encode_fn`'s turn layout.
     fn segments(&self, conversation: &Conversation, default_system: Option<&str>) -> Result<Vec<Segment>> {
         let mut out = Vec::new();
@@ -214,11 +237,7 @@ impl PromptTemplate {
             if next_needs_bos {
                 out.push(Segment::Bos);
             }
-            let system = match (&turn.system, round) {
-                (Some(s), _) => Some(s.as_str()),
-                (None, 0) => default_system,
-                (None, _) => None,
-            };
+            let system = turn_system(turn, round, default_system);
             let prompt = self.render_prompt(&turn.input, system, round)?;
             push_prompt_with_image(&mut out, &self.name, prompt)?;
             let loss = turn.output_with_loss;
@@ -318,7 +337,6 @@ fn check_placeholders(name: &str, field: &str, pattern: &str, allowed: &[&str]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Turn;
 
     #[test]
     fn internlm2_chat_two_turns_have_one_bos_and_no_eos() {
