@@ -78,6 +78,8 @@ enum BenchKind {
         #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
         device: DeviceKind,
     },
+    /// Load on `ft serve`: requests/s, tokens/s, time to first token, server memory.
+    Serve(crate::bench_serve::ServeBenchArgs),
     /// Tokens/s of greedy decoding with the KV cache.
     Generate {
         #[command(flatten)]
@@ -144,6 +146,9 @@ impl BackendTask for BenchArgs {
     fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let common = match &self.what {
             BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => common.clone(),
+            BenchKind::Serve(_) => {
+                unreachable!("invariant: `ft bench serve` is a client, run before dispatch")
+            }
             BenchKind::Train {
                 steps,
                 json,
@@ -237,7 +242,7 @@ impl BackendTask for BenchArgs {
                 serde_json::json!({"bench": "forward", "model": path.display().to_string(), "device": label,
                     "batch": batch, "seq": seq, "median_s": seconds, "tokens_per_s": (batch * seq) as f64 / seconds})
             }
-            BenchKind::Train { .. } => unreachable!("invariant: handled above"),
+            BenchKind::Train { .. } | BenchKind::Serve(_) => unreachable!("invariant: handled above"),
             BenchKind::Generate {
                 prompt_len,
                 new_tokens,
@@ -299,6 +304,7 @@ fn op_rows(times: &Option<OpTimes>, steps: usize) -> Vec<(&'static str, f64, f64
 pub fn run(mut args: BenchArgs, op_times: Option<OpTimes>) -> anyhow::Result<()> {
     args.op_times = op_times;
     let (device, dtype) = match &args.what {
+        BenchKind::Serve(serve) => return crate::bench_serve::run(serve.clone()),
         BenchKind::Forward { common, .. } | BenchKind::Generate { common, .. } => {
             (common.device, common.dtype)
         }

@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench_cmd;
+mod bench_serve;
 mod bench_train;
 mod chat_cmd;
 mod chat_session;

@@ -2,6 +2,8 @@
 //! that must succeed. Each suite uses part of it.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 
 use ft_metrics::tensorboard::proto::What;
