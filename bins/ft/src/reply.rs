@@ -150,9 +150,9 @@ where
 
 /// The longest prefix of `prompt` already in `context`, leaving at least one prompt token to
 /// append (its logits start the answer).
-fn reusable_prefix(context: &[u32], prompt: &[u32]) -> usize {
+pub fn reusable_prefix(context: &[u32], prompt: &[u32]) -> usize {
     let shared = context.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-    shared.min(prompt.len() - 1)
+    shared.min(prompt.len().saturating_sub(1))
 }
 
 #[cfg(test)]

@@ -285,3 +285,75 @@ fn many_concurrent_streams_all_finish() {
     assert_eq!(server.metric("ft_completion_tokens_total"), 16.0 * 8.0);
     assert_eq!(server.metric("ft_requests_rejected_total"), 0.0);
 }
+
+#[test]
+fn requests_decoded_together_answer_as_they_do_alone() {
+    let server = Server::start(&["--max-concurrency", "8"]);
+    let request = |k: usize| {
+        json!({
+            "messages": [{"role": "user", "content": format!("Question number {k}: {}", "why? ".repeat(k))}],
+            "temperature": 0,
+            "max_tokens": 12 + k,
+        })
+    };
+    let alone: Vec<String> = (0..8)
+        .map(|k| {
+            let (_, answer) = server.post("/v1/chat/completions", request(k));
+            answer["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let url = server.url.clone();
+    let together: Vec<String> = (0..8)
+        .map(|k| {
+            let (url, body) = (url.clone(), request(k));
+            std::thread::spawn(move || {
+                let mut response = Server::agent()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .send_json(body)
+                    .unwrap();
+                let answer: Value =
+                    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+                answer["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(together, alone);
+    let (steps, rows) = (
+        server.metric("ft_decode_steps_total"),
+        server.metric("ft_decode_rows_total"),
+    );
+    assert!(
+        rows > steps,
+        "some steps decoded several requests ({rows} rows in {steps} steps)"
+    );
+
+    // The second turn of a conversation reuses the first turn's cached prefix.
+    let before = server.metric("ft_prompt_tokens_reused_total");
+    let (_, first) = server.post("/v1/chat/completions", request(1));
+    let answer = first["choices"][0]["message"]["content"].clone();
+    let second = json!({
+        "messages": [
+            request(1)["messages"][0].clone(),
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "And then?"},
+        ],
+        "temperature": 0,
+        "max_tokens": 4,
+    });
+    let (status, _) = server.post("/v1/chat/completions", second);
+    assert_eq!(status, 200);
+    let reused = server.metric("ft_prompt_tokens_reused_total") - before;
+    assert!(
+        reused >= first["usage"]["prompt_tokens"].as_f64().unwrap(),
+        "reused {reused}"
+    );
+}

@@ -30,6 +30,9 @@ pub struct AttentionMask {
     pub attention_mask: Option<Arc<Vec<i32>>>,
     /// `[batch, seq]`: the packed sample of each new token (queries see their own segment only).
     pub segment_ids: Option<Arc<Vec<i32>>>,
+    /// `[batch, past]`: 0 marks an empty slot of the cache (rows of different lengths decoded
+    /// together, left-padded), hidden from every query.
+    pub cache_mask: Option<Arc<Vec<i32>>>,
 }
 
 impl AttentionMask {
@@ -42,12 +45,16 @@ impl AttentionMask {
             window: None,
             attention_mask: None,
             segment_ids: None,
+            cache_mask: None,
         }
     }
 
-    /// Whether only causal order hides keys (no window, padding or segments).
+    /// Whether only causal order hides keys (no window, padding, segments or cache slots).
     pub fn is_causal_only(&self) -> bool {
-        self.window.is_none() && self.attention_mask.is_none() && self.segment_ids.is_none()
+        self.window.is_none()
+            && self.attention_mask.is_none()
+            && self.segment_ids.is_none()
+            && self.cache_mask.is_none()
     }
 
     /// Keys per row: cached plus new.
@@ -62,7 +69,11 @@ impl AttentionMask {
             return false;
         }
         let Some(jj) = j.checked_sub(self.past) else {
-            return true; // cached keys are earlier tokens of the same (unpadded) row
+            // Cached keys are earlier tokens of the same row, unless the slot is empty.
+            return self
+                .cache_mask
+                .as_ref()
+                .is_none_or(|m| m[row * self.past + j] != 0);
         };
         let at = |i: usize| row * self.seq + i;
         let pad = self.attention_mask.as_ref().is_some_and(|m| m[at(jj)] == 0);
@@ -89,6 +100,15 @@ impl AttentionMask {
         for (j, score) in (first_key..end).zip(line.iter_mut()) {
             if j < first || j > last {
                 *score = f32::NEG_INFINITY;
+            }
+        }
+        // Cached keys may be empty slots.
+        if let Some(slots) = &self.cache_mask {
+            let cached_end = end.min(self.past);
+            for j in first_key.max(first)..cached_end {
+                if slots[row * self.past + j] == 0 {
+                    line[j - first_key] = f32::NEG_INFINITY;
+                }
             }
         }
         // New keys (past the cache) may also be padding or in another segment.
@@ -153,8 +173,16 @@ impl AttentionMask {
     /// Checks the side tables against the shape.
     ///
     /// # Panics
-    /// When `attention_mask` or `segment_ids` do not hold `batch · seq` entries (a caller bug).
+    /// When `attention_mask` or `segment_ids` do not hold `batch · seq` entries, or
+    /// `cache_mask` not `batch · past` (a caller bug).
     pub fn assert_consistent(&self) {
+        if let Some(slots) = &self.cache_mask {
+            assert_eq!(
+                slots.len(),
+                self.batch * self.past,
+                "cache_mask must hold batch · past entries"
+            );
+        }
         for (name, table) in [
             ("attention_mask", &self.attention_mask),
             ("segment_ids", &self.segment_ids),
@@ -261,6 +289,32 @@ mod tests {
                             let j = first_key + c;
                             assert_eq!(v == 0.0, mask.visible(row, i, j), "row {row} query {i} key {j}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_cache_slots_are_hidden_from_every_query() {
+        // Two rows after a cache of 3 slots; the first row's first slot is empty (left padding).
+        let mask = AttentionMask {
+            cache_mask: Some(Arc::new(vec![0, 1, 1, 1, 1, 1])),
+            ..AttentionMask::causal(2, 2, 3)
+        };
+        assert!(!mask.is_causal_only());
+        assert_eq!(pattern(&mask)[..2], [".xxx.", ".xxxx"]);
+        for row in 0..2 {
+            for i in 0..2 {
+                for first_key in [0, 1, 3] {
+                    let mut line = vec![0.0f32; mask.keys() - first_key];
+                    mask.hide_hidden_keys(row, i, first_key, &mut line);
+                    for (c, &v) in line.iter().enumerate() {
+                        assert_eq!(
+                            v == 0.0,
+                            mask.visible(row, i, first_key + c),
+                            "row {row} query {i}"
+                        );
                     }
                 }
             }

@@ -50,6 +50,53 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
+/// What to do after one set of next-token logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Emit this token and feed it to the model.
+    Token(u32),
+    /// Generation ends (a stop token was already added to `history`).
+    Stop(StopReason),
+}
+
+/// The limits one answer runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Tokens produced so far.
+    pub produced: usize,
+    /// Longest answer.
+    pub max_new_tokens: usize,
+    /// Tokens in the model's context now.
+    pub context_len: usize,
+    /// The model's longest context.
+    pub max_context: usize,
+}
+
+/// One decision of [`generate`], shared by every decoding loop (alone or batched): stop at the
+/// limits, else sample a token from `logits` (which `history` penalises) and append it to
+/// `history`; a stop token ends generation.
+pub fn next_token(
+    sampler: &mut Sampler,
+    stop: &StopCondition,
+    logits: &mut [f32],
+    history: &mut Vec<u32>,
+    limits: Limits,
+) -> Next {
+    if limits.produced >= limits.max_new_tokens {
+        return Next::Stop(StopReason::MaxTokens);
+    }
+    if limits.context_len >= limits.max_context {
+        return Next::Stop(StopReason::ContextFull);
+    }
+    let token = sampler.next_token(logits, history);
+    history.push(token);
+    if stop.is_stop_token(token) {
+        Next::Stop(StopReason::StopToken(token))
+    } else {
+        Next::Token(token)
+    }
+}
+
 /// Generates after `prompt`: every produced token goes to `on_token` (which may stop early),
 /// and is appended to `history` (the ids the repetition penalty sees). A stop token is fed to
 /// the session too, so that a chat's next turn continues after it.
@@ -66,35 +113,32 @@ pub fn generate<S: LogitsSession>(
     let mut logits = session.append(prompt)?;
     let mut tokens = Vec::new();
     loop {
-        if tokens.len() >= max_new_tokens {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::MaxTokens,
-            });
-        }
-        if session.context_len() >= session.max_context() {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::ContextFull,
-            });
-        }
-        let token = sampler.next_token(&mut logits, history);
-        history.push(token);
-        if stop.is_stop_token(token) {
-            session.append(&[token])?;
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::StopToken(token),
-            });
-        }
-        tokens.push(token);
-        let flow = on_token(token);
-        logits = session.append(&[token])?;
-        if flow.is_break() {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::Callback,
-            });
+        let limits = Limits {
+            produced: tokens.len(),
+            max_new_tokens,
+            context_len: session.context_len(),
+            max_context: session.max_context(),
+        };
+        match next_token(sampler, stop, &mut logits, history, limits) {
+            Next::Stop(StopReason::StopToken(token)) => {
+                session.append(&[token])?;
+                return Ok(Generation {
+                    tokens,
+                    stop: StopReason::StopToken(token),
+                });
+            }
+            Next::Stop(stop) => return Ok(Generation { tokens, stop }),
+            Next::Token(token) => {
+                tokens.push(token);
+                let flow = on_token(token);
+                logits = session.append(&[token])?;
+                if flow.is_break() {
+                    return Ok(Generation {
+                        tokens,
+                        stop: StopReason::Callback,
+                    });
+                }
+            }
         }
     }
 }

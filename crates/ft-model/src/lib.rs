@@ -12,6 +12,7 @@
 //! extracts PEFT LoRA adapters.
 
 pub mod adapters;
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod families;

@@ -8,9 +8,16 @@ use ft_kernels::AttentionMask;
 
 use crate::model::ModelInput;
 
-/// The mask of `input`'s new tokens after `past` cached ones.
-pub(crate) fn attention_mask(input: &ModelInput, past: usize, window: Option<usize>) -> AttentionMask {
+/// The mask of `input`'s new tokens after `past` cached ones (`cache_mask`: `[batch, past]`,
+/// 0 for an empty slot of a left-padded cache).
+pub(crate) fn attention_mask(
+    input: &ModelInput,
+    past: usize,
+    window: Option<usize>,
+    cache_mask: Option<&Arc<Vec<i32>>>,
+) -> AttentionMask {
     AttentionMask {
+        cache_mask: cache_mask.cloned(),
         batch: input.batch,
         seq: input.seq,
         past,

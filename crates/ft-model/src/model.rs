@@ -141,7 +141,19 @@ impl<B: KernelBackend> CausalLm<B> {
         &self,
         input: &ModelInput,
         config: &ModelConfig,
+        caches: Option<&mut Vec<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        self.hidden_states_over(input, config, caches, None)
+    }
+
+    /// [`Self::hidden_states`] over left-padded caches: `cache_mask` `[batch, past]` is 0 for an
+    /// empty cache slot.
+    pub(crate) fn hidden_states_over(
+        &self,
+        input: &ModelInput,
+        config: &ModelConfig,
         mut caches: Option<&mut Vec<LayerCache<B>>>,
+        cache_mask: Option<&std::sync::Arc<Vec<i32>>>,
     ) -> Tensor<B, 3> {
         let device = self.embed.device();
         let (b, s) = (input.batch, input.seq);
@@ -173,7 +185,7 @@ impl<B: KernelBackend> CausalLm<B> {
             let window = config.sliding_window(i);
             let built = masks.iter().position(|m| m.window == window);
             let index = built.unwrap_or_else(|| {
-                masks.push(mask::attention_mask(input, past, window));
+                masks.push(mask::attention_mask(input, past, window, cache_mask));
                 masks.len() - 1
             });
             let ctx = AttentionContext {

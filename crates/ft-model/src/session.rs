@@ -26,6 +26,43 @@ impl<'a, B: KernelBackend> KvSession<'a, B> {
             caches: (0..config.num_layers).map(|_| LayerCache::default()).collect(),
         }
     }
+
+    /// A session continuing from `caches` (one per layer, batch 1), e.g. a sequence taken out
+    /// of a [`crate::batch::BatchDecoder`].
+    pub fn from_caches(model: &'a CausalLm<B>, config: &'a ModelConfig, caches: Vec<LayerCache<B>>) -> Self {
+        assert_eq!(caches.len(), config.num_layers, "one cache per layer");
+        Self {
+            model,
+            config,
+            caches,
+        }
+    }
+
+    /// The per-layer caches (batch 1), e.g. to join a [`crate::batch::BatchDecoder`].
+    pub fn into_caches(self) -> Vec<LayerCache<B>> {
+        self.caches
+    }
+}
+
+/// The next-token logits of each row: the last position's hidden state through the head.
+///
+/// # Shapes
+/// - hidden: `[rows, seq, hidden]`
+/// - output: `rows` vectors of `[vocab]`
+pub(crate) fn logits_rows<B: KernelBackend>(
+    model: &CausalLm<B>,
+    hidden: burn::tensor::Tensor<B, 3>,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let [rows, s, h] = hidden.dims();
+    let last = hidden.slice([0..rows, s - 1..s, 0..h]);
+    let logits = model.head(last);
+    let vocab = logits.dims()[2];
+    let flat = logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ModelError::Input(format!("reading logits: {e:?}")))?;
+    Ok(flat.chunks(vocab).map(<[f32]>::to_vec).collect())
 }
 
 impl<B: KernelBackend> LogitsSession for KvSession<'_, B> {
@@ -45,14 +82,8 @@ impl<B: KernelBackend> LogitsSession for KvSession<'_, B> {
         let hidden = self
             .model
             .hidden_states(&input, self.config, Some(&mut self.caches));
-        let [_, s, h] = hidden.dims();
-        let last = hidden.slice([0..1, s - 1..s, 0..h]);
-        let logits = self.model.head(last);
-        logits
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| ModelError::Input(format!("reading logits: {e:?}")))
+        let mut rows = logits_rows(self.model, hidden)?;
+        Ok(rows.swap_remove(0))
     }
 
     fn reset(&mut self) {

@@ -21,6 +21,8 @@ pub struct Metrics {
     completion_tokens: Counter,
     reused_tokens: Counter,
     in_queue: Gauge,
+    decode_steps: Counter,
+    decode_rows: Counter,
     latency: Histogram,
     first_token: Histogram,
 }
@@ -37,6 +39,8 @@ impl Default for Metrics {
             completion_tokens: Counter::default(),
             reused_tokens: Counter::default(),
             in_queue: Gauge::default(),
+            decode_steps: Counter::default(),
+            decode_rows: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             first_token: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
         };
@@ -85,6 +89,16 @@ impl Metrics {
             self.in_queue.clone(),
         );
         r.register(
+            "decode_steps",
+            "Forward passes of the decoding batch",
+            self.decode_steps.clone(),
+        );
+        r.register(
+            "decode_rows",
+            "Requests fed by those passes (rows / steps = mean batch)",
+            self.decode_rows.clone(),
+        );
+        r.register(
             "request_duration_seconds",
             "Time from the model's start to the answer's end",
             self.latency.clone(),
@@ -114,6 +128,12 @@ impl Metrics {
     /// The client left before its job started.
     pub fn cancelled(&self) {
         self.cancelled.inc();
+    }
+
+    /// One decoding step fed `rows` requests.
+    pub fn stepped(&self, rows: usize) {
+        self.decode_steps.inc();
+        self.decode_rows.inc_by(rows as u64);
     }
 
     /// Requests running or queued now.

@@ -6,6 +6,7 @@ mod engine;
 mod error;
 mod metrics;
 mod routes;
+mod scheduler;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use ft_model::session::KvSession;
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
 use crate::model_load::{LoadedModel, ModelArgs, Quantization, attach_adapter, choose_template};
-use engine::{Catalog, ModelCard, WorkerModels};
+use engine::{Catalog, ModelCard, ServedModels};
 use metrics::Metrics;
 use routes::AppState;
 
@@ -61,8 +62,8 @@ pub struct ServeArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = DType::Bf16)]
     pub dtype: DType,
-    /// Requests the model answers at the same time (one worker thread each).
-    #[arg(long, default_value_t = 4)]
+    /// Requests decoded together (one forward pass per step over all of them); more wait.
+    #[arg(long, default_value_t = 8)]
     pub max_concurrency: usize,
     /// Requests that may wait beyond those running; more get 429.
     #[arg(long, default_value_t = 256)]
@@ -112,12 +113,11 @@ impl BackendTask for ServeArgs {
         let metrics = Arc::new(Metrics::default());
         let engine = engine::start(
             catalog.clone(),
-            &models,
+            models,
             self.max_concurrency,
             self.max_queue,
             metrics.clone(),
         );
-        drop(models);
         let state = AppState {
             catalog,
             engine,
@@ -171,7 +171,7 @@ async fn listen(app: axum::Router, host: &str, port: u16) -> anyhow::Result<()> 
 
 impl ServeArgs {
     /// Loads the base, then each adapter on its own copy of the base (weights shared).
-    fn load<B: KernelBackend>(&self, device: &B::Device) -> anyhow::Result<(Catalog, WorkerModels<B>)> {
+    fn load<B: KernelBackend>(&self, device: &B::Device) -> anyhow::Result<(Catalog, ServedModels<B>)> {
         let quantization = self.quantization.or_else(|| self.recorded_quantization());
         let base_args = ModelArgs {
             model: self.model.clone(),
@@ -211,7 +211,7 @@ impl ServeArgs {
         };
         Ok((
             catalog,
-            WorkerModels {
+            ServedModels {
                 models,
                 config: base.config,
             },

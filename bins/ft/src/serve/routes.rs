@@ -364,7 +364,7 @@ impl ReplyTo {
 async fn whole(reply_to: ReplyTo, mut events: Events) -> Response {
     while let Some(event) = events.recv().await {
         match event {
-            JobEvent::Started | JobEvent::Text(_) => {}
+            JobEvent::Text(_) => {}
             JobEvent::Done(reply) => return axum::Json(reply_to.whole(&reply)).into_response(),
             JobEvent::Failed(message) => return ApiError::internal(message).into_response(),
         }
@@ -405,7 +405,6 @@ async fn forward(reply_to: ReplyTo, mut events: Events, sender: SseSender, inclu
             _ = sender.closed() => return,
         };
         let (outgoing, ends) = match event {
-            Some(JobEvent::Started) => continue,
             Some(JobEvent::Text(text)) => (vec![send(reply_to.chunk(Some(&text), false, None))], false),
             Some(JobEvent::Done(reply)) => {
                 let mut last = vec![send(reply_to.chunk(None, false, Some(reply.finish.as_openai())))];
