@@ -1,0 +1,264 @@
+//! Pictures for the vision tower: decoding (PNG, JPEG, WebP, GIF; EXIF orientation honoured;
+//! alpha dropped; greyscale and palettes to RGB), XTuner's pad-to-square with the mean colour,
+//! then `CLIPImageProcessor` as a model folder's `preprocessor_config.json` configures it:
+//! shortest-edge bicubic resize, centre crop, rescale, normalise, CHW f32.
+
+use std::io::BufReader;
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{LlavaError, Result};
+use crate::resample::resize_bicubic;
+
+/// CLIP's normalisation (OpenAI), the default of `CLIPImageProcessor`.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's normalisation (OpenAI).
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+/// `preprocessor_config.json`, the keys `CLIPImageProcessor` reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProcessor {
+    /// Resize so that the shorter side has this length.
+    pub shortest_edge: Option<u32>,
+    /// Centre crop `(height, width)`.
+    pub crop: Option<(u32, u32)>,
+    /// Multiply 8-bit values by this (1/255).
+    pub rescale_factor: Option<f32>,
+    /// Per-channel mean and std, or no normalisation.
+    pub normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+#[derive(Deserialize)]
+struct RawProcessor {
+    #[serde(default)]
+    size: Option<Value>,
+    #[serde(default)]
+    crop_size: Option<Value>,
+    #[serde(default = "yes")]
+    do_resize: bool,
+    #[serde(default = "yes")]
+    do_center_crop: bool,
+    #[serde(default = "yes")]
+    do_rescale: bool,
+    #[serde(default = "yes")]
+    do_normalize: bool,
+    #[serde(default)]
+    rescale_factor: Option<f32>,
+    #[serde(default)]
+    image_mean: Option<Vec<f32>>,
+    #[serde(default)]
+    image_std: Option<Vec<f32>>,
+    #[serde(default)]
+    resample: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// PIL's code for bicubic resampling.
+const PIL_BICUBIC: u32 = 3;
+
+impl ImageProcessor {
+    /// CLIP ViT-L/14-336's processor.
+    pub fn clip(size: u32) -> Self {
+        Self {
+            shortest_edge: Some(size),
+            crop: Some((size, size)),
+            rescale_factor: Some(1.0 / 255.0),
+            normalize: Some((CLIP_MEAN, CLIP_STD)),
+        }
+    }
+
+    /// Reads `preprocessor_config.json` from a model folder.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("preprocessor_config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| LlavaError::io(&path, e))?;
+        let raw: RawProcessor =
+            serde_json::from_str(&text).map_err(|e| LlavaError::config(&path, e.to_string()))?;
+        if raw.resample.is_some_and(|r| r != PIL_BICUBIC) {
+            return Err(LlavaError::config(
+                &path,
+                "`resample`: only bicubic (3) is supported",
+            ));
+        }
+        let shortest_edge = match (raw.do_resize, &raw.size) {
+            (false, _) => None,
+            (true, Some(size)) => Some(edge(&path, "size", size, "shortest_edge")?),
+            (true, None) => return Err(LlavaError::config(&path, "`size` is missing")),
+        };
+        let crop = match (raw.do_center_crop, &raw.crop_size) {
+            (false, _) => None,
+            (true, Some(size)) => Some((
+                edge(&path, "crop_size", size, "height")?,
+                edge(&path, "crop_size", size, "width")?,
+            )),
+            (true, None) => return Err(LlavaError::config(&path, "`crop_size` is missing")),
+        };
+        let normalize = if raw.do_normalize {
+            let triple = |v: Option<Vec<f32>>, default: [f32; 3], key: &str| -> Result<[f32; 3]> {
+                match v {
+                    None => Ok(default),
+                    Some(v) => v
+                        .try_into()
+                        .map_err(|_| LlavaError::config(&path, format!("`{key}` must hold 3 values"))),
+                }
+            };
+            Some((
+                triple(raw.image_mean, CLIP_MEAN, "image_mean")?,
+                triple(raw.image_std, CLIP_STD, "image_std")?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            shortest_edge,
+            crop,
+            rescale_factor: raw.do_rescale.then(|| raw.rescale_factor.unwrap_or(1.0 / 255.0)),
+            normalize,
+        })
+    }
+
+    /// The colour XTuner pads with: `int(255 · mean)` per channel.
+    pub fn fill_colour(&self) -> [u8; 3] {
+        let mean = self.normalize.map_or(CLIP_MEAN, |(mean, _)| mean);
+        mean.map(|m| (255.0 * m) as u8)
+    }
+
+    /// Pixel values `[3, height, width]` (row-major, CHW) of a decoded picture.
+    pub fn pixel_values(&self, image: &RgbImage) -> (Vec<f32>, [usize; 3]) {
+        let mut image = image.clone();
+        if let Some(edge) = self.shortest_edge {
+            let (w, h) = resized_size(image.width(), image.height(), edge);
+            image = resize_bicubic(&image, w, h);
+        }
+        if let Some((crop_h, crop_w)) = self.crop {
+            image = center_crop(&image, crop_h, crop_w);
+        }
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let mut values = vec![0.0f32; 3 * h * w];
+        for (x, y, pixel) in image.enumerate_pixels() {
+            for c in 0..3 {
+                let mut v = f32::from(pixel.0[c]);
+                if let Some(factor) = self.rescale_factor {
+                    v *= factor;
+                }
+                if let Some((mean, std)) = self.normalize {
+                    v = (v - mean[c]) / std[c];
+                }
+                values[(c * h + y as usize) * w + x as usize] = v;
+            }
+        }
+        (values, [3, h, w])
+    }
+}
+
+fn edge(path: &Path, key: &str, size: &Value, field: &str) -> Result<u32> {
+    let value = match size {
+        Value::Number(n) => n.as_u64(),
+        Value::Object(map) => map.get(field).and_then(Value::as_u64),
+        _ => None,
+    };
+    value
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| LlavaError::config(path, format!("`{key}` needs `{field}` (a pixel count)")))
+}
+
+/// transformers' `get_resize_output_image_size(default_to_square=False)`: the short side
+/// becomes `edge`, the long one `int(edge · long / short)`.
+fn resized_size(width: u32, height: u32, edge: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (u64::from(edge) * u64::from(long) / u64::from(short)) as u32;
+    if width <= height {
+        (edge, new_long)
+    } else {
+        (new_long, edge)
+    }
+}
+
+/// The centre `height × width` (padded with black where the picture is smaller, as
+/// transformers does).
+fn center_crop(image: &RgbImage, height: u32, width: u32) -> RgbImage {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let top = (h - i64::from(height)) / 2;
+    let left = (w - i64::from(width)) / 2;
+    RgbImage::from_fn(width, height, |x, y| {
+        let (sx, sy) = (i64::from(x) + left, i64::from(y) + top);
+        if (0..w).contains(&sx) && (0..h).contains(&sy) {
+            *image.get_pixel(sx as u32, sy as u32)
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+}
+
+/// XTuner's `expand2square`: the picture centred on a square canvas of `fill`.
+pub fn pad_to_square(image: &RgbImage, fill: [u8; 3]) -> RgbImage {
+    let (w, h) = (image.width(), image.height());
+    if w == h {
+        return image.clone();
+    }
+    let side = w.max(h);
+    let mut canvas = RgbImage::from_pixel(side, side, image::Rgb(fill));
+    let (x, y) = if w > h { (0, (w - h) / 2) } else { ((h - w) / 2, 0) };
+    image::imageops::replace(&mut canvas, image, i64::from(x), i64::from(y));
+    canvas
+}
+
+/// Decodes a picture to 8-bit RGB: EXIF orientation applied, alpha dropped (not blended, as
+/// PIL's `convert("RGB")`), greyscale and palettes expanded.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bad = |message: String| LlavaError::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| LlavaError::io(path, e))?;
+    let reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| LlavaError::io(path, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
+    let orientation = decoder.orientation().map_err(|e| bad(e.to_string()))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
+    image.apply_orientation(orientation);
+    Ok(image.to_rgb8())
+}
+
+/// A picture file as the vision tower takes it: decoded, padded to a square (when `pad`) and
+/// processed; `[3, height, width]`.
+pub fn load_pixels(path: &Path, processor: &ImageProcessor, pad: bool) -> Result<(Vec<f32>, [usize; 3])> {
+    let mut image = load_rgb(path)?;
+    if pad {
+        image = pad_to_square(&image, processor.fill_colour());
+    }
+    Ok(processor.pixel_values(&image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_short_side_becomes_the_edge_and_the_long_one_is_truncated() {
+        assert_eq!(resized_size(23, 17, 16), (21, 16));
+        assert_eq!(resized_size(19, 30, 16), (16, 25));
+        assert_eq!(resized_size(500, 375, 336), (448, 336));
+    }
+
+    #[test]
+    fn padding_centres_the_picture_on_the_mean_colour() {
+        let image = RgbImage::from_pixel(4, 2, image::Rgb([9, 9, 9]));
+        let square = pad_to_square(&image, ImageProcessor::clip(336).fill_colour());
+        assert_eq!(square.dimensions(), (4, 4));
+        assert_eq!(square.get_pixel(0, 0).0, [122, 116, 104]);
+        assert_eq!(square.get_pixel(0, 1).0, [9, 9, 9]);
+        assert_eq!(square.get_pixel(3, 2).0, [9, 9, 9]);
+        assert_eq!(square.get_pixel(3, 3).0, [122, 116, 104]);
+    }
+}

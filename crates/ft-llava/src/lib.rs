@@ -1,0 +1,18 @@
+//! LLaVA for ft: the CLIP vision tower, image preprocessing equal to `CLIPImageProcessor`
+//! (with XTuner's pad-to-square), and XTuner's projector.
+//!
+//! - [`clip`]: the ViT, loaded from a `CLIPVisionModel`, a full `CLIPModel` or an HF LLaVA
+//!   folder; features of `visual_select_layer` without the class token.
+//! - [`image`]: decoding and preprocessing to `[3, side, side]` pixel values.
+//! - [`projector`]: `ProjectorModel` (depth, GELU, biases), loaded and saved in XTuner's layout.
+
+pub mod clip;
+pub mod error;
+pub mod image;
+pub mod projector;
+mod resample;
+
+pub use clip::{ClipVision, ClipVisionConfig, load_clip};
+pub use error::{LlavaError, Result};
+pub use image::{ImageProcessor, load_pixels, load_rgb, pad_to_square};
+pub use projector::{Projector, ProjectorConfig, load_projector, save_projector};
