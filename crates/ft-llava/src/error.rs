@@ -37,6 +37,9 @@ pub enum LlavaError {
         /// What is wrong.
         message: String,
     },
+    /// Samples, images or sizes that do not fit together.
+    #[error("{0}")]
+    Input(String),
     /// The model's tensors could not be read.
     #[error(transparent)]
     Model(#[from] ft_model::error::ModelError),

@@ -5,14 +5,20 @@
 //!   folder; features of `visual_select_layer` without the class token.
 //! - [`image`]: decoding and preprocessing to `[3, side, side]` pixel values.
 //! - [`projector`]: `ProjectorModel` (depth, GELU, biases), loaded and saved in XTuner's layout.
+//! - [`vision`]: CLIP + projector, one block of LLM rows per picture.
+//! - [`splice`]: the picture rows in place of each sample's `<image>` placeholder.
 
 pub mod clip;
 pub mod error;
 pub mod image;
 pub mod projector;
 mod resample;
+pub mod splice;
+pub mod vision;
 
 pub use clip::{ClipVision, ClipVisionConfig, load_clip};
 pub use error::{LlavaError, Result};
 pub use image::{ImageProcessor, load_pixels, load_rgb, pad_to_square};
 pub use projector::{Projector, ProjectorConfig, load_projector, save_projector};
+pub use splice::{SpliceSample, SplicedBatch, splice};
+pub use vision::VisionSide;

@@ -62,7 +62,37 @@ impl<B: KernelBackend> CausalLm<B> {
     /// - input: `[batch, seq]`; labels: `[batch, seq]` (−100 = ignored)
     /// - output: Σ CE `[1]` and the target count
     pub fn loss_sum(&self, input: &ModelInput, labels: &[i32], config: &ModelConfig) -> LossSum<B> {
-        let targets = shifted_targets(labels, input.batch, input.seq);
+        self.loss_sum_over(labels, input.batch, input.seq, || {
+            self.hidden_states(input, config, None)
+        })
+    }
+
+    /// [`Self::loss_sum`] of input embeddings (a LLaVA's spliced rows).
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, seq, hidden]`; labels: `[batch, seq]` (−100 = ignored)
+    /// - output: Σ CE `[1]` and the target count
+    pub fn loss_sum_of_embeddings(
+        &self,
+        embeddings: Tensor<B, 3>,
+        input: &ModelInput,
+        labels: &[i32],
+        config: &ModelConfig,
+    ) -> LossSum<B> {
+        self.loss_sum_over(labels, input.batch, input.seq, || {
+            self.hidden_states_of_embeddings(embeddings, input, config)
+        })
+    }
+
+    /// The loss of the hidden states `hidden()` gives (not computed when nothing is trained).
+    fn loss_sum_over(
+        &self,
+        labels: &[i32],
+        batch: usize,
+        seq: usize,
+        hidden: impl FnOnce() -> Tensor<B, 3>,
+    ) -> LossSum<B> {
+        let targets = shifted_targets(labels, batch, seq);
         let device = self.embed.device();
         if targets.is_empty() {
             return LossSum {
@@ -70,7 +100,7 @@ impl<B: KernelBackend> CausalLm<B> {
                 count: 0,
             };
         }
-        let hidden = self.hidden_states(input, config, None);
+        let hidden = hidden();
         let [b, s, h] = hidden.dims();
         let rows: Vec<i64> = targets.iter().map(|(p, _)| *p as i64).collect();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [targets.len()]), &device);

@@ -152,19 +152,61 @@ impl<B: KernelBackend> CausalLm<B> {
         &self,
         input: &ModelInput,
         config: &ModelConfig,
+        caches: Option<&mut Vec<LayerCache<B>>>,
+        cache_mask: Option<&std::sync::Arc<Vec<i32>>>,
+    ) -> Tensor<B, 3> {
+        let (b, s) = (input.batch, input.seq);
+        assert_eq!(input.input_ids.len(), b * s, "input_ids must be [batch, seq]");
+        let ids: Vec<u32> = input.input_ids.iter().map(|&i| i as u32).collect();
+        let x = self.embed_ids(&ids).reshape([b, s, config.hidden_size]);
+        self.run_layers(x, input, config, caches, cache_mask)
+    }
+
+    /// The token embeddings of `ids`.
+    ///
+    /// # Shapes
+    /// - ids: `n`
+    /// - output: `[n, hidden]`
+    pub fn embed_ids(&self, ids: &[u32]) -> Tensor<B, 2> {
+        let device = self.embed.device();
+        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [ids.len()]), &device);
+        self.embed.val().select(0, ids)
+    }
+
+    /// Final hidden states of input embeddings (a LLaVA's spliced rows): `input` gives the
+    /// shape, padding mask, positions and segments; its ids are not read.
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn hidden_states_of_embeddings(
+        &self,
+        embeddings: Tensor<B, 3>,
+        input: &ModelInput,
+        config: &ModelConfig,
+    ) -> Tensor<B, 3> {
+        self.run_layers(embeddings, input, config, None, None)
+    }
+
+    /// The decoder blocks and the final norm over embeddings `x`.
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]`
+    fn run_layers(
+        &self,
+        x: Tensor<B, 3>,
+        input: &ModelInput,
+        config: &ModelConfig,
         mut caches: Option<&mut Vec<LayerCache<B>>>,
         cache_mask: Option<&std::sync::Arc<Vec<i32>>>,
     ) -> Tensor<B, 3> {
         let device = self.embed.device();
         let (b, s) = (input.batch, input.seq);
-        assert_eq!(input.input_ids.len(), b * s, "input_ids must be [batch, seq]");
+        assert_eq!(x.dims()[..2], [b, s], "embeddings must be [batch, seq, hidden]");
+        let mut x = x;
         let past = caches.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(input.input_ids.clone(), [b * s]), &device);
-        let mut x = self
-            .embed
-            .val()
-            .select(0, ids)
-            .reshape([b, s, config.hidden_size]);
         let positions_host = input.positions(past);
         let max_position = positions_host.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
         let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions_host, [b, s]), &device);

@@ -1,0 +1,162 @@
+//! A LLaVA forward pass against transformers' `LlavaForConditionalGeneration` on the same
+//! weights (`fixtures/gen_llava.py`): the bundled tiny LLM, the clip-vision tower and a
+//! projector; a right-padded batch of two image samples and a text-only one. The spliced input
+//! embeddings, the logits and the loss match.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use burn_flex::Flex;
+use ft_llava::{SpliceSample, VisionSide, load_clip, load_projector, splice};
+use ft_model::weights::{SafetensorsSource, TensorSource};
+use ft_model::{CausalLm, ModelConfig, load_hf};
+use serde::Deserialize;
+
+type B = Flex;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    samples: Vec<Sample>,
+    lengths: Vec<usize>,
+    width: usize,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    input_ids: Vec<i32>,
+    labels: Vec<i32>,
+    image: Option<String>,
+}
+
+fn golden(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let path = fixtures().join("llava/golden.safetensors");
+    let source = SafetensorsSource::open_files(&path, std::slice::from_ref(&path)).unwrap();
+    let t = source.read(name).unwrap();
+    (t.shape, t.data)
+}
+
+fn setup() -> (CausalLm<B>, ModelConfig, VisionSide<B>) {
+    let device = Default::default();
+    let (llm, config) = load_hf::<B>(&fixtures().join("tiny-base"), &device).unwrap();
+    let (clip, clip_config) = load_clip::<B>(&fixtures().join("llava/clip-vision"), &device).unwrap();
+    let (projector, projector_config) =
+        load_projector::<B>(&fixtures().join("llava/projector-tiny"), &device).unwrap();
+    let vision = VisionSide::new(
+        (clip, &clip_config),
+        (projector, &projector_config),
+        -2,
+        config.hidden_size,
+    )
+    .unwrap();
+    (llm, config, vision)
+}
+
+fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+/// The largest difference over the positions that are not padding.
+fn max_diff_real(got: &[f32], want: &[f32], lengths: &[usize], width: usize, inner: usize) -> f32 {
+    let mut worst = 0.0f32;
+    for (row, &len) in lengths.iter().enumerate() {
+        let start = row * width * inner;
+        let end = start + len * inner;
+        for (a, b) in got[start..end].iter().zip(&want[start..end]) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn spliced_embeddings_logits_and_loss_match_transformers() {
+    let (llm, config, vision) = setup();
+    let text = std::fs::read_to_string(fixtures().join("llava/llava_batch.json")).unwrap();
+    let batch: Batch = serde_json::from_str(&text).unwrap();
+    let mut images = Vec::new();
+    for sample in &batch.samples {
+        if let Some(picture) = &sample.image {
+            let (shape, data) = golden(&format!("pixels.{picture}"));
+            let pixels = Tensor::<B, 4>::from_data(
+                TensorData::new(data, [1, shape[0], shape[1], shape[2]]),
+                &Default::default(),
+            );
+            let rows = vision.image_rows(pixels);
+            let [_, patches, hidden] = rows.dims();
+            images.push(rows.reshape([patches, hidden]));
+        }
+    }
+    let samples: Vec<SpliceSample> = batch
+        .samples
+        .iter()
+        .map(|s| SpliceSample {
+            input_ids: s.input_ids.clone(),
+            labels: s.labels.clone(),
+        })
+        .collect();
+    let spliced = splice(&llm, &samples, images).unwrap();
+    assert_eq!((spliced.input.batch, spliced.input.seq), (3, batch.width));
+
+    let (shape, want) = golden("llava.embeds");
+    assert_eq!(shape, vec![3, batch.width, config.hidden_size]);
+    let got = host(spliced.embeddings.clone());
+    let diff = max_diff_real(&got, &want, &batch.lengths, batch.width, config.hidden_size);
+    assert!(diff < 1e-5, "spliced embeddings max |Δ| {diff}");
+
+    let hidden = llm.hidden_states_of_embeddings(spliced.embeddings.clone(), &spliced.input, &config);
+    let logits = host(llm.head(hidden));
+    let (_, want) = golden("llava.logits");
+    let diff = max_diff_real(&logits, &want, &batch.lengths, batch.width, config.vocab_size);
+    assert!(diff < 1e-4, "logits max |Δ| {diff}");
+
+    let loss = llm.loss_sum_of_embeddings(spliced.embeddings, &spliced.input, &spliced.labels, &config);
+    let mean = host(loss.sum)[0] / loss.count as f32;
+    let (_, want) = golden("llava.loss");
+    assert!(
+        (mean - want[0]).abs() < 1e-5,
+        "loss {mean} vs transformers {}",
+        want[0]
+    );
+}
+
+#[test]
+fn images_and_placeholders_must_agree() {
+    let (llm, config, vision) = setup();
+    let sample = SpliceSample {
+        input_ids: vec![5, -200, 6],
+        labels: vec![-100, -100, 6],
+    };
+    let err = splice(&llm, std::slice::from_ref(&sample), vec![])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("1 samples hold an image placeholder but 0 images"),
+        "{err}"
+    );
+    let two = SpliceSample {
+        input_ids: vec![-200, 5, -200],
+        labels: vec![-100; 3],
+    };
+    let rows = Tensor::<B, 2>::zeros([4, config.hidden_size], &Default::default());
+    let err = splice(&llm, &[two], vec![rows]).err().unwrap().to_string();
+    assert!(err.contains("2 image placeholders"), "{err}");
+    drop(vision);
+}
+
+#[test]
+fn parts_of_different_sizes_are_refused() {
+    let device = Default::default();
+    let (clip, clip_config) = load_clip::<B>(&fixtures().join("llava/clip-vision"), &device).unwrap();
+    let (projector, projector_config) =
+        load_projector::<B>(&fixtures().join("llava/projector"), &device).unwrap();
+    let err = VisionSide::new((clip, &clip_config), (projector, &projector_config), -2, 128)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("48-wide rows") && err.contains("128"), "{err}");
+}
