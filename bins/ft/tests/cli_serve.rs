@@ -357,3 +357,72 @@ fn requests_decoded_together_answer_as_they_do_alone() {
         "reused {reused}"
     );
 }
+
+/// A chat message holding a picture of `fixtures/llava/images/` as a `data:` URL.
+fn picture_message(file: &str, question: &str) -> Value {
+    use base64::Engine as _;
+    let bytes = std::fs::read(repo("fixtures/llava/images").join(file)).unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    );
+    json!({"role": "user", "content": [
+        {"type": "text", "text": question},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]})
+}
+
+#[test]
+fn a_llava_answers_a_picture_as_transformers_does() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("fixtures/llava/llava_chat.json")).unwrap())
+            .unwrap();
+    let server = Server::start(&[
+        "--llava",
+        repo("fixtures/llava/xtuner-llava").to_str().unwrap(),
+        "--visual-encoder",
+        repo("fixtures/llava/clip-vision").to_str().unwrap(),
+    ]);
+    let (_, models) = server.get("/v1/models");
+    assert!(models.contains("\"vision\":true"), "{models}");
+    let question = golden["question"].as_str().unwrap();
+    let message = picture_message(golden["picture"].as_str().unwrap(), question);
+    let tokens = golden["tokens"].as_array().unwrap().len();
+    let body = json!({"messages": [message.clone()], "temperature": 0, "max_tokens": tokens});
+    let (status, answer) = server.post("/v1/chat/completions", body);
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        content,
+        golden["text"].as_str().unwrap(),
+        "greedy answer of transformers' LlavaForConditionalGeneration"
+    );
+    let picture_rows = 16;
+    assert!(
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() > picture_rows,
+        "the picture's rows are counted"
+    );
+
+    // The next turn reuses the cached picture rows; another picture gets its own.
+    let before = server.metric("ft_prompt_tokens_reused_total");
+    let follow_up = json!({"messages": [message, {"role": "assistant", "content": content},
+        {"role": "user", "content": "And?"}], "temperature": 0, "max_tokens": 2});
+    assert_eq!(server.post("/v1/chat/completions", follow_up).0, 200);
+    assert!(server.metric("ft_prompt_tokens_reused_total") - before > picture_rows as f64);
+    let other = json!({"messages": [picture_message("tall_rgba.png", question)], "temperature": 0, "max_tokens": tokens});
+    let (status, answer) = server.post("/v1/chat/completions", other);
+    assert_eq!(status, 200, "{answer}");
+
+    let broken = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]});
+    let (status, body) = server.post("/v1/chat/completions", broken);
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("messages[0].content[0]"))
+    );
+    let remote = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://example.com/cat.png"}}]}]});
+    let (status, body) = server.post("/v1/chat/completions", remote);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("data:"));
+}

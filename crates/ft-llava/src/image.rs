@@ -128,6 +128,16 @@ impl ImageProcessor {
         mean.map(|m| (255.0 * m) as u8)
     }
 
+    /// Pixel values `[3, height, width]` of a decoded picture, padded to a square first when
+    /// `pad` (XTuner's stage 2 and chat).
+    pub fn prepare(&self, image: &RgbImage, pad: bool) -> (Vec<f32>, [usize; 3]) {
+        if pad {
+            self.pixel_values(&pad_to_square(image, self.fill_colour()))
+        } else {
+            self.pixel_values(image)
+        }
+    }
+
     /// Pixel values `[3, height, width]` (row-major, CHW) of a decoded picture.
     pub fn pixel_values(&self, image: &RgbImage) -> (Vec<f32>, [usize; 3]) {
         let mut image = image.clone();
@@ -212,17 +222,26 @@ pub fn pad_to_square(image: &RgbImage, fill: [u8; 3]) -> RgbImage {
     canvas
 }
 
-/// Decodes a picture to 8-bit RGB: EXIF orientation applied, alpha dropped (not blended, as
-/// PIL's `convert("RGB")`), greyscale and palettes expanded.
+/// Decodes a picture file to 8-bit RGB: EXIF orientation applied, alpha dropped (not blended,
+/// as PIL's `convert("RGB")`), greyscale and palettes expanded.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let file = std::fs::File::open(path).map_err(|e| LlavaError::io(path, e))?;
+    decode_rgb(BufReader::new(file), path)
+}
+
+/// [`load_rgb`] of a picture's bytes (a `data:` URL's); `origin` names it in errors.
+pub fn rgb_from_bytes(bytes: &[u8], origin: &Path) -> Result<RgbImage> {
+    decode_rgb(std::io::Cursor::new(bytes), origin)
+}
+
+fn decode_rgb(reader: impl std::io::BufRead + std::io::Seek, origin: &Path) -> Result<RgbImage> {
     let bad = |message: String| LlavaError::Image {
-        path: path.to_path_buf(),
+        path: origin.to_path_buf(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| LlavaError::io(path, e))?;
-    let reader = ImageReader::new(BufReader::new(file))
+    let reader = ImageReader::new(reader)
         .with_guessed_format()
-        .map_err(|e| LlavaError::io(path, e))?;
+        .map_err(|e| LlavaError::io(origin, e))?;
     let mut decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
     let orientation = decoder.orientation().map_err(|e| bad(e.to_string()))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
@@ -233,11 +252,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// A picture file as the vision tower takes it: decoded, padded to a square (when `pad`) and
 /// processed; `[3, height, width]`.
 pub fn load_pixels(path: &Path, processor: &ImageProcessor, pad: bool) -> Result<(Vec<f32>, [usize; 3])> {
-    let mut image = load_rgb(path)?;
-    if pad {
-        image = pad_to_square(&image, processor.fill_colour());
-    }
-    Ok(processor.pixel_values(&image))
+    Ok(processor.prepare(&load_rgb(path)?, pad))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod folder;
 pub mod image;
 pub mod projector;
 mod resample;
@@ -18,7 +19,8 @@ pub mod vision;
 
 pub use clip::{ClipVision, ClipVisionConfig, load_clip};
 pub use error::{LlavaError, Result};
-pub use image::{ImageProcessor, load_pixels, load_rgb, pad_to_square};
+pub use folder::LlavaParts;
+pub use image::{ImageProcessor, load_pixels, load_rgb, pad_to_square, rgb_from_bytes};
 pub use projector::{Projector, ProjectorConfig, load_projector, save_projector};
-pub use splice::{SpliceSample, SplicedBatch, splice};
+pub use splice::{SpliceSample, SplicedBatch, rows_with_image, splice};
 pub use vision::VisionSide;

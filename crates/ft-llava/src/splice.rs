@@ -96,6 +96,26 @@ pub fn splice<B: KernelBackend>(
     })
 }
 
+/// The LLM rows of text `before`, a picture's `image` rows and text `after`.
+///
+/// # Shapes
+/// - image: `[patches, hidden]`
+/// - output: `[before + patches + after, hidden]`
+pub fn rows_with_image<B: KernelBackend>(
+    llm: &CausalLm<B>,
+    before: &[u32],
+    image: Tensor<B, 2>,
+    after: &[u32],
+) -> Tensor<B, 2> {
+    let dtype = image.dtype();
+    let text = |ids: &[u32]| (!ids.is_empty()).then(|| llm.embed_ids(ids).cast(dtype));
+    let parts: Vec<Tensor<B, 2>> = [text(before), Some(image), text(after)]
+        .into_iter()
+        .flatten()
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
 /// One sample's rows `[len, hidden]` and labels.
 fn splice_one<B: KernelBackend>(
     llm: &CausalLm<B>,
@@ -115,38 +135,25 @@ fn splice_one<B: KernelBackend>(
         .filter(|(_, i)| **i == IMAGE_TOKEN_INDEX)
         .map(|(p, _)| p)
         .collect();
-    let text = |range: &[i32]| -> Result<Option<Tensor<B, 2>>> {
-        if range.is_empty() {
-            return Ok(None);
-        }
-        let ids: Vec<u32> = range
+    let text_ids = |range: &[i32]| -> Result<Vec<u32>> {
+        range
             .iter()
             .map(|&i| {
                 u32::try_from(i).map_err(|_| LlavaError::Input(format!("sample {index}: token id {i}")))
             })
-            .collect::<Result<_>>()?;
-        Ok(Some(llm.embed_ids(&ids)))
+            .collect()
     };
     match places.as_slice() {
-        [] => {
-            let rows = text(ids)?.ok_or_else(|| LlavaError::Input(format!("sample {index} is empty")))?;
-            Ok((rows, labels.clone()))
-        }
+        [] if ids.is_empty() => Err(LlavaError::Input(format!("sample {index} is empty"))),
+        [] => Ok((llm.embed_ids(&text_ids(ids)?), labels.clone())),
         [at] => {
             let image = next_image().expect("invariant: images were counted against placeholders");
             let patches = image.dims()[0];
-            let before = text(&ids[..*at])?;
-            let after = text(&ids[at + 1..])?;
-            let dtype = image.dtype();
-            let parts: Vec<Tensor<B, 2>> = [before, Some(image), after]
-                .into_iter()
-                .flatten()
-                .map(|t| t.cast(dtype))
-                .collect();
+            let rows = rows_with_image(llm, &text_ids(&ids[..*at])?, image, &text_ids(&ids[at + 1..])?);
             let mut spliced_labels = labels[..*at].to_vec();
             spliced_labels.extend(std::iter::repeat_n(IGNORE_INDEX, patches));
             spliced_labels.extend_from_slice(&labels[at + 1..]);
-            Ok((Tensor::cat(parts, 0), spliced_labels))
+            Ok((rows, spliced_labels))
         }
         more => Err(LlavaError::Input(format!(
             "sample {index} holds {} image placeholders; one image per sample is supported",

@@ -44,7 +44,7 @@ fn setup() -> (CausalLm<B>, ModelConfig, VisionSide<B>) {
     let (llm, config) = load_hf::<B>(&fixtures().join("tiny-base"), &device).unwrap();
     let (clip, clip_config) = load_clip::<B>(&fixtures().join("llava/clip-vision"), &device).unwrap();
     let (projector, projector_config) =
-        load_projector::<B>(&fixtures().join("llava/projector-tiny"), &device).unwrap();
+        load_projector::<B>(&fixtures().join("llava/xtuner-llava/projector"), &device).unwrap();
     let vision = VisionSide::new(
         (clip, &clip_config),
         (projector, &projector_config),

@@ -189,6 +189,17 @@ impl<B: KernelBackend> CausalLm<B> {
         self.run_layers(embeddings, input, config, None, None)
     }
 
+    /// [`Self::hidden_states_of_embeddings`] after cached keys (extended in place).
+    pub(crate) fn hidden_states_of_embeddings_cached(
+        &self,
+        embeddings: Tensor<B, 3>,
+        input: &ModelInput,
+        config: &ModelConfig,
+        caches: &mut Vec<LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        self.run_layers(embeddings, input, config, Some(caches), None)
+    }
+
     /// The decoder blocks and the final norm over embeddings `x`.
     ///
     /// # Shapes

@@ -38,6 +38,41 @@ impl<'a, B: KernelBackend> KvSession<'a, B> {
         }
     }
 
+    /// Appends rows given as input embeddings (a LLaVA's spliced text and image rows) and
+    /// returns the next-token logits `[vocab]`; positions continue from the context.
+    ///
+    /// # Shapes
+    /// - embeddings: `[rows, hidden]`
+    pub fn append_embeddings(
+        &mut self,
+        embeddings: burn::tensor::Tensor<B, 2>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let [rows, hidden] = embeddings.dims();
+        if rows == 0 || hidden != self.config.hidden_size {
+            return Err(ModelError::Input(format!(
+                "append_embeddings takes [rows ≥ 1, {}] rows, got [{rows}, {hidden}]",
+                self.config.hidden_size
+            )));
+        }
+        let past = self.caches.first().map_or(0, LayerCache::len);
+        let input = ModelInput {
+            batch: 1,
+            seq: rows,
+            input_ids: vec![0; rows],
+            attention_mask: None,
+            position_ids: Some((past..past + rows).map(|p| p as i32).collect()),
+            segment_ids: None,
+        };
+        let hidden = self.model.hidden_states_of_embeddings_cached(
+            embeddings.unsqueeze_dim::<3>(0),
+            &input,
+            self.config,
+            &mut self.caches,
+        );
+        let mut rows = logits_rows(self.model, hidden)?;
+        Ok(rows.swap_remove(0))
+    }
+
     /// The per-layer caches (batch 1), e.g. to join a [`crate::batch::BatchDecoder`].
     pub fn into_caches(self) -> Vec<LayerCache<B>> {
         self.caches

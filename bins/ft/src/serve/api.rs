@@ -133,10 +133,29 @@ pub enum Part {
         text: String,
     },
     /// An image (`image_url` with a `data:` URL).
-    ImageUrl {},
+    ImageUrl {
+        /// `{"url": ..., "detail": ...}`.
+        image_url: ImageUrl,
+    },
     /// Audio or files: not served.
     #[serde(other)]
     Other,
+}
+
+/// An image part's reference.
+#[derive(Debug, Deserialize)]
+pub struct ImageUrl {
+    /// A `data:image/...;base64,...` URL.
+    pub url: String,
+}
+
+/// The picture of a conversation: its `data:` URL and the field it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRef {
+    /// The URL.
+    pub url: String,
+    /// Where it was, e.g. `messages[0].content[1]`.
+    pub param: String,
 }
 
 /// Parses a JSON body, naming the offending field in the error. The shared fields are
@@ -171,18 +190,46 @@ pub struct ChatTurns {
     pub finished: Vec<Turn>,
     /// The turn to answer (its output is empty).
     pub next: Turn,
+    /// The conversation's picture (a LLaVA's): its user message starts with `<image>` and a
+    /// newline, as XTuner's chat writes it.
+    pub image: Option<ImageRef>,
 }
 
 /// Turns OpenAI messages into turns: system messages set the system text of the next turn,
 /// consecutive user messages join, each assistant message closes a turn; the last message must
-/// be the user's. Images are refused (text-only models).
-pub fn chat_turns(messages: &[Message]) -> Result<ChatTurns, ApiError> {
+/// be the user's. One picture per conversation when `vision`, else none.
+pub fn chat_turns(messages: &[Message], vision: bool) -> Result<ChatTurns, ApiError> {
     let mut finished = Vec::new();
     let mut system: Option<String> = None;
     let mut input: Option<String> = None;
+    let mut image: Option<ImageRef> = None;
     for (k, message) in messages.iter().enumerate() {
         let param = format!("messages[{k}]");
-        let text = message_text(message, &param)?;
+        let (mut text, picture) = message_text(message, &param, vision)?;
+        if let Some(picture) = picture {
+            if message.role != "user" {
+                return Err(ApiError::invalid(
+                    "only user messages may hold a picture",
+                    Some(&picture.param),
+                ));
+            }
+            if image.is_some() {
+                return Err(ApiError::invalid(
+                    "one picture per conversation is supported",
+                    Some(&picture.param),
+                ));
+            }
+            text = format!("{}\n{text}", ft_data::template::IMAGE_TOKEN);
+            image = Some(picture);
+        } else if text.contains(ft_data::template::IMAGE_TOKEN) {
+            return Err(ApiError::invalid(
+                format!(
+                    "`{}` may not appear in text; send the picture as an image_url part",
+                    ft_data::template::IMAGE_TOKEN
+                ),
+                Some(&format!("{param}.content")),
+            ));
+        }
         match message.role.as_str() {
             "system" | "developer" => join(&mut system, text),
             "user" => join(&mut input, text),
@@ -209,7 +256,11 @@ pub fn chat_turns(messages: &[Message]) -> Result<ChatTurns, ApiError> {
         input.ok_or_else(|| ApiError::invalid("the last message must be the user's", Some("messages")))?;
     let mut next = Turn::new(input, "");
     next.system = system;
-    Ok(ChatTurns { finished, next })
+    Ok(ChatTurns {
+        finished,
+        next,
+        image,
+    })
 }
 
 fn join(slot: &mut Option<String>, text: String) {
@@ -222,30 +273,49 @@ fn join(slot: &mut Option<String>, text: String) {
     }
 }
 
-fn message_text(message: &Message, param: &str) -> Result<String, ApiError> {
+/// A message's text and its picture, if any.
+fn message_text(
+    message: &Message,
+    param: &str,
+    vision: bool,
+) -> Result<(String, Option<ImageRef>), ApiError> {
     match &message.content {
-        None => Ok(String::new()),
-        Some(Content::Text(text)) => Ok(text.clone()),
+        None => Ok((String::new(), None)),
+        Some(Content::Text(text)) => Ok((text.clone(), None)),
         Some(Content::Parts(parts)) => {
             let mut text = String::new();
+            let mut picture = None;
             for (k, part) in parts.iter().enumerate() {
+                let part_param = format!("{param}.content[{k}]");
                 match part {
                     Part::Text { text: t } => text.push_str(t),
-                    Part::ImageUrl {} => {
+                    Part::ImageUrl { .. } if !vision => {
                         return Err(ApiError::invalid(
                             "this model takes no images (serve a LLaVA model to send images)",
-                            Some(&format!("{param}.content[{k}]")),
+                            Some(&part_param),
+                        ));
+                    }
+                    Part::ImageUrl { image_url } if picture.is_none() => {
+                        picture = Some(ImageRef {
+                            url: image_url.url.clone(),
+                            param: part_param,
+                        });
+                    }
+                    Part::ImageUrl { .. } => {
+                        return Err(ApiError::invalid(
+                            "one picture per conversation is supported",
+                            Some(&part_param),
                         ));
                     }
                     Part::Other => {
                         return Err(ApiError::invalid(
                             "only text and image_url content parts are supported",
-                            Some(&format!("{param}.content[{k}].type")),
+                            Some(&format!("{part_param}.type")),
                         ));
                     }
                 }
             }
-            Ok(text)
+            Ok((text, picture))
         }
     }
 }
@@ -342,10 +412,13 @@ mod tests {
 
     #[test]
     fn messages_become_turns_with_their_system_texts() {
-        let turns = chat_turns(&messages(
-            r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},
+        let turns = chat_turns(
+            &messages(
+                r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},
                 {"role":"assistant","content":"Hello"},{"role":"user","content":[{"type":"text","text":"Name?"}]}]"#,
-        ))
+            ),
+            false,
+        )
         .unwrap();
         assert_eq!(
             turns.finished,
@@ -356,18 +429,45 @@ mod tests {
 
     #[test]
     fn a_chat_must_end_with_the_user_and_take_no_image() {
-        let err = chat_turns(&messages(
-            r#"[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]"#,
-        ))
+        let err = chat_turns(
+            &messages(r#"[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]"#),
+            false,
+        )
         .unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages"));
-        let err = chat_turns(&messages(
-            r#"[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA"}}]}]"#,
-        ))
+        let err = chat_turns(
+            &messages(r#"[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA"}}]}]"#),
+            false,
+        )
         .unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages[0].content[0]"));
-        let err = chat_turns(&messages(r#"[{"role":"tool","content":"x"}]"#)).unwrap_err();
+        let err = chat_turns(&messages(r#"[{"role":"tool","content":"x"}]"#), false).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages[0].role"));
+    }
+
+    #[test]
+    fn a_picture_opens_its_user_message_as_xtuner_writes_it() {
+        let turns = chat_turns(
+            &messages(
+                r#"[{"role":"user","content":[{"type":"text","text":"What is it?"},
+                    {"type":"image_url","image_url":{"url":"data:image/png;base64,AA"}}]}]"#,
+            ),
+            true,
+        )
+        .unwrap();
+        assert_eq!(turns.next.input, "<image>\nWhat is it?");
+        assert_eq!(turns.image.unwrap().param, "messages[0].content[1]");
+        let two = r#"[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:,"}},
+            {"type":"image_url","image_url":{"url":"data:,"}}]}]"#;
+        assert_eq!(
+            chat_turns(&messages(two), true).unwrap_err().param.as_deref(),
+            Some("messages[0].content[1]")
+        );
+        let typed = r#"[{"role":"user","content":"look: <image>"}]"#;
+        assert_eq!(
+            chat_turns(&messages(typed), true).unwrap_err().param.as_deref(),
+            Some("messages[0].content")
+        );
     }
 
     #[test]

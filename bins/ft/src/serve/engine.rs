@@ -8,6 +8,7 @@ use crossbeam_channel::Sender;
 use ft_data::chat::StopWords;
 use ft_data::template::Template;
 use ft_data::tokenizer::FtTokenizer;
+use ft_llava::{ImageProcessor, VisionSide};
 use ft_model::sampling::SamplingConfig;
 use ft_model::{CausalLm, KernelBackend, ModelConfig};
 use tokio::sync::mpsc::UnboundedSender;
@@ -30,6 +31,8 @@ pub struct ModelCard {
     pub stop: StopWords,
     /// Longest context.
     pub max_context: usize,
+    /// Whether requests may send a picture (a LLaVA).
+    pub vision: bool,
 }
 
 /// Every served model, by index.
@@ -38,6 +41,8 @@ pub struct Catalog {
     pub models: Vec<ModelCard>,
     /// System text for conversations without one (`--system`).
     pub default_system: Option<String>,
+    /// A LLaVA's picture processor and the rows one picture takes.
+    pub images: Option<(ImageProcessor, usize)>,
 }
 
 impl Catalog {
@@ -69,8 +74,23 @@ pub struct Job {
     pub max_tokens: usize,
     /// Generate past EOS and stop tokens (benchmarks).
     pub ignore_eos: bool,
+    /// The picture of a LLaVA request; its rows are `prompt[at..at + rows]`.
+    pub image: Option<ImageInput>,
     /// Where the answer goes; dropping the receiver cancels the job.
     pub events: UnboundedSender<JobEvent>,
+}
+
+/// A request's picture, processed.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// `[3, side, side]` pixel values.
+    pub pixels: Vec<f32>,
+    /// Their shape.
+    pub shape: [usize; 3],
+    /// Where its rows start in the prompt.
+    pub at: usize,
+    /// How many rows it takes.
+    pub rows: usize,
 }
 
 /// What a job sends back.
@@ -116,6 +136,8 @@ pub struct ServedModels<B: KernelBackend> {
     pub models: Vec<CausalLm<B>>,
     /// The shared configuration.
     pub config: ModelConfig,
+    /// A LLaVA's CLIP and projector.
+    pub vision: Option<VisionSide<B>>,
 }
 
 /// Starts the scheduler thread, which decodes up to `max_rows` requests together, and returns

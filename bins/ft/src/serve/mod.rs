@@ -5,6 +5,7 @@ mod api;
 mod engine;
 mod error;
 mod metrics;
+mod picture;
 mod routes;
 mod scheduler;
 
@@ -34,12 +35,16 @@ pub struct ServeArgs {
     /// `"model": "NAME"`.
     #[arg(long = "adapter", value_parser = parse_adapter)]
     pub adapters: Vec<(String, PathBuf)>,
-    /// A LLaVA model folder (projector and adapters).
+    /// A LLaVA folder in XTuner's layout (`projector/`, optionally `llm_adapter/` and
+    /// `visual_encoder/`): MODEL is its language model, and requests may send pictures.
     #[arg(long)]
     pub llava: Option<PathBuf>,
-    /// The CLIP vision tower of a LLaVA model.
-    #[arg(long)]
+    /// The LLaVA's CLIP vision tower (default: the LLaVA folder's `visual_encoder/`).
+    #[arg(long, requires = "llava")]
     pub visual_encoder: Option<PathBuf>,
+    /// The CLIP hidden state the projector takes (−2: the second-to-last layer's output).
+    #[arg(long, default_value_t = -2, allow_hyphen_values = true)]
+    pub visual_select_layer: i64,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -94,11 +99,6 @@ fn parse_adapter(text: &str) -> Result<(String, PathBuf), String> {
 
 /// Runs `ft serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if args.llava.is_some() || args.visual_encoder.is_some() {
-        anyhow::bail!(
-            "--llava / --visual-encoder: this ft cannot run LLaVA models yet; serve the language model alone"
-        );
-    }
     anyhow::ensure!(args.max_concurrency > 0, "--max-concurrency must be at least 1");
     dispatch(args.device, args.dtype, args)
 }
@@ -170,22 +170,49 @@ async fn listen(app: axum::Router, host: &str, port: u16) -> anyhow::Result<()> 
 }
 
 impl ServeArgs {
-    /// Loads the base, then each adapter on its own copy of the base (weights shared).
+    /// Loads the base (with a LLaVA's `llm_adapter/` and vision side when `--llava`), then each
+    /// adapter on its own copy of the base (weights shared).
     fn load<B: KernelBackend>(&self, device: &B::Device) -> anyhow::Result<(Catalog, ServedModels<B>)> {
         let quantization = self.quantization.or_else(|| self.recorded_quantization());
+        let llava = match &self.llava {
+            Some(dir) => Some(ft_llava::LlavaParts::find(dir, self.visual_encoder.as_deref())?),
+            None => None,
+        };
         let base_args = ModelArgs {
             model: self.model.clone(),
-            adapter: None,
+            adapter: llava.as_ref().and_then(|p| p.llm_adapter.clone()),
             quantization,
             no_double_quant: false,
             template: self.template.clone(),
         };
         let (base, base_template) = base_args.load::<B>(device)?;
+        let vision = match &llava {
+            Some(parts) => {
+                let (vision, processor) =
+                    parts.load_vision::<B>(self.visual_select_layer, base.config.hidden_size, device)?;
+                tracing::info!(
+                    "LLaVA: CLIP {}, projector {}",
+                    parts.visual_encoder.display(),
+                    parts.projector.display()
+                );
+                Some((vision, processor))
+            }
+            None => None,
+        };
+        let image_rows = vision
+            .as_ref()
+            .map(|(v, _)| v.clip.position_embedding.dims()[0] - 1);
         let base_name = self
             .served_name
             .clone()
             .unwrap_or_else(|| model_name(&self.model));
-        let mut cards = vec![card(&base, base_name.clone(), None, base_template)];
+        let mut cards = vec![card(
+            &base,
+            base_name.clone(),
+            None,
+            base_template,
+            image_rows.is_some(),
+        )];
         let mut models = vec![base.model.clone()];
         for (name, dir) in &self.adapters {
             anyhow::ensure!(
@@ -202,18 +229,27 @@ impl ServeArgs {
                 self.template.as_deref().or(trained_with.as_deref()),
                 &loaded.tokenizer,
             )?;
-            cards.push(card(&loaded, name.clone(), Some(base_name.clone()), template));
+            cards.push(card(
+                &loaded,
+                name.clone(),
+                Some(base_name.clone()),
+                template,
+                image_rows.is_some(),
+            ));
             models.push(loaded.model);
         }
+        let (vision, processor) = vision.unzip();
         let catalog = Catalog {
             models: cards,
             default_system: self.system.clone(),
+            images: processor.zip(image_rows),
         };
         Ok((
             catalog,
             ServedModels {
                 models,
                 config: base.config,
+                vision,
             },
         ))
     }
@@ -236,6 +272,7 @@ fn card<B: KernelBackend>(
     name: String,
     parent: Option<String>,
     template: ft_data::template::Template,
+    vision: bool,
 ) -> ModelCard {
     let stop = StopWords::new(&template, &loaded.tokenizer, &[]);
     let max_context = KvSession::new(&loaded.model, &loaded.config).max_context();
@@ -246,6 +283,7 @@ fn card<B: KernelBackend>(
         tokenizer: loaded.tokenizer.clone(),
         stop,
         max_context,
+        vision,
     }
 }
 

@@ -24,6 +24,7 @@ use super::api::{self, ChatRequest, CommonFields, CompletionRequest};
 use super::engine::{Catalog, Engine, Job, JobEvent};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::picture::{Prompt, image_prompt, text_prompt};
 use crate::reply::{Reply, text_ids};
 
 /// Everything a handler needs.
@@ -114,7 +115,7 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 "owned_by": "ft",
                 "parent": m.parent,
                 "max_model_len": m.max_context,
-                "vision": false,
+                "vision": m.vision,
             })
         })
         .collect();
@@ -136,12 +137,12 @@ fn prepare_chat(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(ChatRequest, usize, Vec<u32>), ApiError> {
+) -> Result<(ChatRequest, usize, Prompt), ApiError> {
     authorize(state, headers)?;
     let request: ChatRequest = api::parse_body(&body_bytes(state, body)?)?;
     let model = find_model(state, &request.common)?;
-    let turns = api::chat_turns(&request.messages)?;
     let card = &state.catalog.models[model];
+    let turns = api::chat_turns(&request.messages, card.vision)?;
     let ids = generation_ids(
         &card.template,
         &card.tokenizer,
@@ -150,7 +151,10 @@ fn prepare_chat(
         state.catalog.default_system.as_deref(),
     )
     .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-    let prompt = text_ids(ids).map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    let prompt = match (&turns.image, &state.catalog.images) {
+        (Some(image), Some((processor, rows))) => image_prompt(ids, image, processor, *rows)?,
+        _ => text_prompt(text_ids(ids).map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?),
+    };
     Ok((request, model, prompt))
 }
 
@@ -160,7 +164,16 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match prepare_completion(&state, &headers, body) {
-        Ok((request, model, prompt)) => run(state, Shape::Completion, model, prompt, request.common).await,
+        Ok((request, model, prompt)) => {
+            run(
+                state,
+                Shape::Completion,
+                model,
+                text_prompt(prompt),
+                request.common,
+            )
+            .await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -195,13 +208,7 @@ fn find_model(state: &AppState, common: &CommonFields) -> Result<usize, ApiError
 }
 
 /// Checks lengths and sampling, queues the job and answers, streamed or whole.
-async fn run(
-    state: AppState,
-    shape: Shape,
-    model: usize,
-    prompt: Vec<u32>,
-    common: CommonFields,
-) -> Response {
+async fn run(state: AppState, shape: Shape, model: usize, prompt: Prompt, common: CommonFields) -> Response {
     state.metrics.received();
     let job = match job_for(&state, model, prompt, &common) {
         Ok(job) => job,
@@ -231,9 +238,10 @@ type Events = mpsc::UnboundedReceiver<JobEvent>;
 fn job_for(
     state: &AppState,
     model: usize,
-    prompt: Vec<u32>,
+    prompt: Prompt,
     common: &CommonFields,
 ) -> Result<(Job, Events), ApiError> {
+    let Prompt { ids: prompt, image } = prompt;
     let stop_strings = api::check_common(common)?;
     let max_context = state.catalog.models[model].max_context;
     if prompt.len() >= max_context {
@@ -272,6 +280,7 @@ fn job_for(
         stop_strings,
         max_tokens,
         ignore_eos: common.ignore_eos,
+        image,
         events: sender,
     };
     Ok((job, events))
