@@ -1,10 +1,11 @@
 //! The vision side of a LLaVA: CLIP features of `visual_select_layer` through the projector,
 //! one `[patches, llm_hidden]` block of rows per picture.
 
+use burn::module::AutodiffModule;
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use ft_kernels::KernelBackend;
+use ft_kernels::{KernelBackend, TrainBackend};
 
 use crate::clip::{ClipVision, ClipVisionConfig};
 use crate::error::{LlavaError, Result};
@@ -65,5 +66,18 @@ impl<B: KernelBackend> VisionSide<B> {
     pub fn image_rows(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
         self.projector
             .forward(self.clip.features(pixels, self.feature_index))
+    }
+}
+
+impl<B: TrainBackend> VisionSide<B> {
+    /// [`VisionSide::image_rows`] for training with a frozen CLIP: the tower runs on the inner
+    /// backend, without an autodiff graph; only the projector is differentiated.
+    ///
+    /// # Shapes
+    /// - pixels: `[pictures, channels, side, side]`
+    /// - output: `[pictures, patches, llm_hidden]`
+    pub fn image_rows_frozen_clip(&self, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B, 3> {
+        let features = self.clip.valid().features(pixels, self.feature_index);
+        self.projector.forward(Tensor::from_inner(features))
     }
 }
