@@ -37,6 +37,19 @@ pub struct EvalArgs {
     /// Write each sample's logits `[seq, vocab]` (f32) as tensor `sample.N` to this safetensors file.
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
+    /// A LLaVA folder in XTuner's layout (`projector/`, optionally `llm_adapter/`,
+    /// `visual_encoder/`): evaluate MODEL as its language model, pictures included.
+    #[arg(long)]
+    pub llava: Option<PathBuf>,
+    /// The LLaVA's CLIP (default: the LLaVA folder's `visual_encoder/`).
+    #[arg(long, requires = "llava")]
+    pub visual_encoder: Option<PathBuf>,
+    /// Folder the dataset's `image` paths are relative to.
+    #[arg(long, requires = "llava")]
+    pub image_folder: Option<PathBuf>,
+    /// The CLIP hidden state the projector takes.
+    #[arg(long, default_value_t = -2, allow_hyphen_values = true)]
+    pub visual_select_layer: i64,
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     pub device: DeviceKind,
@@ -49,7 +62,25 @@ impl BackendTask for EvalArgs {
     type Output = ();
 
     fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
-        let (loaded, template) = self.model.load::<B>(&device)?;
+        let llava = match &self.llava {
+            Some(dir) => Some(ft_llava::LlavaParts::find(dir, self.visual_encoder.as_deref())?),
+            None => None,
+        };
+        let mut model_args = self.model.clone();
+        if let Some(adapter) = llava.as_ref().and_then(|p| p.llm_adapter.clone()) {
+            anyhow::ensure!(
+                model_args.adapter.is_none(),
+                "--adapter and the LLaVA folder's llm_adapter/ both name an adapter"
+            );
+            model_args.adapter = Some(adapter);
+        }
+        let (loaded, template) = model_args.load::<B>(&device)?;
+        let vision = match &llava {
+            Some(parts) => {
+                Some(parts.load_vision::<B>(self.visual_select_layer, loaded.config.hidden_size, &device)?)
+            }
+            None => None,
+        };
         let mut data = DataConfig::new(vec![self.data.clone()]);
         data.format = self.format.clone();
         data.system = self.system.clone();
@@ -62,15 +93,30 @@ impl BackendTask for EvalArgs {
         let (mut sum, mut count) = (0f64, 0usize);
         let mut dumped: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (i, sample) in prepared.samples.iter().enumerate() {
-            let ids: Vec<u32> = sample.encoded.input_ids.iter().map(|&i| i as u32).collect();
-            let input = ModelInput::from_ids(&ids);
-            let loss = loaded
-                .model
-                .loss_sum(&input, &sample.encoded.labels, &loaded.config);
+            let (hidden, loss) = match (&sample.image, &vision) {
+                (Some(image), Some(vision)) => self.picture_sample(&loaded, vision, sample, image)?,
+                (Some(_), None) => anyhow::bail!(
+                    "sample {i} ({}) has a picture; evaluate it with --llava",
+                    sample.origin
+                ),
+                (None, _) => {
+                    let ids: Vec<u32> = sample.encoded.input_ids.iter().map(|&i| i as u32).collect();
+                    let input = ModelInput::from_ids(&ids);
+                    let loss = loaded
+                        .model
+                        .loss_sum(&input, &sample.encoded.labels, &loaded.config);
+                    (
+                        self.dump_logits
+                            .is_some()
+                            .then(|| loaded.model.hidden_states(&input, &loaded.config, None)),
+                        loss,
+                    )
+                }
+            };
             sum += loss.sum.into_scalar().elem::<f64>();
             count += loss.count;
-            if self.dump_logits.is_some() {
-                let logits = loaded.model.forward(&input, &loaded.config);
+            if let Some(hidden) = hidden {
+                let logits = loaded.model.head(hidden);
                 let [_, seq, vocab] = logits.dims();
                 let values = logits
                     .into_data()
@@ -101,6 +147,56 @@ impl BackendTask for EvalArgs {
             write_logits(path, &dumped)?;
         }
         Ok(())
+    }
+}
+
+type Hidden<B> = Option<burn::tensor::Tensor<B, 3>>;
+
+impl EvalArgs {
+    /// A LLaVA sample: its picture (padded to a square, as XTuner's chat and stage 2 do) through
+    /// CLIP and the projector, spliced at the placeholder; the hidden states when logits are
+    /// dumped, and the loss.
+    fn picture_sample<B: KernelBackend>(
+        &self,
+        loaded: &crate::model_load::LoadedModel<B>,
+        (vision, processor): &(ft_llava::VisionSide<B>, ft_llava::ImageProcessor),
+        sample: &ft_data::dataset::Sample,
+        image: &str,
+    ) -> anyhow::Result<(Hidden<B>, ft_model::loss::LossSum<B>)> {
+        let folder = self.image_folder.as_ref().with_context(|| {
+            format!(
+                "{} has a picture; name its folder with --image-folder",
+                sample.origin
+            )
+        })?;
+        let path = folder.join(image);
+        let (pixels, [c, h, w]) = ft_llava::load_pixels(&path, processor, true)
+            .with_context(|| format!("the picture of {}", sample.origin))?;
+        let device = loaded.model.embed.device();
+        let pixels =
+            burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(pixels, [1, c, h, w]), &device);
+        let rows = vision.image_rows(pixels);
+        let [_, patches, hidden] = rows.dims();
+        let spliced = ft_llava::splice(
+            &loaded.model,
+            &[ft_llava::SpliceSample {
+                input_ids: sample.encoded.input_ids.clone(),
+                labels: sample.encoded.labels.clone(),
+            }],
+            vec![rows.reshape([patches, hidden])],
+        )
+        .with_context(|| format!("the picture of {}", sample.origin))?;
+        let config = &loaded.config;
+        let states = self.dump_logits.is_some().then(|| {
+            loaded
+                .model
+                .hidden_states_of_embeddings(spliced.embeddings.clone(), &spliced.input, config)
+        });
+        let loss =
+            loaded
+                .model
+                .loss_sum_of_embeddings(spliced.embeddings, &spliced.input, &spliced.labels, config);
+        Ok((states, loss))
     }
 }
 

@@ -72,6 +72,13 @@ pub struct Origin {
     pub line: usize,
 }
 
+impl std::fmt::Display for Origin {
+    /// `file:line`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
 /// A conversation with its origin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
