@@ -62,19 +62,26 @@ impl ChatArgs {
     }
 }
 
+impl ChatArgs {
+    /// The chat's settings, with the template chosen at load.
+    pub fn options(&self, template: ft_data::template::Template) -> ChatOptions {
+        ChatOptions {
+            template,
+            system: self.system.clone(),
+            max_new_tokens: self.max_new_tokens,
+            sampling: self.sampling(),
+            stop_words: self.stop_words.clone(),
+        }
+    }
+}
+
 impl BackendTask for ChatArgs {
     type Output = ();
 
     fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
         let (loaded, template) = self.model.load::<B>(&device)?;
         tracing::info!("device {label}, template {}", template.name());
-        let options = ChatOptions {
-            template,
-            system: self.system.clone(),
-            max_new_tokens: self.max_new_tokens,
-            sampling: self.sampling(),
-            stop_words: self.stop_words.clone(),
-        };
+        let options = self.options(template);
         let mut session = KvSession::new(&loaded.model, &loaded.config);
         let mut chat = Chat::new(&mut session, &loaded.tokenizer, options);
         let stdout = std::io::stdout();

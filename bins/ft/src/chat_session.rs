@@ -12,7 +12,8 @@ use ft_data::tokenizer::FtTokenizer;
 use ft_model::generate::LogitsSession;
 use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
 
-use crate::reply::{Finish, ReplyRequest, reply, stop_condition, text_ids};
+use crate::picture::{PictureRows, widen_placeholder};
+use crate::reply::{Finish, ReplyRequest, reply, reply_with, stop_condition, text_ids};
 
 /// The prompt XTuner's chat shows.
 pub const PROMPT: &str = "double enter to end input (EXIT: exit chat, RESET: reset history) >>> ";
@@ -31,6 +32,23 @@ pub struct ChatOptions {
     pub stop_words: Vec<String>,
 }
 
+/// Feeds `prompt[reused..]` to a session, the picture's rows as input embeddings.
+pub type FeedPicture<'a, S> =
+    Box<dyn FnMut(&mut S, &[u32], Option<&PictureRows>, usize) -> anyhow::Result<Vec<f32>> + 'a>;
+
+/// Loads a picture file as pixel values `[3, side, side]`.
+pub type LoadPicture<'a> = Box<dyn Fn(&std::path::Path) -> anyhow::Result<(Vec<f32>, [usize; 3])> + 'a>;
+
+/// What a LLaVA adds to a chat.
+pub struct PictureSupport<'a, S> {
+    /// Feeds prompts that hold the picture.
+    pub feed: FeedPicture<'a, S>,
+    /// Loads a picture file.
+    pub load: LoadPicture<'a>,
+    /// Rows one picture takes.
+    pub rows: usize,
+}
+
 /// A multi-turn conversation with one model.
 pub struct Chat<'a, S: LogitsSession> {
     session: &'a mut S,
@@ -40,6 +58,9 @@ pub struct Chat<'a, S: LogitsSession> {
     stop: StopCondition,
     turns: Vec<Turn>,
     context: Vec<u32>,
+    pictures: Option<PictureSupport<'a, S>>,
+    /// The conversation's picture: pixel values and shape.
+    picture: Option<(Vec<f32>, [usize; 3])>,
 }
 
 impl<'a, S: LogitsSession> Chat<'a, S>
@@ -58,7 +79,27 @@ where
             stop,
             turns: Vec::new(),
             context: Vec::new(),
+            pictures: None,
+            picture: None,
         }
+    }
+
+    /// The same chat about pictures (a LLaVA).
+    pub fn with_pictures(mut self, support: PictureSupport<'a, S>) -> Self {
+        self.pictures = Some(support);
+        self
+    }
+
+    /// Starts a new conversation about the picture at `path`.
+    pub fn set_picture(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        let support = self
+            .pictures
+            .as_ref()
+            .context("this model takes no pictures (chat with a LLaVA)")?;
+        let picture = (support.load)(path)?;
+        self.reset();
+        self.picture = Some(picture);
+        Ok(())
     }
 
     /// Forgets the conversation.
@@ -75,8 +116,8 @@ where
     }
 
     /// The ids that make the model answer `input` next: the template's rendering of the whole
-    /// conversation so far, then the new turn's prompt.
-    pub fn prompt_ids(&self, input: &str) -> anyhow::Result<Vec<u32>> {
+    /// conversation so far, then the new turn's prompt; and the picture's place in them.
+    pub fn prompt_ids(&self, input: &str) -> anyhow::Result<(Vec<u32>, Option<PictureRows>)> {
         let ids = generation_ids(
             &self.options.template,
             self.tokenizer,
@@ -84,32 +125,60 @@ where
             &Turn::new(input, ""),
             self.options.system.as_deref(),
         )?;
-        text_ids(ids)
+        match (&self.picture, &self.pictures) {
+            (Some((pixels, shape)), Some(support)) => {
+                let (ids, rows) = widen_placeholder(&ids, pixels.clone(), *shape, support.rows)
+                    .map_err(anyhow::Error::msg)?;
+                Ok((ids, Some(rows)))
+            }
+            _ => Ok((text_ids(ids)?, None)),
+        }
+    }
+
+    /// The user's text as the conversation records it: XTuner's LLaVA chat opens the first turn
+    /// about a picture with `<image>` and a newline.
+    fn turn_input(&self, input: &str) -> String {
+        match self.picture.is_some() && self.turns.is_empty() {
+            true => format!("{}\n{input}", ft_data::template::IMAGE_TOKEN),
+            false => input.to_owned(),
+        }
     }
 
     /// Answers one user turn, streaming the text to `out`; returns the answer.
     pub fn answer(&mut self, input: &str, out: &mut impl Write) -> anyhow::Result<String> {
-        let prompt = self.prompt_ids(input)?;
+        let input = self.turn_input(input);
+        let (prompt, picture) = self.prompt_ids(&input)?;
         let mut write_error = None;
         let request = ReplyRequest {
             prompt: &prompt,
             sampler: &mut self.sampler,
             stop: &self.stop,
             max_new_tokens: self.options.max_new_tokens,
+            picture: picture.as_ref(),
         };
-        let answer = reply(
-            self.session,
-            &mut self.context,
-            self.tokenizer,
-            request,
-            |text| match write!(out, "{text}").and_then(|_| out.flush()) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    write_error = Some(e);
-                    ControlFlow::Break(())
-                }
-            },
-        );
+        let on_text = |text: &str| match write!(out, "{text}").and_then(|_| out.flush()) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        };
+        let answer = match &mut self.pictures {
+            Some(support) => {
+                let feed = |session: &mut S, prompt: &[u32], reused: usize| {
+                    (support.feed)(session, prompt, picture.as_ref(), reused)
+                };
+                reply_with(
+                    self.session,
+                    &mut self.context,
+                    self.tokenizer,
+                    request,
+                    feed,
+                    on_text,
+                )
+            }
+            None => reply(self.session, &mut self.context, self.tokenizer, request, on_text),
+        };
         let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
@@ -130,7 +199,8 @@ where
         Ok(answer.text)
     }
 
-    /// XTuner's interactive loop: lines until an empty line, `RESET`, `EXIT`.
+    /// XTuner's interactive loop: lines until an empty line, `RESET`, `EXIT`; `IMAGE path`
+    /// starts a conversation about another picture (a LLaVA).
     pub fn interactive(&mut self, input: &mut impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
         loop {
             write!(out, "\n{PROMPT}")?;
@@ -156,6 +226,13 @@ where
                 "RESET" => {
                     self.reset();
                     writeln!(out, "(history cleared)")?;
+                }
+                command if command.starts_with("IMAGE ") => {
+                    let path = std::path::Path::new(command["IMAGE ".len()..].trim());
+                    match self.set_picture(path) {
+                        Ok(()) => writeln!(out, "(picture {}; history cleared)", path.display())?,
+                        Err(e) => writeln!(out, "(no picture: {e:#})")?,
+                    }
                 }
                 _ => {
                     self.answer(&text, out)?;
@@ -275,6 +352,7 @@ mod tests {
                 assert_eq!(&chat.answer(input, &mut Vec::new()).unwrap(), answer);
             }
             let context_len = chat.context().len();
+            drop(chat);
             assert_eq!(context_len, session.context.len(), "the chat mirrors the session");
             assert_eq!(
                 session.prompts_seen, case.prompts,

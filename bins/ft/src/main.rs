@@ -1,26 +1,22 @@
 //! `ft`: fine-tune large language models — data, training, export, chat.
 
-mod backend;
 mod bench_cmd;
 mod bench_serve;
 mod bench_train;
-mod chat_cmd;
-mod chat_session;
 mod convert_cmd;
 mod data_cache;
 mod data_cmd;
 mod eval_cmd;
 mod merge_cmd;
-mod model_load;
 mod op_profile;
 mod plot_cmd;
-mod reply;
 mod serve;
 mod templates_cmd;
 mod train_cmd;
 mod train_progress;
 
 use clap::{Parser, Subcommand};
+use ft_cli::{backend, chat_cmd, model_load, reply};
 
 /// mimalloc keeps freed pages for reuse: training allocates and frees many activation-sized
 /// buffers per step, which the system allocator returns to the OS and faults in again.

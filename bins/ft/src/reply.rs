@@ -6,8 +6,10 @@ use std::ops::ControlFlow;
 
 use ft_data::chat::{StopWords, StreamStep, TextStream};
 use ft_data::tokenizer::FtTokenizer;
-use ft_model::generate::{LogitsSession, StopReason, generate};
+use ft_model::generate::{LogitsSession, StopReason, generate_from};
 use ft_model::sampling::{Sampler, StopCondition};
+
+use crate::picture::{PictureRows, clamp_to_picture};
 
 /// Why an answer ended (OpenAI's `finish_reason`, plus the caller's own stop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,8 @@ pub struct ReplyRequest<'a> {
     pub stop: &'a StopCondition,
     /// Longest answer.
     pub max_new_tokens: usize,
+    /// The picture some of the prompt's ids stand for (a LLaVA's).
+    pub picture: Option<&'a PictureRows>,
 }
 
 /// Answers `request.prompt` in `session`, whose context is `context`; every piece of text goes
@@ -82,6 +86,27 @@ pub fn reply<S: LogitsSession>(
     context: &mut Vec<u32>,
     tokenizer: &FtTokenizer,
     request: ReplyRequest<'_>,
+    on_text: impl FnMut(&str) -> ControlFlow<()>,
+) -> anyhow::Result<Reply>
+where
+    S::Error: std::fmt::Display,
+{
+    let feed = |session: &mut S, prompt: &[u32], reused: usize| {
+        session
+            .append(&prompt[reused..])
+            .map_err(|e| anyhow::anyhow!("generation failed: {e}"))
+    };
+    reply_with(session, context, tokenizer, request, feed, on_text)
+}
+
+/// [`reply`] with the prompt's new part (`prompt[reused..]`) fed by `feed` (a LLaVA feeds its
+/// picture as input embeddings), which returns the next-token logits.
+pub fn reply_with<S: LogitsSession>(
+    session: &mut S,
+    context: &mut Vec<u32>,
+    tokenizer: &FtTokenizer,
+    request: ReplyRequest<'_>,
+    feed: impl FnOnce(&mut S, &[u32], usize) -> anyhow::Result<Vec<f32>>,
     mut on_text: impl FnMut(&str) -> ControlFlow<()>,
 ) -> anyhow::Result<Reply>
 where
@@ -89,16 +114,18 @@ where
 {
     let prompt = request.prompt;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
-    let reused = reusable_prefix(context, prompt);
+    let reused = clamp_to_picture(reusable_prefix(context, prompt), request.picture);
     session.truncate(reused);
     context.truncate(reused);
+    let logits = feed(session, prompt, reused)?;
+    context.extend_from_slice(&prompt[reused..]);
     let mut stream = TextStream::new(tokenizer, request.stop.strings.clone());
     let mut stopped_by_string = false;
     let mut cancelled = false;
     let mut stream_error = None;
-    let generation = generate(
+    let generation = generate_from(
         session,
-        &prompt[reused..],
+        logits,
         request.sampler,
         request.stop,
         request.max_new_tokens,

@@ -107,10 +107,24 @@ pub fn generate<S: LogitsSession>(
     stop: &StopCondition,
     max_new_tokens: usize,
     history: &mut Vec<u32>,
-    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation, S::Error> {
     history.extend_from_slice(prompt);
-    let mut logits = session.append(prompt)?;
+    let logits = session.append(prompt)?;
+    generate_from(session, logits, sampler, stop, max_new_tokens, history, on_token)
+}
+
+/// [`generate`] after a prompt the caller already fed (e.g. as input embeddings), starting from
+/// its next-token `logits`; `history` already holds the prompt.
+pub fn generate_from<S: LogitsSession>(
+    session: &mut S,
+    mut logits: Vec<f32>,
+    sampler: &mut Sampler,
+    stop: &StopCondition,
+    max_new_tokens: usize,
+    history: &mut Vec<u32>,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation, S::Error> {
     let mut tokens = Vec::new();
     loop {
         let limits = Limits {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::Sender;
+use ft_cli::picture::PictureRows;
 use ft_data::chat::StopWords;
 use ft_data::template::Template;
 use ft_data::tokenizer::FtTokenizer;
@@ -75,22 +76,9 @@ pub struct Job {
     /// Generate past EOS and stop tokens (benchmarks).
     pub ignore_eos: bool,
     /// The picture of a LLaVA request; its rows are `prompt[at..at + rows]`.
-    pub image: Option<ImageInput>,
+    pub image: Option<PictureRows>,
     /// Where the answer goes; dropping the receiver cancels the job.
     pub events: UnboundedSender<JobEvent>,
-}
-
-/// A request's picture, processed.
-#[derive(Debug, Clone)]
-pub struct ImageInput {
-    /// `[3, side, side]` pixel values.
-    pub pixels: Vec<f32>,
-    /// Their shape.
-    pub shape: [usize; 3],
-    /// Where its rows start in the prompt.
-    pub at: usize,
-    /// How many rows it takes.
-    pub rows: usize,
 }
 
 /// What a job sends back.

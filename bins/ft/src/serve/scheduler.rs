@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Tensor, TensorData};
 use crossbeam_channel::{Receiver, TryRecvError};
+use ft_cli::picture::{clamp_to_picture, prefill};
 use ft_data::chat::{StreamStep, TextStream};
-use ft_llava::{VisionSide, rows_with_image};
+use ft_model::KernelBackend;
 use ft_model::batch::BatchDecoder;
 use ft_model::generate::{Limits, LogitsSession, Next, StopReason, next_token};
 use ft_model::layers::LayerCache;
 use ft_model::sampling::{Sampler, StopCondition};
 use ft_model::session::KvSession;
-use ft_model::{CausalLm, KernelBackend};
 
 use super::engine::{Catalog, Job, JobEvent, ServedModels};
 use super::metrics::Metrics;
@@ -196,13 +195,7 @@ impl Scheduler {
             ),
             None => (KvSession::new(model, &served.config), Vec::new()),
         };
-        let mut reused = shared_prefix(&context, &job.prompt);
-        if let Some(image) = &job.image
-            && reused < image.at + image.rows
-        {
-            // A picture's rows are computed whole.
-            reused = reused.min(image.at);
-        }
+        let reused = clamp_to_picture(shared_prefix(&context, &job.prompt), job.image.as_ref());
         session.truncate(reused);
         context.truncate(reused);
         let mut words = card.stop.clone();
@@ -224,7 +217,16 @@ impl Scheduler {
             first_text: None,
             job,
         };
-        let mut logits = match prefill(&mut session, model, served.vision.as_ref(), &row.job, reused) {
+        let job = &row.job;
+        let vision = served.vision.as_ref();
+        let mut logits = match prefill(
+            &mut session,
+            model,
+            vision,
+            &job.prompt,
+            job.image.as_ref(),
+            reused,
+        ) {
             Ok(logits) => logits,
             Err(e) => return self.fail(row, &e),
         };
@@ -312,43 +314,6 @@ impl Scheduler {
         let left = self.admitted.fetch_sub(1, Ordering::SeqCst) - 1;
         self.metrics.set_queue(left);
     }
-}
-
-/// Feeds `job.prompt[reused..]` to `session`: ids, or, when the picture's rows are in that
-/// part, the LLM rows of the text around it and of the picture (CLIP, then the projector).
-fn prefill<B: KernelBackend>(
-    session: &mut KvSession<'_, B>,
-    model: &CausalLm<B>,
-    vision: Option<&VisionSide<B>>,
-    job: &Job,
-    reused: usize,
-) -> Result<Vec<f32>, String> {
-    let rest = &job.prompt[reused..];
-    let (Some(image), Some(vision)) = (&job.image, vision) else {
-        return session.append(rest).map_err(|e| e.to_string());
-    };
-    if reused >= image.at + image.rows {
-        return session.append(rest).map_err(|e| e.to_string());
-    }
-    let [c, h, w] = image.shape;
-    let device = model.embed.device();
-    let pixels = Tensor::<B, 4>::from_data(TensorData::new(image.pixels.clone(), [1, c, h, w]), &device);
-    let rows = vision.image_rows(pixels);
-    let [_, patches, hidden] = rows.dims();
-    if patches != image.rows {
-        return Err(format!(
-            "the picture gives {patches} rows, {} were planned",
-            image.rows
-        ));
-    }
-    let end = image.at + image.rows;
-    let embeddings = rows_with_image(
-        model,
-        &job.prompt[reused..image.at],
-        rows.reshape([patches, hidden]),
-        &job.prompt[end..],
-    );
-    session.append_embeddings(embeddings).map_err(|e| e.to_string())
 }
 
 /// Takes from `pool` the cache of `model` that shares the longest prefix with `prompt`.
