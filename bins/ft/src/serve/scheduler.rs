@@ -288,6 +288,8 @@ impl Scheduler {
         let reply = row.reply(finish);
         self.metrics
             .answered(&reply, row.first_text, row.started.elapsed());
+        // Counted out before the client hears the end, so that /metrics agrees with it.
+        self.release();
         let _ = row.job.events.send(JobEvent::Done(reply));
         pool.push(Cached {
             model: row.job.model,
@@ -297,16 +299,15 @@ impl Scheduler {
         if pool.len() > self.max_rows.max(4) {
             pool.remove(0);
         }
-        self.release();
     }
 
     fn fail(&self, row: Row<'_>, message: &str) {
         self.metrics.failed();
+        self.release();
         let _ = row
             .job
             .events
             .send(JobEvent::Failed(format!("generation failed: {message}")));
-        self.release();
     }
 
     /// One admitted request is gone.
