@@ -3,39 +3,19 @@
 //! projector; a right-padded batch of two image samples and a text-only one. The spliced input
 //! embeddings, the logits and the loss match.
 
-use std::path::{Path, PathBuf};
-
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 use ft_llava::{SpliceSample, VisionSide, load_clip, load_projector, splice};
-use ft_model::weights::{SafetensorsSource, TensorSource};
 use ft_model::{CausalLm, ModelConfig, load_hf};
-use serde::Deserialize;
+
+mod common;
+
+use common::fixtures;
 
 type B = Flex;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-#[derive(Deserialize)]
-struct Batch {
-    samples: Vec<Sample>,
-    lengths: Vec<usize>,
-    width: usize,
-}
-
-#[derive(Deserialize)]
-struct Sample {
-    input_ids: Vec<i32>,
-    labels: Vec<i32>,
-    image: Option<String>,
-}
-
 fn golden(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let path = fixtures().join("llava/golden.safetensors");
-    let source = SafetensorsSource::open_files(&path, std::slice::from_ref(&path)).unwrap();
-    let t = source.read(name).unwrap();
+    let t = common::golden(name);
     (t.shape, t.data)
 }
 
@@ -75,30 +55,14 @@ fn max_diff_real(got: &[f32], want: &[f32], lengths: &[usize], width: usize, inn
 #[test]
 fn spliced_embeddings_logits_and_loss_match_transformers() {
     let (llm, config, vision) = setup();
-    let text = std::fs::read_to_string(fixtures().join("llava/llava_batch.json")).unwrap();
-    let batch: Batch = serde_json::from_str(&text).unwrap();
-    let mut images = Vec::new();
-    for sample in &batch.samples {
-        if let Some(picture) = &sample.image {
-            let (shape, data) = golden(&format!("pixels.{picture}"));
-            let pixels = Tensor::<B, 4>::from_data(
-                TensorData::new(data, [1, shape[0], shape[1], shape[2]]),
-                &Default::default(),
-            );
-            let rows = vision.image_rows(pixels);
-            let [_, patches, hidden] = rows.dims();
-            images.push(rows.reshape([patches, hidden]));
-        }
-    }
-    let samples: Vec<SpliceSample> = batch
-        .samples
-        .iter()
-        .map(|s| SpliceSample {
-            input_ids: s.input_ids.clone(),
-            labels: s.labels.clone(),
-        })
-        .collect();
-    let spliced = splice(&llm, &samples, images).unwrap();
+    let batch = common::batch();
+    let spliced = common::spliced(&llm, &batch, |pixels| {
+        let shape = [1, pixels.shape[0], pixels.shape[1], pixels.shape[2]];
+        vision.image_rows(Tensor::from_data(
+            TensorData::new(pixels.data, shape),
+            &Default::default(),
+        ))
+    });
     assert_eq!((spliced.input.batch, spliced.input.seq), (3, batch.width));
 
     let (shape, want) = golden("llava.embeds");

@@ -2,67 +2,32 @@
 //! batch: stage 1 (CLIP and LLM frozen; the projector's gradients) and stage 2 (LoRA on every
 //! q_proj / v_proj of the LLM plus the projector). CLIP runs without an autodiff graph.
 
-use std::path::{Path, PathBuf};
-
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
-use ft_llava::{SpliceSample, VisionSide, load_clip, load_projector, splice};
-use ft_model::weights::{HostTensor, SafetensorsSource, TensorSource};
+use ft_llava::{VisionSide, load_clip, load_projector};
+use ft_model::weights::HostTensor;
 use ft_model::{CausalLm, ModelConfig, load_hf};
-use serde::Deserialize;
+
+mod common;
+
+use common::{fixtures, golden};
 
 type A = Autodiff<Flex>;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn golden(name: &str) -> HostTensor {
-    let path = fixtures().join("llava/golden.safetensors");
-    let source = SafetensorsSource::open_files(&path, std::slice::from_ref(&path)).unwrap();
-    source.read(name).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 fn tensor<const D: usize>(t: HostTensor, shape: [usize; D]) -> Tensor<A, D> {
     Tensor::from_data(TensorData::new(t.data, shape), &Default::default())
 }
 
-#[derive(Deserialize)]
-struct Batch {
-    samples: Vec<Sample>,
-}
-
-#[derive(Deserialize)]
-struct Sample {
-    input_ids: Vec<i32>,
-    labels: Vec<i32>,
-    image: Option<String>,
-}
-
 /// The batch's mean loss (transformers' convention) with a frozen CLIP.
 fn mean_loss(llm: &CausalLm<A>, config: &ModelConfig, vision: &VisionSide<A>) -> Tensor<A, 1> {
-    let batch: Batch =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("llava/llava_batch.json")).unwrap())
-            .unwrap();
-    let mut images = Vec::new();
-    for picture in batch.samples.iter().filter_map(|s| s.image.as_ref()) {
-        let pixels = golden(&format!("pixels.{picture}"));
+    let spliced = common::spliced(llm, &common::batch(), |pixels| {
         let shape = [1, pixels.shape[0], pixels.shape[1], pixels.shape[2]];
-        let inner = Tensor::from_data(TensorData::new(pixels.data, shape), &Default::default());
-        let rows = vision.image_rows_frozen_clip(inner);
-        let [_, patches, hidden] = rows.dims();
-        images.push(rows.reshape([patches, hidden]));
-    }
-    let samples: Vec<SpliceSample> = batch
-        .samples
-        .iter()
-        .map(|s| SpliceSample {
-            input_ids: s.input_ids.clone(),
-            labels: s.labels.clone(),
-        })
-        .collect();
-    let spliced = splice(llm, &samples, images).unwrap();
+        vision.image_rows_frozen_clip(Tensor::from_data(
+            TensorData::new(pixels.data, shape),
+            &Default::default(),
+        ))
+    });
     let loss = llm.loss_sum_of_embeddings(spliced.embeddings, &spliced.input, &spliced.labels, config);
     loss.sum.div_scalar(loss.count as f64)
 }
