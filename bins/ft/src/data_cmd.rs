@@ -277,6 +277,12 @@ fn print_stats(
     println!("empty              {}", s.empty);
     println!("dropped (no loss)  {}", s.dropped_unsupervised);
     println!("truncated          {}", s.truncated);
+    if s.pictures > 0 {
+        println!(
+            "with a picture     {} (each <image> becomes the picture's rows)",
+            s.pictures
+        );
+    }
     println!("tokens             {}", s.tokens);
     println!(
         "trained tokens     {} ({:.1}%)",

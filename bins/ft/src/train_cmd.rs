@@ -78,6 +78,19 @@ impl BackendTask for TrainTask {
         )?;
         let dataset = CachedDataset::new(cache, &config.data);
         let s = &dataset.stats;
+        if s.pictures > 0 {
+            let files: Vec<String> = config
+                .data
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            anyhow::bail!(
+                "{}: {} samples hold a picture (LLaVA data); `ft train` cannot train a LLaVA yet (`ft eval --llava`, `llava-chat` and `ft serve --llava` run one)",
+                files.join(", "),
+                s.pictures
+            );
+        }
         tracing::info!(
             "data: {} samples ({} dropped, {} truncated, {} held out), {} rows, {} trained tokens; template {}; device {label}",
             s.samples,

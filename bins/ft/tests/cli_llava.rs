@@ -124,3 +124,27 @@ fn llava_eval_errors_name_the_record_or_file() {
     assert!(!text_only.status.success());
     assert!(stderr(&text_only).contains("--llava"), "{}", stderr(&text_only));
 }
+
+#[test]
+fn training_on_pictures_is_refused_clearly_and_preview_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo("fixtures/llava/eval.jsonl");
+    let config = common::assistant_config(dir.path(), &data, &dir.path().join("out"), |text| {
+        text.replace("format = \"openai\"", "format = \"llava\"")
+            .replace("pack = true", "pack = false")
+    });
+    let out = ft().arg("train").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 samples hold a picture") && err.contains("eval.jsonl"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let preview = run_ok(ft().args(["data", "preview"]).arg(&config).args(["--limit", "1"]));
+    assert!(
+        stdout(&preview).contains("with a picture     2"),
+        "{}",
+        stdout(&preview)
+    );
+}

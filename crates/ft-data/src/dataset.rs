@@ -45,6 +45,9 @@ pub struct DatasetStats {
     pub supervised_tokens: usize,
     /// Rows after packing (= samples when packing is off).
     pub rows: usize,
+    /// Kept samples that hold a picture (LLaVA data).
+    #[serde(default)]
+    pub pictures: usize,
 }
 
 /// A dataset ready for batching.
@@ -111,6 +114,7 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
             stats.truncated += usize::from(encoded.truncated);
             stats.tokens += encoded.len();
             stats.supervised_tokens += encoded.supervised_tokens();
+            stats.pictures += usize::from(encoded.input_ids.contains(&crate::encode::IMAGE_TOKEN_INDEX));
             sample_files.push(file_index as u32);
             samples.push(Sample {
                 encoded,

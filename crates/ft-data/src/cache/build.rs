@@ -247,6 +247,7 @@ impl Builder<'_> {
         self.stats.truncated += usize::from(encoded.truncated);
         self.stats.tokens += encoded.len();
         self.stats.supervised_tokens += supervised;
+        self.stats.pictures += usize::from(encoded.input_ids.contains(&crate::encode::IMAGE_TOKEN_INDEX));
         self.histogram.add(encoded.len());
         self.tokens.write_i32s(&encoded.input_ids)?;
         self.labels.write_i32s(&encoded.labels)?;
