@@ -240,6 +240,7 @@ pub fn run<B: KernelBackend>(
         resume_from: None,
         stop: Arc::new(AtomicBool::new(false)),
         base_files: None,
+        llava: None,
         config: train_config,
     };
     let mut timer = Timer {

@@ -69,16 +69,12 @@ impl BackendTask for TrainTask {
         )?;
         let template = resolve_template(&config.data, &loaded.tokenizer)?;
         ft_train::checkpoint::ensure_writable(&config.train.output_dir)?;
-        let (cache, _) = open_or_build_with_progress(
-            &config.cache_dir(),
-            &config.data,
-            &loaded.tokenizer,
-            &template,
-            false,
-        )?;
-        let dataset = CachedDataset::new(cache, &config.data);
-        let s = &dataset.stats;
-        if s.pictures > 0 {
+        let data = match &config.llava {
+            Some(_) => in_memory_data(&config, &loaded.tokenizer, &template)?,
+            None => cached_data(&config, &loaded.tokenizer, &template)?,
+        };
+        let s = &data.stats;
+        if s.pictures > 0 && config.llava.is_none() {
             let files: Vec<String> = config
                 .data
                 .files
@@ -86,32 +82,26 @@ impl BackendTask for TrainTask {
                 .map(|f| f.display().to_string())
                 .collect();
             anyhow::bail!(
-                "{}: {} samples hold a picture (LLaVA data); `ft train` cannot train a LLaVA yet (`ft eval --llava`, `llava-chat` and `ft serve --llava` run one)",
+                "{}: {} samples hold a picture (LLaVA data); train them with a `[llava]` section",
                 files.join(", "),
                 s.pictures
             );
         }
         tracing::info!(
-            "data: {} samples ({} dropped, {} truncated, {} held out), {} rows, {} trained tokens; template {}; device {label}",
+            "data: {} samples ({} dropped, {} truncated, {} held out, {} with a picture), {} rows, {} trained tokens; template {}; device {label}",
             s.samples,
             s.dropped_unsupervised,
             s.truncated,
-            dataset.eval.len(),
+            data.eval.len(),
+            s.pictures,
             s.rows,
             s.supervised_tokens,
             template.name()
         );
-        let rendered_example = (!dataset.cache.is_empty())
-            .then(|| dataset.cache.sample(0))
-            .and_then(|sample| {
-                let ids: Vec<u32> = sample
-                    .input_ids
-                    .iter()
-                    .filter(|&&i| i >= 0)
-                    .map(|&i| i as u32)
-                    .collect();
-                loaded.tokenizer.decode(&ids, false).ok()
-            });
+        let rendered_example = data.first_sample.as_ref().and_then(|ids| {
+            let ids: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+            loaded.tokenizer.decode(&ids, false).ok()
+        });
         A::<B>::seed(&device, config.train.seed);
         let (chosen, base_files) = match &config.lora {
             Some(lora) => {
@@ -140,6 +130,11 @@ impl BackendTask for TrainTask {
                 );
                 (chosen, None)
             }
+            None if config.llava.is_some() => {
+                ft_model::adapters::freeze_all(&mut loaded.model);
+                tracing::info!("LLaVA stage 1: the LLM and CLIP are frozen, the projector trains");
+                (Vec::new(), None)
+            }
             None => {
                 let count: usize = loaded.model.num_params();
                 tracing::info!("full fine-tuning: {count} parameters");
@@ -148,6 +143,16 @@ impl BackendTask for TrainTask {
                     Some(base_files(&config.model.path, &loaded.tokenizer)?),
                 )
             }
+        };
+        let llava = match &config.llava {
+            Some(section) => Some(llava_training::<A<B>>(
+                &config,
+                section,
+                &loaded.config,
+                data.pictures.clone(),
+                &device,
+            )?),
+            None => None,
         };
         let model = loaded.model;
         let resume_from = match self.resume {
@@ -177,13 +182,13 @@ impl BackendTask for TrainTask {
         .with_answers_callback(bar.answers_printer());
         let mut hooks = WithProgress {
             bar,
-            inner: EvalLossHook::new(chat, Box::new(dataset.eval)),
+            inner: EvalLossHook::new(chat, data.eval),
         };
         let setup = TrainSetup {
             linear_names: linear_names(&loaded.config),
             model,
             model_config: loaded.config,
-            rows: Box::new(dataset.rows),
+            rows: data.rows,
             targets: chosen,
             template_name: template.name().to_owned(),
             rendered_example,
@@ -191,6 +196,7 @@ impl BackendTask for TrainTask {
             resume_from,
             stop,
             base_files,
+            llava,
             config,
         };
         let lora_run = setup.config.lora.is_some();
@@ -215,6 +221,110 @@ impl BackendTask for TrainTask {
 
 /// Where a full fine-tuning checkpoint's `config.json` and tokenizer files come from: copied
 /// from an HF folder, or made from a GGUF file's metadata.
+/// A run's training and held-out rows, statistics, and (LLaVA) each training row's picture.
+struct RunData {
+    rows: Box<dyn RowSource>,
+    eval: Box<dyn RowSource>,
+    stats: ft_data::dataset::DatasetStats,
+    first_sample: Option<Vec<i32>>,
+    pictures: Vec<Option<String>>,
+}
+
+/// Rows over the token cache (built or reused).
+fn cached_data(
+    config: &TrainConfig,
+    tokenizer: &FtTokenizer,
+    template: &ft_data::template::Template,
+) -> anyhow::Result<RunData> {
+    let (cache, _) =
+        open_or_build_with_progress(&config.cache_dir(), &config.data, tokenizer, template, false)?;
+    let dataset = CachedDataset::new(cache, &config.data);
+    let first_sample = (!dataset.cache.is_empty()).then(|| dataset.cache.sample(0).input_ids);
+    Ok(RunData {
+        stats: dataset.stats.clone(),
+        first_sample,
+        pictures: Vec::new(),
+        rows: Box::new(dataset.rows),
+        eval: Box::new(dataset.eval),
+    })
+}
+
+/// Rows prepared in memory, one per sample, each with its picture (LLaVA: the token cache does
+/// not hold pictures).
+fn in_memory_data(
+    config: &TrainConfig,
+    tokenizer: &FtTokenizer,
+    template: &ft_data::template::Template,
+) -> anyhow::Result<RunData> {
+    let prepared = ft_data::dataset::prepare(&config.data, tokenizer, template)?;
+    let pictures = prepared
+        .train
+        .iter()
+        .map(|&i| prepared.samples[i].image.clone())
+        .collect();
+    let first_sample = prepared.samples.first().map(|s| s.encoded.input_ids.clone());
+    Ok(RunData {
+        stats: prepared.stats,
+        first_sample,
+        pictures,
+        rows: Box::new(prepared.rows),
+        eval: Box::new(Vec::<ft_data::pack::PackedRow>::new()),
+    })
+}
+
+/// CLIP (frozen) and the projector (from `[llava] projector`, else fresh and seeded) for a LLaVA
+/// run.
+fn llava_training<B: ft_model::TrainBackend>(
+    config: &TrainConfig,
+    section: &ft_train::config::LlavaSection,
+    llm: &ft_model::ModelConfig,
+    pictures: Vec<Option<String>>,
+    device: &B::Device,
+) -> anyhow::Result<ft_train::llava::LlavaTraining<B>> {
+    let (clip, clip_config) = ft_llava::load_clip::<B>(&section.visual_encoder, device)?;
+    let clip = clip.no_grad();
+    let (projector, projector_config) = match &section.projector {
+        Some(dir) => ft_llava::load_projector::<B>(dir, device)?,
+        None => {
+            let mut shape = ft_llava::ProjectorConfig::new(clip_config.hidden_size, llm.hidden_size);
+            shape.depth = section.projector_depth;
+            (
+                ft_llava::Projector::init(&shape, config.train.seed, device),
+                shape,
+            )
+        }
+    };
+    let processor = if section.visual_encoder.join("preprocessor_config.json").exists() {
+        ft_llava::ImageProcessor::from_dir(&section.visual_encoder)?
+    } else {
+        ft_llava::ImageProcessor::clip(clip_config.image_size as u32)
+    };
+    let vision = ft_llava::VisionSide::new(
+        (clip, &clip_config),
+        (projector, &projector_config),
+        section.visual_select_layer,
+        llm.hidden_size,
+    )?;
+    tracing::info!(
+        "LLaVA: CLIP {} ({} layers, feature layer {}), projector {}",
+        section.visual_encoder.display(),
+        clip_config.num_hidden_layers,
+        section.visual_select_layer,
+        section
+            .projector
+            .as_ref()
+            .map_or("fresh".to_owned(), |p| p.display().to_string())
+    );
+    Ok(ft_train::llava::LlavaTraining {
+        vision,
+        projector_config,
+        processor,
+        image_folder: config.data.image_folder.clone(),
+        pad: section.pad_image_to_square.unwrap_or(config.lora.is_some()),
+        pictures,
+    })
+}
+
 fn base_files(path: &Path, tokenizer: &FtTokenizer) -> anyhow::Result<BaseFiles> {
     if path.is_dir() {
         return Ok(BaseFiles::Folder(path.to_path_buf()));

@@ -126,7 +126,7 @@ fn llava_eval_errors_name_the_record_or_file() {
 }
 
 #[test]
-fn training_on_pictures_is_refused_clearly_and_preview_counts_them() {
+fn pictures_without_a_llava_section_are_refused_clearly_and_preview_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = repo("fixtures/llava/eval.jsonl");
     let config = common::assistant_config(dir.path(), &data, &dir.path().join("out"), |text| {
@@ -146,5 +146,168 @@ fn training_on_pictures_is_refused_clearly_and_preview_counts_them() {
         stdout(&preview).contains("with a picture     2"),
         "{}",
         stdout(&preview)
+    );
+}
+
+/// A LLaVA training config over the fixture (tiny LLM, tiny CLIP, `eval.jsonl` with two
+/// pictures and a text-only record); `extra` is appended.
+fn llava_config(dir: &std::path::Path, out: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"[model]
+path = "{model}"
+
+[data]
+files = ["{data}"]
+format = "llava"
+template = "qwen_chat"
+max_length = 128
+pack = false
+image_folder = "{images}"
+
+[llava]
+visual_encoder = "{clip}"
+{extra}
+
+[train]
+output_dir = "{out}"
+max_steps = 6
+batch_size = 3
+lr = 1e-3
+save_steps = 3
+log_steps = 1
+"#,
+        model = repo("fixtures/tiny-base").display(),
+        data = repo("fixtures/llava/eval.jsonl").display(),
+        images = repo("fixtures/llava/images").display(),
+        clip = repo("fixtures/llava/clip-vision").display(),
+        out = dir.join(out).display(),
+    );
+    let path = dir.join(format!("{out}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn losses(metrics: &std::path::Path) -> Vec<f64> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn stage_one_trains_the_projector_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = llava_config(dir.path(), "stage1", "");
+    run_ok(ft().arg("train").arg(&config));
+    let out = dir.path().join("stage1");
+    let loss = losses(&out.join("metrics.jsonl"));
+    assert_eq!(loss.len(), 6);
+    assert!(loss[5] < loss[0] - 0.5, "the projector learns: {loss:?}");
+    let final_dir = out.join("final");
+    for file in [
+        "projector/config.json",
+        "projector/model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(final_dir.join(file).exists(), "{file}");
+    }
+    assert!(
+        !final_dir.join("llm_adapter").exists(),
+        "stage 1 trains no adapter"
+    );
+
+    // Resuming from the step-3 checkpoint in another folder ends on the same projector.
+    let resumed = llava_config(dir.path(), "resumed", "");
+    run_ok(
+        ft().arg("train")
+            .arg(&resumed)
+            .arg("--resume")
+            .arg(out.join("checkpoint-3")),
+    );
+    let a = std::fs::read(final_dir.join("projector/model.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("resumed/final/projector/model.safetensors")).unwrap();
+    assert_eq!(a, b, "exact resume");
+}
+
+#[test]
+fn stage_two_trains_lora_and_the_projector_into_xtuners_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let projector = repo("fixtures/llava/xtuner-llava/projector");
+    let extra = format!(
+        "projector = \"{}\"\n\n[lora]\nr = 4\nalpha = 8\ndropout = 0.0\ntarget_modules = [\"q_proj\", \"v_proj\"]",
+        projector.display()
+    );
+    let config = llava_config(dir.path(), "stage2", &extra);
+    run_ok(ft().arg("train").arg(&config));
+    let final_dir = dir.path().join("stage2/final");
+    for file in [
+        "projector/model.safetensors",
+        "llm_adapter/adapter_config.json",
+        "llm_adapter/adapter_model.safetensors",
+    ] {
+        assert!(final_dir.join(file).exists(), "{file}");
+    }
+    let loss = losses(&dir.path().join("stage2/metrics.jsonl"));
+    assert!(loss[5] < loss[0], "{loss:?}");
+    let peft: Value = serde_json::from_str(
+        &std::fs::read_to_string(final_dir.join("llm_adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(peft["peft_type"], "LORA");
+    let trained = std::fs::read(final_dir.join("projector/model.safetensors")).unwrap();
+    assert_ne!(
+        trained,
+        std::fs::read(projector.join("model.safetensors")).unwrap(),
+        "the projector trained"
+    );
+
+    // The result is a LLaVA folder `ft eval --llava` reads.
+    let out = run_ok(
+        ft().args(["eval", repo("fixtures/tiny-base").to_str().unwrap(), "--llava"])
+            .arg(&final_dir)
+            .args([
+                "--visual-encoder",
+                repo("fixtures/llava/clip-vision").to_str().unwrap(),
+            ])
+            .args(["--data", repo("fixtures/llava/eval.jsonl").to_str().unwrap()])
+            .args(["--image-folder", repo("fixtures/llava/images").to_str().unwrap()])
+            .args(["--template", "qwen_chat", "--json"]),
+    );
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let (_, before) = golden("eval.loss");
+    assert!(
+        report["loss"].as_f64().unwrap() < f64::from(before[0]),
+        "training lowered the loss: {report}"
+    );
+}
+
+#[test]
+fn llava_configs_that_cannot_work_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = llava_config(dir.path(), "packed", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("pack = false", "pack = true");
+    std::fs::write(&config, text).unwrap();
+    let out = ft().arg("train").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("data.pack"), "{}", stderr(&out));
+
+    let config = llava_config(dir.path(), "no-folder", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("image_folder"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    let out = ft().arg("train").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("image_folder") && !stderr(&out).contains("panicked"),
+        "{}",
+        stderr(&out)
     );
 }

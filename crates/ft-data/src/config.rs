@@ -51,6 +51,9 @@ pub struct DataConfig {
     /// Skip malformed records (counted and reported) instead of stopping.
     #[serde(default)]
     pub skip_bad_records: bool,
+    /// Folder the records' `image` paths are relative to (LLaVA data), relative to the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_folder: Option<PathBuf>,
 }
 
 fn default_max_length() -> usize {
@@ -79,6 +82,7 @@ impl DataConfig {
             shuffle_before_pack: true,
             seed: 0,
             skip_bad_records: false,
+            image_folder: None,
         }
     }
 
@@ -131,6 +135,17 @@ impl DataConfig {
             && dir.is_relative()
         {
             *dir = base_dir.join(&*dir);
+        }
+        if let Some(dir) = &mut self.image_folder {
+            if dir.is_relative() {
+                *dir = base_dir.join(&*dir);
+            }
+            if !dir.is_dir() {
+                return Err(DataError::Config {
+                    key: "data.image_folder".into(),
+                    message: format!("{} is not a folder", dir.display()),
+                });
+            }
         }
         for file in &mut self.files {
             if file.is_relative() {

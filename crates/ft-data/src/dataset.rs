@@ -60,6 +60,9 @@ pub struct PreparedDataset {
     pub rows: Vec<PackedRow>,
     /// Indices (into `samples`) of the held-out samples (`eval_split`).
     pub eval: Vec<usize>,
+    /// Indices (into `samples`) of the training samples, in row order when not packed (one row
+    /// per entry).
+    pub train: Vec<usize>,
     /// Statistics.
     pub stats: DatasetStats,
     /// Warnings about skipped records, each naming file and line.
@@ -154,6 +157,7 @@ pub fn prepare(config: &DataConfig, tokenizer: &FtTokenizer, template: &Template
         samples,
         rows,
         eval: split.eval.into_iter().map(|i| i as usize).collect(),
+        train: split.train.iter().map(|&i| i as usize).collect(),
         stats,
         warnings,
     })

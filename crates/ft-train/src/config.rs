@@ -25,6 +25,39 @@ pub struct TrainConfig {
     /// Sample generations during training.
     #[serde(default)]
     pub eval: Option<EvalSection>,
+    /// A LLaVA: CLIP and the projector around the model (stage 1 without `[lora]`: only the
+    /// projector trains; stage 2 with it: LoRA and the projector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llava: Option<LlavaSection>,
+}
+
+/// `[llava]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlavaSection {
+    /// The CLIP vision tower's folder (relative to the config).
+    pub visual_encoder: PathBuf,
+    /// A projector folder to start from (XTuner's layout); absent: a fresh one, seeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<PathBuf>,
+    /// Linear layers of a fresh projector.
+    #[serde(default = "default_projector_depth")]
+    pub projector_depth: usize,
+    /// The CLIP hidden state the projector takes (−2: the second-to-last layer's output).
+    #[serde(default = "default_select_layer")]
+    pub visual_select_layer: i64,
+    /// Pad pictures to a square with the mean colour first; absent: when `[lora]` is present
+    /// (XTuner pads in stage 2, not in stage 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_image_to_square: Option<bool>,
+}
+
+fn default_projector_depth() -> usize {
+    2
+}
+
+fn default_select_layer() -> i64 {
+    -2
 }
 
 /// `[model]`.
@@ -268,7 +301,32 @@ impl TrainConfig {
         for target in &self.train.report_to {
             one_of(target, &REPORT_TO).map_err(|m| err("train.report_to", m))?;
         }
-        if self.model.quantization == "nf4" && self.lora.is_none() {
+        if let Some(llava) = &mut self.llava {
+            for path in [Some(&mut llava.visual_encoder), llava.projector.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+            if llava.projector_depth == 0 {
+                return Err(err("llava.projector_depth", "must be at least 1".into()));
+            }
+            if self.data.pack {
+                return Err(err(
+                    "data.pack",
+                    "LLaVA data is not packed: set `pack = false`".into(),
+                ));
+            }
+            if self.data.eval_split > 0.0 || self.eval.is_some() {
+                return Err(err(
+                    "llava",
+                    "held-out losses and sample answers (`eval_split`, `[eval]`) do not take pictures yet; remove them for a LLaVA run".into(),
+                ));
+            }
+        }
+        if self.model.quantization == "nf4" && self.lora.is_none() && self.llava.is_none() {
             return Err(err(
                 "model.quantization",
                 "nf4 (QLoRA) trains a LoRA adapter on a frozen 4-bit base: add a [lora] section".into(),

@@ -40,6 +40,9 @@ pub enum TrainError {
     /// The data pipeline failed.
     #[error(transparent)]
     Data(#[from] ft_data::DataError),
+    /// A LLaVA's picture, CLIP or projector.
+    #[error(transparent)]
+    Llava(#[from] ft_llava::LlavaError),
     /// A file or folder could not be written atomically.
     #[error(transparent)]
     Files(#[from] ft_io::IoError),

@@ -1,7 +1,7 @@
 //! # ft-train
 //!
-//! Training for `ft`: the TOML config (`[model]`, `[data]`, `[lora]`, `[train]`, `[eval]`), the
-//! learning-rate schedule, checkpoints and metrics.
+//! Training for `ft`: the TOML config (`[model]`, `[data]`, `[lora]`, `[llava]`, `[train]`,
+//! `[eval]`), the learning-rate schedule, checkpoints and metrics.
 
 pub mod adamw;
 pub mod adapter;
@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod eval_hook;
 pub mod eval_loss;
+pub mod llava;
 pub mod metrics;
 pub mod model_folder;
 pub mod params;

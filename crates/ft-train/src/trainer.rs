@@ -22,6 +22,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::llava::LlavaTraining;
 use crate::metrics::{EvalMetrics, RunLog, StepMetrics};
 use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
 use crate::params::{TrainMode, TrainParam, trainable_params};
@@ -87,12 +88,15 @@ pub struct TrainSetup<B: AutodiffBackend> {
     pub stop: Arc<AtomicBool>,
     /// For full fine-tuning: where the checkpoint's `config.json` and tokenizer files come from.
     pub base_files: Option<BaseFiles>,
+    /// A LLaVA run's vision side (`[llava]`).
+    pub llava: Option<LlavaTraining<B>>,
 }
 
 impl<B: TrainBackend> TrainSetup<B> {
-    /// LoRA when the config has a `[lora]` section, else full fine-tuning.
+    /// LoRA when the config has a `[lora]` section, else full fine-tuning; a LLaVA trains its
+    /// LLM's adapters only (none in stage 1).
     pub fn mode(&self) -> TrainMode {
-        if self.config.lora.is_some() {
+        if self.config.lora.is_some() || self.llava.is_some() {
             TrainMode::Lora
         } else {
             TrainMode::Full
@@ -175,7 +179,7 @@ pub fn train<B: TrainBackend>(
     }
     let mode = setup.mode();
     let params = trainable_params(&setup.model, &setup.model_config, mode);
-    if params.is_empty() {
+    if params.is_empty() && setup.llava.is_none() {
         return Err(TrainError::Lora(match mode {
             TrainMode::Lora => "no trainable adapter in the model".into(),
             TrainMode::Full => {
@@ -220,9 +224,13 @@ pub fn train<B: TrainBackend>(
                 dir.display()
             );
         }
+        if let Some(llava) = &mut setup.llava {
+            llava.load(dir, &setup.device)?;
+        }
         match mode {
+            TrainMode::Lora if setup.llava.is_some() && setup.config.lora.is_none() => {}
             TrainMode::Lora => {
-                let adapter = Adapter::read(dir)?;
+                let adapter = Adapter::read(adapter_dir(&setup, dir))?;
                 crate::adapter::load_adapter_weights(
                     &mut setup.model,
                     &setup.model_config,
@@ -258,16 +266,18 @@ pub fn train<B: TrainBackend>(
         let first = step * t.grad_accum;
         let last = ((step + 1) * t.grad_accum).min(total_micro.max(first + 1));
         let mut window_rows = Vec::new();
-        let batches: Vec<Batch> = (first..last)
+        let micro: Vec<MicroBatch> = (first..last)
             .map(|k| {
                 let indices = order.micro_batch(k);
                 let rows: Vec<PackedRow> = indices.iter().map(|&i| setup.rows.row(i)).collect();
-                window_rows.extend(indices);
-                collate(&rows.iter().collect::<Vec<_>>())
+                window_rows.extend(indices.iter().copied());
+                let batch = collate(&rows.iter().collect::<Vec<_>>());
+                MicroBatch { indices, rows, batch }
             })
             .collect();
-        let targets: usize = batches.iter().map(Batch::supervised_targets).sum();
-        let real_tokens: usize = batches.iter().map(Batch::real_tokens).sum();
+        let batches: Vec<&Batch> = micro.iter().map(|m| &m.batch).collect();
+        let targets: usize = batches.iter().map(|b| b.supervised_targets()).sum();
+        let real_tokens: usize = batches.iter().map(|b| b.real_tokens()).sum();
         let mut times = StepTimes::default();
         let (loss, grad_norm) = if targets == 0 {
             tracing::warn!(
@@ -279,7 +289,7 @@ pub fn train<B: TrainBackend>(
             optimizer_step(
                 &mut setup,
                 &params,
-                &batches,
+                &micro,
                 targets,
                 &mut optimizer,
                 schedule.lr(step),
@@ -369,11 +379,18 @@ fn evaluate<B: TrainBackend>(
     Ok(())
 }
 
+/// One micro-batch: its rows, their indices in the dataset, and the collated batch.
+struct MicroBatch {
+    indices: Vec<usize>,
+    rows: Vec<PackedRow>,
+    batch: Batch,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn optimizer_step<B: TrainBackend>(
     setup: &mut TrainSetup<B>,
     params: &[TrainParam],
-    batches: &[Batch],
+    micro: &[MicroBatch],
     targets: usize,
     optimizer: &mut AdamW<B::InnerBackend>,
     lr: f64,
@@ -381,11 +398,21 @@ fn optimizer_step<B: TrainBackend>(
     times: &mut StepTimes,
 ) -> Result<(f64, f64)> {
     let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; params.len()];
+    let projector_names = setup
+        .llava
+        .as_ref()
+        .map(LlavaTraining::param_names)
+        .unwrap_or_default();
+    let mut projector_grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; projector_names.len()];
     let mut loss_sum = 0f64;
-    for batch in batches {
+    for m in micro {
         let started = Instant::now();
-        let input = model_input(batch);
-        let out = setup.model.loss_sum(&input, &batch.labels, &setup.model_config);
+        let out = match &setup.llava {
+            Some(llava) => llava.loss_sum(&setup.model, &setup.model_config, &m.rows, &m.indices)?,
+            None => setup
+                .model
+                .loss_sum(&model_input(&m.batch), &m.batch.labels, &setup.model_config),
+        };
         if out.count == 0 {
             continue;
         }
@@ -394,11 +421,11 @@ fn optimizer_step<B: TrainBackend>(
         let started = Instant::now();
         let gradients = out.sum.div_scalar(targets as f64).backward();
         for (slot, p) in grads.iter_mut().zip(params) {
-            if let Some(g) = p.grad(&setup.model, &setup.model_config, &gradients) {
-                *slot = Some(match slot.take() {
-                    Some(acc) => acc + g,
-                    None => g,
-                });
+            accumulate(slot, p.grad(&setup.model, &setup.model_config, &gradients));
+        }
+        if let Some(llava) = &setup.llava {
+            for (slot, g) in projector_grads.iter_mut().zip(llava.grads(&gradients)) {
+                accumulate(slot, g);
             }
         }
         times.backward_s += started.elapsed().as_secs_f64();
@@ -410,6 +437,7 @@ fn optimizer_step<B: TrainBackend>(
     }
     let squares: f64 = grads
         .iter()
+        .chain(&projector_grads)
         .flatten()
         .map(|g| g.clone().powi_scalar(2).sum().into_scalar().elem::<f64>())
         .sum();
@@ -427,8 +455,38 @@ fn optimizer_step<B: TrainBackend>(
         let updated = optimizer.update(&p.name(), current, g.mul_scalar(coef), lr);
         p.set(&mut setup.model, &setup.model_config, Tensor::from_inner(updated));
     }
+    if let Some(llava) = &mut setup.llava {
+        let current = llava.values();
+        let mut updated = Vec::with_capacity(current.len());
+        for ((value, g), name) in current.into_iter().zip(projector_grads).zip(&projector_names) {
+            updated.push(match g {
+                Some(g) => Tensor::from_inner(optimizer.update(name, value.inner(), g.mul_scalar(coef), lr)),
+                None => value,
+            });
+        }
+        llava.set(updated);
+    }
     times.optimizer_s = started.elapsed().as_secs_f64();
     Ok((loss, norm))
+}
+
+/// Adds a micro-batch's gradient to the window's.
+fn accumulate<T: std::ops::Add<Output = T>>(slot: &mut Option<T>, g: Option<T>) {
+    if let Some(g) = g {
+        *slot = Some(match slot.take() {
+            Some(acc) => acc + g,
+            None => g,
+        });
+    }
+}
+
+/// Where a checkpoint's LoRA adapter lives: the folder itself, or `llm_adapter/` for a LLaVA
+/// (XTuner's layout).
+fn adapter_dir<B: TrainBackend>(setup: &TrainSetup<B>, dir: &Path) -> PathBuf {
+    match setup.llava {
+        Some(_) => dir.join("llm_adapter"),
+        None => dir.to_path_buf(),
+    }
 }
 
 fn save_checkpoint<B: TrainBackend>(
@@ -437,6 +495,15 @@ fn save_checkpoint<B: TrainBackend>(
     optimizer: &AdamW<B::InnerBackend>,
     dir: &Path,
 ) -> Result<()> {
+    if let (Some(llava), None) = (&setup.llava, &setup.config.lora) {
+        write_atomically(dir, |tmp| {
+            llava.save(tmp)?;
+            optimizer.save(&tmp.join("optimizer.safetensors"))?;
+            state.write(tmp)
+        })?;
+        tracing::info!("saved {}", dir.display());
+        return Ok(());
+    }
     let Some(lora) = setup.config.lora.as_ref() else {
         let base = setup
             .base_files
@@ -465,7 +532,10 @@ fn save_checkpoint<B: TrainBackend>(
         ft_meta: Some(adapter_meta(setup)),
     };
     write_atomically(dir, |tmp| {
-        adapter.write(tmp, AdapterDtype::F32)?;
+        if let Some(llava) = &setup.llava {
+            llava.save(tmp)?;
+        }
+        adapter.write(adapter_dir(setup, tmp), AdapterDtype::F32)?;
         optimizer.save(&tmp.join("optimizer.safetensors"))?;
         state.write(tmp)
     })?;

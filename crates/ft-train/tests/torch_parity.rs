@@ -76,6 +76,7 @@ fn one_step(model: &str, lora: bool) -> (tempfile::TempDir, TrainOutcome) {
         resume_from: None,
         stop: Arc::new(AtomicBool::new(false)),
         base_files,
+        llava: None,
         config,
     };
     let out = train(setup, &mut NoHooks).unwrap();

@@ -71,6 +71,7 @@ fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome 
         resume_from: resume,
         stop: Arc::new(AtomicBool::new(stop)),
         base_files,
+        llava: None,
         config,
     };
     train(setup, &mut NoHooks).unwrap()
