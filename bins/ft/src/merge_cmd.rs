@@ -42,6 +42,13 @@ pub struct MergeArgs {
     /// Print the peak resident memory (VmHWM) at the end.
     #[arg(long)]
     pub report_memory: bool,
+    /// ADAPTER is a LLaVA folder (XTuner's layout) and this its CLIP: write one Hugging Face
+    /// `LlavaForConditionalGeneration` folder.
+    #[arg(long)]
+    pub visual_encoder: Option<PathBuf>,
+    /// With --visual-encoder: the CLIP hidden state the projector takes.
+    #[arg(long, default_value_t = -2, allow_hyphen_values = true)]
+    pub visual_select_layer: i64,
 }
 
 /// `--dtype` values.
@@ -73,9 +80,13 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         None => (None, args.adapter_or_out.as_path()),
     };
     let max_shard_bytes = parse_size(&args.max_shard_size).context("--max-shard-size")?;
+    let adapter_meta_dir = match (&args.visual_encoder, adapter) {
+        (Some(_), Some(llava)) => Some(llava.join("llm_adapter")).filter(|d| d.is_dir()),
+        (_, adapter) => adapter.map(Path::to_path_buf),
+    };
     let template = match &args.template {
         Some(name) => Some(name.clone()),
-        None => match adapter {
+        None => match &adapter_meta_dir {
             Some(dir) => FtAdapterMeta::read(dir)
                 .with_context(|| format!("reading {}/ft_adapter.json", dir.display()))?
                 .and_then(|m| m.chat_template),
@@ -106,6 +117,25 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         },
         extra_eos_ids,
     };
+    if let Some(clip) = &args.visual_encoder {
+        let llava = adapter.context("--visual-encoder: give BASE LLAVA_DIR OUT")?;
+        let summary =
+            ft_export::merge::merge_llava(base, llava, clip, out, args.visual_select_layer, &options)
+                .with_context(|| {
+                    format!("exporting the LLaVA {} over {}", llava.display(), base.display())
+                })?;
+        println!(
+            "LLaVA {} + {} + {}: {} tensors merged, <image> = token {}; wrote {} ({:.1} MB)",
+            base.display(),
+            llava.display(),
+            clip.display(),
+            summary.merged_tensors.len(),
+            summary.image_token_id,
+            summary.export.out_dir.display(),
+            summary.export.total_size as f64 / 1e6,
+        );
+        return Ok(());
+    }
     let what = match adapter {
         Some(a) => format!("merging {} into {}", a.display(), base.display()),
         None => format!("re-sharding {}", base.display()),

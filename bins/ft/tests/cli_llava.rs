@@ -311,3 +311,92 @@ fn llava_configs_that_cannot_work_are_refused_naming_the_key() {
         stderr(&out)
     );
 }
+
+/// SHA-256 of a file, hex.
+fn sha256(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_llava_export_is_the_folder_transformers_read_with_fts_logits() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("fixtures/llava/export_golden.json")).unwrap())
+            .unwrap();
+    assert!(golden["max_abs_logit_diff"].as_f64().unwrap() < 1e-4, "{golden}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    let printed = run_ok(
+        ft().args([
+            "merge",
+            repo("fixtures/tiny-base").to_str().unwrap(),
+            repo("fixtures/llava/trained").to_str().unwrap(),
+        ])
+        .arg(&out)
+        .args([
+            "--visual-encoder",
+            repo("fixtures/llava/clip-vision").to_str().unwrap(),
+            "--dtype",
+            "f32",
+        ]),
+    );
+    assert!(
+        stdout(&printed).contains("<image> = token 568"),
+        "{}",
+        stdout(&printed)
+    );
+    assert_eq!(
+        sha256(&out.join("model.safetensors")),
+        golden["model_safetensors_sha256"].as_str().unwrap(),
+        "ft writes the bytes transformers was checked on (fixtures/gen_llava_export.py)"
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlavaForConditionalGeneration");
+    assert_eq!(config["image_token_index"], golden["image_token_index"]);
+    assert_eq!(
+        config["text_config"]["vocab_size"], 569,
+        "the embeddings grew by the <image> row"
+    );
+    let tokenizer = std::fs::read_to_string(out.join("tokenizer.json")).unwrap();
+    assert!(tokenizer.contains("\"<image>\""));
+    for file in [
+        "preprocessor_config.json",
+        "processor_config.json",
+        "generation_config.json",
+    ] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+
+    // A projector transformers' LLaVA cannot hold is refused, naming it.
+    let deep = dir.path().join("deep");
+    std::fs::create_dir_all(deep.join("projector")).unwrap();
+    std::fs::copy(
+        repo("fixtures/llava/trained/projector/model.safetensors"),
+        deep.join("projector/model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(repo("fixtures/llava/trained/projector/config.json")).unwrap();
+    std::fs::write(
+        deep.join("projector/config.json"),
+        config.replace("\"depth\": 2", "\"depth\": 3"),
+    )
+    .unwrap();
+    let refused = ft()
+        .args(["merge", repo("fixtures/tiny-base").to_str().unwrap()])
+        .arg(&deep)
+        .arg(dir.path().join("hf3"))
+        .args([
+            "--visual-encoder",
+            repo("fixtures/llava/clip-vision").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("2-layer projector"),
+        "{}",
+        stderr(&refused)
+    );
+}

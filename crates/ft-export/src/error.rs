@@ -101,6 +101,9 @@ pub enum ExportError {
     /// An output dtype other than F32, F16 or BF16.
     #[error("output dtype {dtype:?} is not supported: choose F32, F16 or BF16")]
     UnsupportedOutputDtype { dtype: Dtype },
+    /// A folder that does not hold what the export needs.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
     /// NF4 quantisation of a base weight failed.
     #[error("NF4 round trip of `{name}`")]
     Nf4 {

@@ -24,6 +24,7 @@
 
 mod base_folder;
 mod delta;
+mod llava;
 mod quant;
 mod side_files;
 
@@ -33,6 +34,7 @@ use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
 
 pub use base_folder::read_json_object;
 pub use delta::add_lora_delta;
+pub use llava::{LlavaMergeSummary, merge_llava};
 pub use quant::{BaseQuantization, is_nf4_quantised, nf4_round_trip};
 pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config, write_generation_config};
 
@@ -129,40 +131,16 @@ pub fn merge(
     let scale = adapter.as_ref().map_or(0.0, |a| a.scale() as f32);
 
     let mut writer = ShardedWriter::with_overwrite(out_dir, options.max_shard_bytes, options.overwrite)?;
-    let mut merged_tensors = Vec::new();
-    for file in &base.files {
-        let mut handle = std::fs::File::open(&file.path).map_err(io_err("opening", &file.path))?;
-        for entry in &file.header.entries {
-            let pair = adapter.as_ref().and_then(|a| {
-                let module = entry.name.strip_suffix(".weight")?;
-                a.weights.modules.get(module)
-            });
-            let round_trip = nf4_base.filter(|_| is_nf4_quantised(&entry.name, &entry.shape));
-            let out_dtype = match output_dtype {
-                Some(d) if entry.dtype.is_float() => d,
-                _ => entry.dtype,
-            };
-            if pair.is_none() && round_trip.is_none() && out_dtype == entry.dtype {
-                let bytes = file.read_tensor(&mut handle, entry)?;
-                writer.add(&entry.name, entry.dtype, &entry.shape, &bytes)?;
-                continue;
-            }
-            let mut values =
-                file.read_tensor_f32(&mut handle, entry)?
-                    .ok_or_else(|| ExportError::NotFloat {
-                        name: entry.name.clone(),
-                        dtype: entry.dtype,
-                    })?;
-            if let Some(double_quant) = round_trip {
-                nf4_round_trip(&entry.name, &mut values, &entry.shape, double_quant)?;
-            }
-            if let Some(pair) = pair {
-                add_lora_delta(&mut values, pair, scale);
-                merged_tensors.push(entry.name.clone());
-            }
-            writer.add_f32(&entry.name, &entry.shape, &values, out_dtype)?;
-        }
-    }
+    let plan = MergePlan {
+        adapter: adapter.as_ref(),
+        nf4_base,
+        output_dtype,
+        scale,
+    };
+    let merged_tensors = plan.for_each_tensor(&base, |entry, dtype, payload| match payload {
+        Payload::Raw(bytes) => writer.add(&entry.name, dtype, &entry.shape, &bytes),
+        Payload::Values(values) => writer.add_f32(&entry.name, &entry.shape, &values, dtype),
+    })?;
 
     let staging = writer.staging_dir().to_path_buf();
     let mut copied_files = Vec::new();
@@ -194,8 +172,80 @@ pub fn merge(
     })
 }
 
+/// A base tensor as it leaves the merge: its bytes unchanged, or its values in f32 (merged,
+/// round-tripped or to be cast).
+pub(crate) enum Payload {
+    /// Bytes in the tensor's own dtype (nothing to change).
+    Raw(Vec<u8>),
+    /// f32 values, to write in the output dtype.
+    Values(Vec<f32>),
+}
+
+/// How each base tensor is merged.
+pub(crate) struct MergePlan<'a> {
+    /// The adapter folded in, if any.
+    pub adapter: Option<&'a Adapter>,
+    /// NF4 round trip of the quantised tensors (QLoRA), with double quantisation or not.
+    pub nf4_base: Option<bool>,
+    /// Output dtype of the float tensors (`None`: each tensor's own).
+    pub output_dtype: Option<Dtype>,
+    /// The adapter's scale.
+    pub scale: f32,
+}
+
+impl MergePlan<'_> {
+    /// Reads every tensor of `base` in order, merges it, and hands it to `emit` with its output
+    /// dtype; returns the names of the tensors an adapter changed.
+    pub(crate) fn for_each_tensor(
+        &self,
+        base: &BaseFolder,
+        mut emit: impl FnMut(&crate::safetensors_io::TensorEntry, Dtype, Payload) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        let mut merged_tensors = Vec::new();
+        for file in &base.files {
+            let mut handle = std::fs::File::open(&file.path).map_err(io_err("opening", &file.path))?;
+            for entry in &file.header.entries {
+                let pair = self.adapter.and_then(|a| {
+                    let module = entry.name.strip_suffix(".weight")?;
+                    a.weights.modules.get(module)
+                });
+                let round_trip = self
+                    .nf4_base
+                    .filter(|_| is_nf4_quantised(&entry.name, &entry.shape));
+                let out_dtype = match self.output_dtype {
+                    Some(d) if entry.dtype.is_float() => d,
+                    _ => entry.dtype,
+                };
+                if pair.is_none() && round_trip.is_none() && out_dtype == entry.dtype {
+                    emit(
+                        entry,
+                        entry.dtype,
+                        Payload::Raw(file.read_tensor(&mut handle, entry)?),
+                    )?;
+                    continue;
+                }
+                let mut values =
+                    file.read_tensor_f32(&mut handle, entry)?
+                        .ok_or_else(|| ExportError::NotFloat {
+                            name: entry.name.clone(),
+                            dtype: entry.dtype,
+                        })?;
+                if let Some(double_quant) = round_trip {
+                    nf4_round_trip(&entry.name, &mut values, &entry.shape, double_quant)?;
+                }
+                if let Some(pair) = pair {
+                    add_lora_delta(&mut values, pair, self.scale);
+                    merged_tensors.push(entry.name.clone());
+                }
+                emit(entry, out_dtype, Payload::Values(values))?;
+            }
+        }
+        Ok(merged_tensors)
+    }
+}
+
 /// Every adapted module must have a float `<module>.weight` of shape `[out, in]` in the base.
-fn check_adapter_against_base(adapter: &Adapter, base: &BaseFolder) -> Result<()> {
+pub(crate) fn check_adapter_against_base(adapter: &Adapter, base: &BaseFolder) -> Result<()> {
     for (module, pair) in &adapter.weights.modules {
         let tensor = format!("{module}.weight");
         let Some(entry) = base.entry(&tensor) else {
