@@ -52,6 +52,23 @@ enum DataCommand {
         no_cache: bool,
     },
     /// Write a self-cognition dataset ("who are you?" answered as NAME's assistant).
+    /// A LLaVA walk-through dataset: pictures of a red, green or blue square, circle or
+    /// triangle, with captions (`captions.jsonl`, stage 1) and questions (`questions.jsonl`,
+    /// stage 2) in the LLaVA format; pictures in `OUT/images`.
+    GenShapes {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of pictures.
+        #[arg(long, default_value_t = 300)]
+        count: usize,
+        /// Seed of the pictures.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Prefix of the picture files (keep held-out sets apart).
+        #[arg(long, default_value = "shape-")]
+        prefix: String,
+    },
     GenAssistant {
         /// Whose assistant the model becomes.
         #[arg(long)]
@@ -83,6 +100,19 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             } else {
                 preview_cached(&config, limit, json)
             }
+        }
+        DataCommand::GenShapes {
+            out,
+            count,
+            seed,
+            prefix,
+        } => {
+            ft_llava::shapes::write_shapes_dataset(&out, count, seed, &prefix)?;
+            eprintln!(
+                "wrote {count} pictures, captions.jsonl and questions.jsonl to {}",
+                out.display()
+            );
+            Ok(())
         }
         DataCommand::GenAssistant {
             name,

@@ -400,3 +400,82 @@ fn the_llava_export_is_the_folder_transformers_read_with_fts_logits() {
         stderr(&refused)
     );
 }
+
+/// The example's config `examples/llava/NAME.toml` with this test's paths.
+fn example_config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo(&format!("examples/llava/{name}.toml")))
+        .unwrap()
+        .replace("@MODEL@", repo("fixtures/tiny-base").to_str().unwrap())
+        .replace("@DATA@", dir.join("data").to_str().unwrap())
+        .replace("@CLIP@", repo("fixtures/llava/clip-vision").to_str().unwrap())
+        .replace("@OUT@", dir.to_str().unwrap());
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `examples/llava/`: both stages on generated pictures of shapes, then questions about
+/// pictures the model never saw, answered through `ft serve --llava`.
+#[test]
+fn the_llava_example_learns_to_name_the_colour_of_unseen_pictures() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let held_out = dir.path().join("held-out");
+    run_ok(
+        ft().args(["data", "gen-shapes", "--out"])
+            .arg(&data)
+            .args(["--count", "300"]),
+    );
+    run_ok(ft().args(["data", "gen-shapes", "--out"]).arg(&held_out).args([
+        "--count",
+        "6",
+        "--seed",
+        "99",
+        "--prefix",
+        "held-out-",
+    ]));
+    run_ok(ft().arg("train").arg(example_config(dir.path(), "stage1")));
+    run_ok(ft().arg("train").arg(example_config(dir.path(), "stage2")));
+
+    let llava = dir.path().join("stage2/final");
+    let server = common::serve::Server::start(&[
+        "--llava",
+        llava.to_str().unwrap(),
+        "--visual-encoder",
+        repo("fixtures/llava/clip-vision").to_str().unwrap(),
+        "--template",
+        "qwen_chat",
+    ]);
+    let mut right = 0;
+    let questions = std::fs::read_to_string(held_out.join("questions.jsonl")).unwrap();
+    let colour_questions: Vec<Value> = questions
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| {
+            r["conversations"][0]["value"]
+                .as_str()
+                .unwrap()
+                .contains("colour")
+        })
+        .collect();
+    assert_eq!(colour_questions.len(), 6);
+    for record in &colour_questions {
+        let bytes = std::fs::read(held_out.join("images").join(record["image"].as_str().unwrap())).unwrap();
+        let url = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        let body = serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What colour is the shape?"},
+            {"type": "image_url", "image_url": {"url": url}}]}], "temperature": 0, "max_tokens": 6});
+        let (status, answer) = server.post("/v1/chat/completions", body);
+        assert_eq!(status, 200, "{answer}");
+        let said = answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        right += usize::from(said == record["conversations"][1]["value"].as_str().unwrap());
+    }
+    assert!(right >= 5, "{right} of 6 held-out pictures named right");
+}

@@ -14,6 +14,7 @@ pub mod folder;
 pub mod image;
 pub mod projector;
 mod resample;
+pub mod shapes;
 pub mod splice;
 pub mod vision;
 
