@@ -70,6 +70,10 @@ enum BenchKind {
         /// Print `{"tokens_per_s": .., "peak_rss_mb": ..}`.
         #[arg(long)]
         json: bool,
+        /// A LLaVA stage-2 step: one picture per row through a frozen CLIP of this shape, the
+        /// projector and LoRA; tokens/s counts the picture rows the LLM runs.
+        #[arg(long, value_enum)]
+        llava: Option<crate::bench_train::ClipShape>,
         /// Also print where a step's time goes: forward, backward, optimizer (median seconds and
         /// share); with `--json`, a `phases` object.
         #[arg(long)]
@@ -157,9 +161,10 @@ impl BackendTask for BenchArgs {
                 seq,
                 peak_tflops,
                 profile,
+                llava,
                 ..
             } => {
-                let run = crate::bench_train::run::<B>(device, *steps, *shape, *batch, *seq)?;
+                let run = crate::bench_train::run::<B>(device, *steps, *shape, *batch, *seq, *llava)?;
                 let peak = crate::bench_train::peak_rss_mb();
                 let achieved_tflops = run.flops_per_step / run.median_step_s / 1e12;
                 let mfu = peak_tflops.map(|p| achieved_tflops / p);

@@ -96,6 +96,64 @@ impl Shape {
     }
 }
 
+/// The CLIP of `ft bench train --llava`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClipShape {
+    /// XTuner's tower, CLIP ViT-L/14-336: hidden 1024, 24 layers, 16 heads, 576 patches.
+    #[value(name = "vit-l-336")]
+    VitL336,
+    /// A small tower (hidden 256, 4 layers, patch 16 on 224 pixels: 196 patches).
+    Small,
+}
+
+impl ClipShape {
+    fn config(self) -> ft_llava::ClipVisionConfig {
+        let json = match self {
+            ClipShape::VitL336 => serde_json::json!({"hidden_size": 1024, "intermediate_size": 4096,
+                "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14}),
+            ClipShape::Small => serde_json::json!({"hidden_size": 256, "intermediate_size": 1024,
+                "num_hidden_layers": 4, "num_attention_heads": 4, "image_size": 224, "patch_size": 16}),
+        };
+        serde_json::from_value(json).expect("invariant: valid CLIP shape")
+    }
+}
+
+/// A stage-2 LLaVA around the bench model: a zero-initialised CLIP of `shape` (frozen; its cost
+/// does not depend on the values), a fresh projector, one random picture for every row.
+fn llava_side<B: TrainBackend>(
+    shape: ClipShape,
+    llm_hidden: usize,
+    rows: usize,
+    dir: &Path,
+    device: &B::Device,
+) -> anyhow::Result<ft_train::llava::LlavaTraining<B>> {
+    use burn::module::Module;
+    let clip_config = shape.config();
+    let clip = ft_llava::ClipVision::<B>::init(&clip_config, device).no_grad();
+    let projector_config = ft_llava::ProjectorConfig::new(clip_config.hidden_size, llm_hidden);
+    let projector = ft_llava::Projector::init(&projector_config, 0, device);
+    let vision = ft_llava::VisionSide::new(
+        (clip, &clip_config),
+        (projector, &projector_config),
+        -2,
+        llm_hidden,
+    )?;
+    let side = clip_config.image_size as u32;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let picture = image::RgbImage::from_fn(side + 40, side, |_, _| {
+        image::Rgb([rng.random(), rng.random(), rng.random()])
+    });
+    picture.save(dir.join("bench.png"))?;
+    Ok(ft_train::llava::LlavaTraining {
+        vision,
+        projector_config,
+        processor: ft_llava::ImageProcessor::clip(side),
+        image_folder: Some(dir.to_path_buf()),
+        pad: true,
+        pictures: vec![Some("bench.png".to_owned()); rows],
+    })
+}
+
 /// What one benchmark run measured.
 pub struct TrainBench {
     /// Median seconds per optimizer step.
@@ -179,6 +237,7 @@ pub fn run<B: KernelBackend>(
     shape: Shape,
     batch: usize,
     seq: usize,
+    llava: Option<ClipShape>,
 ) -> anyhow::Result<TrainBench> {
     type A<B> = Autodiff<B>;
     let config = bench_config(shape);
@@ -209,9 +268,15 @@ pub fn run<B: KernelBackend>(
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let rows: Vec<PackedRow> = (0..batch)
         .map(|_| {
-            let ids: Vec<i32> = (0..seq).map(|_| rng.random_range(0..vocab as i32)).collect();
+            let mut ids: Vec<i32> = (0..seq).map(|_| rng.random_range(0..vocab as i32)).collect();
+            let mut labels = ids.clone();
+            if llava.is_some() {
+                // The picture after the first token, as XTuner's templates place `<image>`.
+                ids[1] = ft_data::encode::IMAGE_TOKEN_INDEX;
+                labels[..2].fill(ft_data::encode::IGNORE_INDEX);
+            }
             PackedRow {
-                labels: ids.clone(),
+                labels,
                 input_ids: ids,
                 position_ids: (0..seq as i32).collect(),
                 cu_seqlens: vec![0, seq],
@@ -219,6 +284,18 @@ pub fn run<B: KernelBackend>(
         })
         .collect();
     let dir = tempfile_dir()?;
+    let llava_side = match llava {
+        Some(clip) => Some(llava_side::<A<B>>(
+            clip,
+            config.hidden_size,
+            batch,
+            &dir,
+            &device,
+        )?),
+        None => None,
+    };
+    // Rows the LLM runs: each picture's patches replace its one placeholder.
+    let llm_seq = seq + llava.map_or(0, |c| c.config().patches() - 1);
     std::fs::write(dir.join("d.jsonl"), "{\"text\": \"x\"}\n")?;
     let toml = format!(
         "[model]\npath = \"random\"\ndtype = \"f32\"\n[data]\nfiles = [\"d.jsonl\"]\n[lora]\nr = 8\nalpha = 16\ndropout = 0.0\n\
@@ -240,7 +317,7 @@ pub fn run<B: KernelBackend>(
         resume_from: None,
         stop: Arc::new(AtomicBool::new(false)),
         base_files: None,
-        llava: None,
+        llava: llava_side,
         config: train_config,
     };
     let mut timer = Timer {
@@ -255,8 +332,8 @@ pub fn run<B: KernelBackend>(
     let median = measured.get(measured.len() / 2).copied().unwrap_or(f64::NAN);
     Ok(TrainBench {
         median_step_s: median,
-        tokens_per_s: (batch * seq) as f64 / median,
-        flops_per_step: lora_step_flops(&model_config_for_flops, batch, seq),
+        tokens_per_s: (batch * llm_seq) as f64 / median,
+        flops_per_step: lora_step_flops(&model_config_for_flops, batch, llm_seq),
         phases: median_phases(timer.phases.get(1..).unwrap_or_default()),
         steps_run: timer.phases.len(),
     })
