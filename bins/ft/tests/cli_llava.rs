@@ -203,7 +203,23 @@ fn stage_one_trains_the_projector_and_resumes_exactly() {
     let out = dir.path().join("stage1");
     let loss = losses(&out.join("metrics.jsonl"));
     assert_eq!(loss.len(), 6);
-    assert!(loss[5] < loss[0] - 0.5, "the projector learns: {loss:?}");
+    // Batches hold only picture rows or only text rows. The text-only batch's loss never moves
+    // (the LLM is frozen); the picture batches' loss falls as the projector learns.
+    let same = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let text = loss
+        .iter()
+        .copied()
+        .find(|&a| loss.iter().filter(|&&b| same(a, b)).count() > 1);
+    let pictured: Vec<f64> = loss
+        .iter()
+        .copied()
+        .filter(|&l| text.is_none_or(|t| !same(l, t)))
+        .collect();
+    assert!(text.is_some() && pictured.len() >= 2, "{loss:?}");
+    assert!(
+        pictured[pictured.len() - 1] < pictured[0] - 0.5,
+        "the projector learns: {loss:?}"
+    );
     let final_dir = out.join("final");
     for file in [
         "projector/config.json",

@@ -117,36 +117,63 @@ pub struct TrainOutcome {
     pub interrupted: bool,
 }
 
-/// Optimizer steps of a run.
-pub fn total_steps(config: &TrainConfig, rows: usize) -> usize {
+/// Optimizer steps of a run with `micro_per_epoch` micro-batches per epoch.
+pub fn total_steps(config: &TrainConfig, micro_per_epoch: usize) -> usize {
     let t = &config.train;
-    let micro_per_epoch = rows.div_ceil(t.batch_size);
     t.max_steps
         .unwrap_or_else(|| (t.epochs * micro_per_epoch).div_ceil(t.grad_accum))
         .max(1)
 }
 
+/// Which rows form each micro-batch, epoch after epoch.
 struct DataOrder {
     rows: usize,
     batch_size: usize,
     seed: u64,
-    cached: Option<(usize, Vec<usize>)>,
+    /// A LLaVA run's rows that hold a picture: batches never mix them with text-only rows (so
+    /// neither pads to the other's length), as XTuner's modality-grouped sampler does.
+    pictured: Option<Vec<bool>>,
+    cached: Option<(usize, Vec<Vec<usize>>)>,
 }
 
 impl DataOrder {
+    /// Micro-batches per epoch.
+    fn per_epoch(&self) -> usize {
+        match &self.pictured {
+            None => self.rows.div_ceil(self.batch_size),
+            Some(pictured) => {
+                let with = pictured.iter().filter(|&&p| p).count();
+                with.div_ceil(self.batch_size) + (self.rows - with).div_ceil(self.batch_size)
+            }
+        }
+    }
+
     /// Row indices of micro-batch `k` (epochs cycle; each epoch is shuffled by seed + epoch).
     fn micro_batch(&mut self, k: usize) -> Vec<usize> {
-        let per_epoch = self.rows.div_ceil(self.batch_size);
+        let per_epoch = self.per_epoch();
         let (epoch, within) = (k / per_epoch, k % per_epoch);
         if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            self.cached = Some((
-                epoch,
-                shuffled_indices(self.rows, self.seed.wrapping_add(epoch as u64)),
-            ));
+            self.cached = Some((epoch, self.epoch_batches(epoch)));
         }
-        let order = &self.cached.as_ref().expect("invariant: just filled").1;
-        let end = ((within + 1) * self.batch_size).min(self.rows);
-        order[within * self.batch_size..end].to_vec()
+        self.cached.as_ref().expect("invariant: just filled").1[within].clone()
+    }
+
+    /// The micro-batches of `epoch`: the shuffled rows cut in order, or, for a LLaVA run, cut
+    /// within each modality and then the batches shuffled together.
+    fn epoch_batches(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let seed = self.seed.wrapping_add(epoch as u64);
+        let order = shuffled_indices(self.rows, seed);
+        let Some(pictured) = &self.pictured else {
+            return order.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+        };
+        let (with, without): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| pictured[i]);
+        let batches: Vec<Vec<usize>> = with
+            .chunks(self.batch_size)
+            .chain(without.chunks(self.batch_size))
+            .map(<[usize]>::to_vec)
+            .collect();
+        let mix = shuffled_indices(batches.len(), seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        mix.into_iter().map(|b| batches[b].clone()).collect()
     }
 }
 
@@ -192,12 +219,23 @@ pub fn train<B: TrainBackend>(
             "full fine-tuning needs the base's config and tokenizer files for its checkpoints".into(),
         ));
     }
-    let total = total_steps(&cfg, setup.rows.len());
+    let mut order = DataOrder {
+        rows: setup.rows.len(),
+        batch_size: t.batch_size,
+        seed: t.seed,
+        pictured: setup
+            .llava
+            .as_ref()
+            .map(|l| l.pictures.iter().map(Option::is_some).collect()),
+        cached: None,
+    };
+    let per_epoch = order.per_epoch();
+    let total = total_steps(&cfg, per_epoch);
     let total_micro = cfg
         .train
         .max_steps
         .map(|s| s * t.grad_accum)
-        .unwrap_or(t.epochs * setup.rows.len().div_ceil(t.batch_size));
+        .unwrap_or(t.epochs * per_epoch);
     let schedule = WarmupCosine::new(t.lr, t.warmup_ratio, total);
     let adam = AdamWConfig {
         betas: t.betas,
@@ -244,12 +282,6 @@ pub fn train<B: TrainBackend>(
         tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
     }
     let mut log = RunLog::open(&cfg, state.global_step)?;
-    let mut order = DataOrder {
-        rows: setup.rows.len(),
-        batch_size: t.batch_size,
-        seed: t.seed,
-        cached: None,
-    };
     let eval_every = cfg.eval.as_ref().map(|e| e.every_steps).unwrap_or(0);
     if state.global_step == 0 && cfg.eval.is_some() {
         evaluate(hooks, &setup, 0, &mut log)?;
@@ -306,7 +338,7 @@ pub fn train<B: TrainBackend>(
         }
         state.global_step += 1;
         state.micro_step = last;
-        state.epoch = last / setup.rows.len().div_ceil(t.batch_size);
+        state.epoch = last / per_epoch;
         state.cursor = last;
         let m = StepMetrics {
             step: state.global_step,
@@ -568,3 +600,44 @@ fn config_hash(config: &TrainConfig) -> String {
 
 use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
+
+#[cfg(test)]
+mod order_tests {
+    use super::DataOrder;
+
+    #[test]
+    fn picture_rows_and_text_rows_never_share_a_batch_and_every_row_comes_once_per_epoch() {
+        let pictured: Vec<bool> = (0..23).map(|i| i % 3 != 0).collect();
+        let mut order = DataOrder {
+            rows: 23,
+            batch_size: 4,
+            seed: 5,
+            pictured: Some(pictured.clone()),
+            cached: None,
+        };
+        let per_epoch = order.per_epoch();
+        assert_eq!(per_epoch, 15_usize.div_ceil(4) + 8_usize.div_ceil(4));
+        for epoch in 0..2 {
+            let mut seen = Vec::new();
+            for k in 0..per_epoch {
+                let batch = order.micro_batch(epoch * per_epoch + k);
+                assert!(
+                    batch.iter().all(|&i| pictured[i] == pictured[batch[0]]),
+                    "mixed batch {batch:?}"
+                );
+                seen.extend(batch);
+            }
+            seen.sort();
+            assert_eq!(seen, (0..23).collect::<Vec<_>>(), "epoch {epoch}");
+        }
+        let mut plain = DataOrder {
+            rows: 23,
+            batch_size: 4,
+            seed: 5,
+            pictured: None,
+            cached: None,
+        };
+        assert_eq!(plain.per_epoch(), 6);
+        assert_eq!(plain.micro_batch(5).len(), 3);
+    }
+}
