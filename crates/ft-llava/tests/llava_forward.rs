@@ -6,7 +6,7 @@
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 use ft_llava::{SpliceSample, VisionSide, load_clip, load_projector, splice};
-use ft_model::{CausalLm, ModelConfig, load_hf};
+use ft_model::{CausalLm, ModelConfig};
 
 mod common;
 
@@ -20,19 +20,7 @@ fn golden(name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn setup() -> (CausalLm<B>, ModelConfig, VisionSide<B>) {
-    let device = Default::default();
-    let (llm, config) = load_hf::<B>(&fixtures().join("tiny-base"), &device).unwrap();
-    let (clip, clip_config) = load_clip::<B>(&fixtures().join("llava/clip-vision"), &device).unwrap();
-    let (projector, projector_config) =
-        load_projector::<B>(&fixtures().join("llava/xtuner-llava/projector"), &device).unwrap();
-    let vision = VisionSide::new(
-        (clip, &clip_config),
-        (projector, &projector_config),
-        -2,
-        config.hidden_size,
-    )
-    .unwrap();
-    (llm, config, vision)
+    common::tiny_llava()
 }
 
 fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

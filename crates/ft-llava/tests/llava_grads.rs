@@ -5,13 +5,13 @@
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
-use ft_llava::{VisionSide, load_clip, load_projector};
+use ft_llava::VisionSide;
 use ft_model::weights::HostTensor;
-use ft_model::{CausalLm, ModelConfig, load_hf};
+use ft_model::{CausalLm, ModelConfig};
 
 mod common;
 
-use common::{fixtures, golden};
+use common::golden;
 
 type A = Autodiff<Flex>;
 
@@ -33,19 +33,8 @@ fn mean_loss(llm: &CausalLm<A>, config: &ModelConfig, vision: &VisionSide<A>) ->
 }
 
 fn setup() -> (CausalLm<A>, ModelConfig, VisionSide<A>) {
-    let device = Default::default();
-    let (mut llm, config) = load_hf::<A>(&fixtures().join("tiny-base"), &device).unwrap();
+    let (mut llm, config, vision) = common::tiny_llava();
     ft_model::adapters::freeze_all(&mut llm);
-    let (clip, clip_config) = load_clip::<A>(&fixtures().join("llava/clip-vision"), &device).unwrap();
-    let (projector, projector_config) =
-        load_projector::<A>(&fixtures().join("llava/xtuner-llava/projector"), &device).unwrap();
-    let vision = VisionSide::new(
-        (clip, &clip_config),
-        (projector, &projector_config),
-        -2,
-        config.hidden_size,
-    )
-    .unwrap();
     (llm, config, vision)
 }
 

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 use ft_kernels::KernelBackend;
-use ft_llava::{SpliceSample, SplicedBatch, splice};
-use ft_model::CausalLm;
+use ft_llava::{SpliceSample, SplicedBatch, VisionSide, load_clip, load_projector, splice};
 use ft_model::weights::{HostTensor, SafetensorsSource, TensorSource};
+use ft_model::{CausalLm, ModelConfig, load_hf};
 use serde::Deserialize;
 
 /// `fixtures/` of the repository.
@@ -77,4 +77,22 @@ pub fn spliced<B: KernelBackend>(
         })
         .collect();
     splice(llm, &samples, images).unwrap()
+}
+
+/// The fixture LLaVA: the bundled tiny LLM, the clip-vision tower and the projector of
+/// `xtuner-llava/`.
+pub fn tiny_llava<B: KernelBackend>() -> (CausalLm<B>, ModelConfig, VisionSide<B>) {
+    let device = Default::default();
+    let (llm, config) = load_hf::<B>(&fixtures().join("tiny-base"), &device).unwrap();
+    let (clip, clip_config) = load_clip::<B>(&fixtures().join("llava/clip-vision"), &device).unwrap();
+    let (projector, projector_config) =
+        load_projector::<B>(&fixtures().join("llava/xtuner-llava/projector"), &device).unwrap();
+    let vision = VisionSide::new(
+        (clip, &clip_config),
+        (projector, &projector_config),
+        -2,
+        config.hidden_size,
+    )
+    .unwrap();
+    (llm, config, vision)
 }
