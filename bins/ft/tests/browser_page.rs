@@ -295,3 +295,72 @@ fn the_page_streams_stops_switches_adapters_and_keeps_history() {
     );
     assert_eq!(page.last_answer()["content"], json!(expected_tuned));
 }
+
+/// A LLaVA served: the page shows the picture button, sends the attached picture with the
+/// question, and shows the answer transformers gives (`fixtures/llava/llava_chat.json`).
+#[test]
+fn the_page_sends_an_attached_picture_to_a_llava() {
+    let Some(binary) = Browser::binary() else {
+        assert_ne!(
+            std::env::var("FT_BROWSER_TEST").as_deref(),
+            Ok("required"),
+            "Chromium is required here: apt-get install chromium"
+        );
+        eprintln!("skipped: no Chromium (apt-get install chromium)");
+        return;
+    };
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo("fixtures/llava/llava_chat.json")).unwrap(),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--llava",
+        common::repo("fixtures/llava/xtuner-llava").to_str().unwrap(),
+        "--visual-encoder",
+        common::repo("fixtures/llava/clip-vision").to_str().unwrap(),
+    ]);
+    let browser = Browser::launch(&binary);
+    let mut page = browser.page();
+    page.call("Page.enable", json!({}));
+    page.call("Page.navigate", json!({"url": format!("{}/", server.url)}));
+    page.wait_for(
+        "document.readyState === 'complete' && !document.getElementById('attach').hidden",
+        "the picture button of a vision model",
+    );
+    let document = page.call("DOM.getDocument", json!({}));
+    let input = page.call(
+        "DOM.querySelector",
+        json!({"nodeId": document["root"]["nodeId"], "selector": "#image"}),
+    );
+    // Chromium reads only canonical paths (no `..`).
+    let picture = common::repo("fixtures/llava/images")
+        .join(golden["picture"].as_str().unwrap())
+        .canonicalize()
+        .unwrap();
+    page.call(
+        "DOM.setFileInputFiles",
+        json!({"nodeId": input["nodeId"], "files": [picture.to_str().unwrap()]}),
+    );
+    page.wait_for(
+        "document.getElementById('attach').textContent.includes('✓')",
+        "the picture to load",
+    );
+    page.set_slider("temperature", 0.0);
+    page.set_slider("max-tokens", 16.0);
+    page.send(golden["question"].as_str().unwrap());
+    page.wait_for(
+        "document.querySelectorAll('.msg').length === 2 && document.getElementById('stop').hidden \
+         && document.querySelector('.msg.assistant .body').textContent",
+        "the answer about the picture",
+    );
+    let answer = page.last_answer()["content"].as_str().unwrap().to_owned();
+    assert!(
+        answer.starts_with(golden["text"].as_str().unwrap()),
+        "{answer:?} vs {golden}"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('.msg.user img').length"),
+        json!(1),
+        "the picture shows in the chat"
+    );
+}
