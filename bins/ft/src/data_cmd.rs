@@ -140,6 +140,7 @@ pub fn load_tokenizer(model_path: &Path) -> anyhow::Result<FtTokenizer> {
 
 fn preview(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Result<()> {
     let config = ft_train::config::TrainConfig::from_file(config_path)?;
+    let rows = picture_rows(&config);
     let (model_path, mut data) = (config.model.path, config.data);
     let tokenizer = load_tokenizer(&model_path)?;
     let template = resolve_template(&data, &tokenizer)?;
@@ -176,7 +177,7 @@ fn preview(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Resu
             e.supervised_tokens(),
             if e.truncated { " · truncated" } else { "" }
         );
-        println!("{}", highlighted(&tokenizer, &e.input_ids, &e.labels)?);
+        println!("{}", highlighted(&tokenizer, &e.input_ids, &e.labels, rows)?);
     }
     let histogram = length_histogram(&prepared.samples, data.max_length, 8);
     print_stats(
@@ -252,7 +253,10 @@ fn preview_cached(config_path: &Path, limit: Option<usize>, json: bool) -> anyho
             e.supervised_tokens(),
             if e.truncated { " · truncated" } else { "" }
         );
-        println!("{}", highlighted(&tokenizer, &e.input_ids, &e.labels)?);
+        println!(
+            "{}",
+            highlighted(&tokenizer, &e.input_ids, &e.labels, picture_rows(&config))?
+        );
     }
     let histogram = cache.manifest().length_histogram.clone();
     let dataset = CachedDataset::new(cache, data);
@@ -267,7 +271,22 @@ fn preview_cached(config_path: &Path, limit: Option<usize>, json: bool) -> anyho
 }
 
 /// The sample's text with runs of trained tokens in green and the rest dimmed.
-fn highlighted(tokenizer: &FtTokenizer, ids: &[i32], labels: &[i32]) -> anyhow::Result<String> {
+/// The rows a picture takes in a `[llava]` run (its CLIP's patches), for the preview.
+fn picture_rows(config: &ft_train::config::TrainConfig) -> Option<usize> {
+    let llava = config.llava.as_ref()?;
+    ft_llava::ClipVisionConfig::from_dir(&llava.visual_encoder)
+        .ok()
+        .map(|c| c.patches())
+}
+
+/// The sample's text, trained tokens in green, the rest dimmed; a picture's place in cyan (with
+/// the rows it takes in a `[llava]` run).
+fn highlighted(
+    tokenizer: &FtTokenizer,
+    ids: &[i32],
+    labels: &[i32],
+    picture_rows: Option<usize>,
+) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut start = 0;
     while start < ids.len() {
@@ -277,7 +296,11 @@ fn highlighted(tokenizer: &FtTokenizer, ids: &[i32], labels: &[i32]) -> anyhow::
             end += 1;
         }
         if end == start {
-            out.push_str(&format!("{}", "<image>".if_supports_color(Stdout, |t| t.cyan())));
+            let place = match picture_rows {
+                Some(rows) => format!("<image: {rows} rows>"),
+                None => "<image>".to_owned(),
+            };
+            out.push_str(&format!("{}", place.if_supports_color(Stdout, |t| t.cyan())));
             start += 1;
             continue;
         }

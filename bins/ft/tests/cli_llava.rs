@@ -199,6 +199,12 @@ fn losses(metrics: &std::path::Path) -> Vec<f64> {
 fn stage_one_trains_the_projector_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let config = llava_config(dir.path(), "stage1", "");
+    let preview = run_ok(ft().args(["data", "preview"]).arg(&config).args(["--limit", "1"]));
+    assert!(
+        stdout(&preview).contains("<image: 16 rows>"),
+        "{}",
+        stdout(&preview)
+    );
     run_ok(ft().arg("train").arg(&config));
     let out = dir.path().join("stage1");
     let loss = losses(&out.join("metrics.jsonl"));
