@@ -39,6 +39,21 @@ impl Browser {
             .map(str::to_owned)
     }
 
+    /// The Chromium binary; `None` (the test says it is skipped) when there is none, which
+    /// fails the test instead under `FT_BROWSER_TEST=required`.
+    fn binary_or_skip() -> Option<String> {
+        let binary = Self::binary();
+        if binary.is_none() {
+            assert_ne!(
+                std::env::var("FT_BROWSER_TEST").as_deref(),
+                Ok("required"),
+                "Chromium is required here: apt-get install chromium"
+            );
+            eprintln!("skipped: no Chromium (apt-get install chromium)");
+        }
+        binary
+    }
+
     fn launch(binary: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
@@ -183,13 +198,7 @@ fn greedy(server: &Server, model: &str) -> String {
 
 #[test]
 fn the_page_streams_stops_switches_adapters_and_keeps_history() {
-    let Some(binary) = Browser::binary() else {
-        assert_ne!(
-            std::env::var("FT_BROWSER_TEST").as_deref(),
-            Ok("required"),
-            "Chromium is required here: apt-get install chromium"
-        );
-        eprintln!("skipped: no Chromium (apt-get install chromium)");
+    let Some(binary) = Browser::binary_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -300,13 +309,7 @@ fn the_page_streams_stops_switches_adapters_and_keeps_history() {
 /// question, and shows the answer transformers gives (`fixtures/llava/llava_chat.json`).
 #[test]
 fn the_page_sends_an_attached_picture_to_a_llava() {
-    let Some(binary) = Browser::binary() else {
-        assert_ne!(
-            std::env::var("FT_BROWSER_TEST").as_deref(),
-            Ok("required"),
-            "Chromium is required here: apt-get install chromium"
-        );
-        eprintln!("skipped: no Chromium (apt-get install chromium)");
+    let Some(binary) = Browser::binary_or_skip() else {
         return;
     };
     let golden: Value = serde_json::from_str(
