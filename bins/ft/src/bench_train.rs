@@ -147,10 +147,16 @@ fn llava_side<B: TrainBackend>(
     Ok(ft_train::llava::LlavaTraining {
         vision,
         projector_config,
-        processor: ft_llava::ImageProcessor::clip(side),
-        image_folder: Some(dir.to_path_buf()),
-        pad: true,
+        picture_reader: ft_llava::PictureReader {
+            processor: ft_llava::ImageProcessor::clip(side),
+            folder: Some(dir.to_path_buf()),
+            pad: true,
+        },
         pictures: vec![Some("bench.png".to_owned()); rows],
+        visual_lora: None,
+        clip_key_prefix: String::new(),
+        visual_encoder: dir.to_path_buf(),
+        visual_nf4: None,
     })
 }
 

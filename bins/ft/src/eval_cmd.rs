@@ -37,8 +37,9 @@ pub struct EvalArgs {
     /// Write each sample's logits `[seq, vocab]` (f32) as tensor `sample.N` to this safetensors file.
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
-    /// A LLaVA folder in XTuner's layout (`projector/`, optionally `llm_adapter/`,
-    /// `visual_encoder/`): evaluate MODEL as its language model, pictures included.
+    /// A LLaVA folder (XTuner's layout: `projector/`, optionally `llm_adapter/`,
+    /// `visual_encoder/`, `visual_encoder_adapter/`; or a Hugging Face LLaVA folder, then MODEL
+    /// is that folder): evaluate MODEL as its language model, pictures included.
     #[arg(long)]
     pub llava: Option<PathBuf>,
     /// The LLaVA's CLIP (default: the LLaVA folder's `visual_encoder/`).
@@ -169,23 +170,25 @@ impl EvalArgs {
                 sample.origin
             )
         })?;
-        let path = folder.join(image);
-        let (pixels, [c, h, w]) = ft_llava::load_pixels(&path, processor, true)
-            .with_context(|| format!("the picture of {}", sample.origin))?;
-        let device = loaded.model.embed.device();
-        let pixels =
-            burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(pixels, [1, c, h, w]), &device);
-        let rows = vision.image_rows(pixels);
-        let [_, patches, hidden] = rows.dims();
-        let spliced = ft_llava::splice(
-            &loaded.model,
-            &[ft_llava::SpliceSample {
-                input_ids: sample.encoded.input_ids.clone(),
-                labels: sample.encoded.labels.clone(),
-            }],
-            vec![rows.reshape([patches, hidden])],
-        )
-        .with_context(|| format!("the picture of {}", sample.origin))?;
+        let reader = ft_llava::PictureReader {
+            processor: processor.clone(),
+            folder: Some(folder.clone()),
+            pad: true,
+        };
+        let context = || format!("the picture of {}", sample.origin);
+        let pixels = reader
+            .tensor(image, &loaded.model.embed.device())
+            .with_context(context)?;
+        let spliced = vision
+            .spliced_sample(
+                &loaded.model,
+                pixels,
+                ft_llava::SpliceSample {
+                    input_ids: sample.encoded.input_ids.clone(),
+                    labels: sample.encoded.labels.clone(),
+                },
+            )
+            .with_context(context)?;
         let config = &loaded.config;
         let states = self.dump_logits.is_some().then(|| {
             loaded

@@ -14,8 +14,6 @@ use ft_data::cache::CachedDataset;
 use ft_data::dataset::resolve_template;
 use ft_data::rows::RowSource;
 use ft_data::tokenizer::FtTokenizer;
-use ft_lora::linear::LoraSpec;
-use ft_lora::peft::TargetModules;
 use ft_model::adapters::attach_new_lora;
 use ft_model::families::linear_names;
 use ft_train::checkpoint::latest_checkpoint;
@@ -105,21 +103,11 @@ impl BackendTask for TrainTask {
         A::<B>::seed(&device, config.train.seed);
         let (chosen, base_files) = match &config.lora {
             Some(lora) => {
-                let spec = LoraSpec {
-                    r: lora.r,
-                    alpha: lora.alpha,
-                    dropout: lora.dropout,
-                    use_rslora: lora.use_rslora,
-                };
-                let targets = match &lora.target_modules {
-                    config::TargetModules::List(names) => TargetModules::names(names),
-                    config::TargetModules::Keyword(_) => TargetModules::AllLinear,
-                };
                 let chosen = attach_new_lora(
                     &mut loaded.model,
                     &loaded.config,
-                    spec,
-                    &targets,
+                    lora.spec(),
+                    &lora.targets(),
                     config.train.seed,
                 )?;
                 tracing::info!(
@@ -182,7 +170,7 @@ impl BackendTask for TrainTask {
         .with_answers_callback(bar.answers_printer());
         let mut hooks = WithProgress {
             bar,
-            inner: EvalLossHook::new(chat, data.eval),
+            inner: EvalLossHook::new(chat, data.eval).with_pictures(data.eval_pictures),
         };
         let setup = TrainSetup {
             linear_names: linear_names(&loaded.config),
@@ -228,6 +216,7 @@ struct RunData {
     stats: ft_data::dataset::DatasetStats,
     first_sample: Option<Vec<i32>>,
     pictures: Vec<Option<String>>,
+    eval_pictures: Vec<Option<String>>,
 }
 
 /// Rows over the token cache (built or reused).
@@ -244,6 +233,7 @@ fn cached_data(
         stats: dataset.stats.clone(),
         first_sample,
         pictures: Vec::new(),
+        eval_pictures: Vec::new(),
         rows: Box::new(dataset.rows),
         eval: Box::new(dataset.eval),
     })
@@ -256,20 +246,73 @@ fn in_memory_data(
     tokenizer: &FtTokenizer,
     template: &ft_data::template::Template,
 ) -> anyhow::Result<RunData> {
-    let prepared = ft_data::dataset::prepare(&config.data, tokenizer, template)?;
+    let mut prepared = ft_data::dataset::prepare(&config.data, tokenizer, template)?;
+    check_pictures(config, &mut prepared)?;
     let pictures = prepared
         .train
         .iter()
         .map(|&i| prepared.samples[i].image.clone())
         .collect();
     let first_sample = prepared.samples.first().map(|s| s.encoded.input_ids.clone());
+    let held_out = prepared.eval.iter().map(|&i| &prepared.samples[i]);
+    let eval: Vec<ft_data::pack::PackedRow> = held_out
+        .clone()
+        .map(|s| ft_data::pack::PackedRow::single(&s.encoded))
+        .collect();
     Ok(RunData {
         stats: prepared.stats,
         first_sample,
         pictures,
+        eval_pictures: held_out.map(|s| s.image.clone()).collect(),
         rows: Box::new(prepared.rows),
-        eval: Box::new(Vec::<ft_data::pack::PackedRow>::new()),
+        eval: Box::new(eval),
     })
+}
+
+/// Checks before training that every picture of the training and held-out samples can be read
+/// (the file exists, its header decodes); a bad one is an error naming the record, or, with
+/// `skip_bad_records`, its sample is dropped with a warning.
+fn check_pictures(
+    config: &TrainConfig,
+    prepared: &mut ft_data::dataset::PreparedDataset,
+) -> anyhow::Result<()> {
+    let folder = config.data.image_folder.as_deref();
+    let readable = |sample: &ft_data::dataset::Sample| -> anyhow::Result<bool> {
+        let Some(image) = &sample.image else {
+            return Ok(true);
+        };
+        let checked = ft_llava::pictures::picture_path(folder, image)
+            .map_err(|e| anyhow::anyhow!("{e}; set `[data] image_folder`"))
+            .and_then(|path| Ok(ft_llava::check_picture(&path)?));
+        match checked {
+            Ok(()) => Ok(true),
+            Err(e) if config.data.skip_bad_records => {
+                tracing::warn!("{}: skipped: {e}", sample.origin);
+                Ok(false)
+            }
+            Err(e) => Err(e.context(format!("the picture of {}", sample.origin))),
+        }
+    };
+    let mut keep = Vec::with_capacity(prepared.train.len());
+    for &i in &prepared.train {
+        keep.push(readable(&prepared.samples[i])?);
+    }
+    let mut kept = keep.iter();
+    prepared
+        .rows
+        .retain(|_| *kept.next().expect("invariant: one row per training sample"));
+    let mut kept = keep.iter();
+    prepared
+        .train
+        .retain(|_| *kept.next().expect("invariant: one row per training sample"));
+    let mut eval = Vec::with_capacity(prepared.eval.len());
+    for &i in &prepared.eval {
+        if readable(&prepared.samples[i])? {
+            eval.push(i);
+        }
+    }
+    prepared.eval = eval;
+    Ok(())
 }
 
 /// CLIP (frozen) and the projector (from `[llava] projector`, else fresh and seeded) for a LLaVA
@@ -282,7 +325,22 @@ fn llava_training<B: ft_model::TrainBackend>(
     device: &B::Device,
 ) -> anyhow::Result<ft_train::llava::LlavaTraining<B>> {
     let (clip, clip_config) = ft_llava::load_clip::<B>(&section.visual_encoder, device)?;
-    let clip = clip.no_grad();
+    let mut clip = clip.no_grad();
+    let visual_nf4 = (section.visual_quantization == "nf4").then_some(config.model.double_quant);
+    if let Some(double_quant) = visual_nf4 {
+        clip.quantize_linears(double_quant)?;
+        tracing::info!("CLIP's linear layers are NF4");
+    }
+    if let Some(lora) = &config.visual_lora {
+        let adapted =
+            ft_llava::attach_new_clip_lora(&mut clip, lora.spec(), &lora.targets(), config.train.seed)?;
+        tracing::info!(
+            "LoRA on CLIP: r={} alpha={} on {} layers",
+            lora.r,
+            lora.alpha,
+            adapted.len()
+        );
+    }
     let (projector, projector_config) = match &section.projector {
         Some(dir) => ft_llava::load_projector::<B>(dir, device)?,
         None => {
@@ -318,10 +376,16 @@ fn llava_training<B: ft_model::TrainBackend>(
     Ok(ft_train::llava::LlavaTraining {
         vision,
         projector_config,
-        processor,
-        image_folder: config.data.image_folder.clone(),
-        pad: section.pad_image_to_square.unwrap_or(config.lora.is_some()),
+        picture_reader: ft_llava::PictureReader {
+            processor,
+            folder: config.data.image_folder.clone(),
+            pad: section.pad_image_to_square.unwrap_or(config.lora.is_some()),
+        },
         pictures,
+        visual_lora: config.visual_lora.as_ref().map(|l| l.spec()),
+        clip_key_prefix: clip_config.key_prefix.clone(),
+        visual_encoder: section.visual_encoder.clone(),
+        visual_nf4,
     })
 }
 

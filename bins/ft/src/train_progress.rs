@@ -74,8 +74,9 @@ impl<B: TrainBackend, H: TrainHooks<B>> TrainHooks<B> for WithProgress<H> {
         &mut self,
         model: &CausalLm<B::InnerBackend>,
         config: &ModelConfig,
+        vision: Option<&ft_train::llava::EvalVision<'_, B::InnerBackend>>,
         step: usize,
     ) -> Option<EvalMetrics> {
-        self.inner.evaluate(model, config, step)
+        self.inner.evaluate(model, config, vision, step)
     }
 }

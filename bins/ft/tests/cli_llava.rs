@@ -306,6 +306,381 @@ fn stage_two_trains_lora_and_the_projector_into_xtuners_layout() {
 }
 
 #[test]
+fn lora_on_clip_trains_into_visual_encoder_adapter_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "projector = \"{}\"\n\n[lora]\nr = 4\nalpha = 8\ndropout = 0.0\ntarget_modules = [\"q_proj\", \"v_proj\"]\n\n\
+         [visual_lora]\nr = 4\nalpha = 8\ndropout = 0.0",
+        repo("fixtures/llava/xtuner-llava/projector").display()
+    );
+    let config = llava_config(dir.path(), "clip-lora", &extra);
+    let out = run_ok(ft().arg("train").arg(&config));
+    assert!(
+        stderr(&out).contains("LoRA on CLIP: r=4 alpha=8 on 18 layers"),
+        "{}",
+        stderr(&out)
+    );
+    let final_dir = dir.path().join("clip-lora/final");
+    let peft: Value = serde_json::from_str(
+        &std::fs::read_to_string(final_dir.join("visual_encoder_adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(peft["peft_type"], "LORA");
+    let mut targets: Vec<&str> = peft["target_modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj"]);
+    let weights = std::fs::read(final_dir.join("visual_encoder_adapter/adapter_model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    assert!(
+        file.names()
+            .contains(&"base_model.model.encoder.layers.0.self_attn.q_proj.lora_B.weight"),
+        "PEFT's keys for the tower's own names"
+    );
+    let loss = losses(&dir.path().join("clip-lora/metrics.jsonl"));
+    assert!(loss[5] < loss[0], "{loss:?}");
+
+    // Resuming from the step-3 checkpoint ends on the same three folders.
+    let resumed = llava_config(dir.path(), "clip-lora-resumed", &extra);
+    run_ok(
+        ft().arg("train")
+            .arg(&resumed)
+            .arg("--resume")
+            .arg(dir.path().join("clip-lora/checkpoint-3")),
+    );
+    for file in [
+        "projector/model.safetensors",
+        "llm_adapter/adapter_model.safetensors",
+        "visual_encoder_adapter/adapter_model.safetensors",
+    ] {
+        let a = std::fs::read(final_dir.join(file)).unwrap();
+        let b = std::fs::read(dir.path().join("clip-lora-resumed/final").join(file)).unwrap();
+        assert_eq!(a, b, "exact resume: {file}");
+    }
+
+    // ft eval reads the folder, CLIP's adapter included.
+    let out = run_ok(
+        ft().args(["eval", repo("fixtures/tiny-base").to_str().unwrap(), "--llava"])
+            .arg(&final_dir)
+            .args([
+                "--visual-encoder",
+                repo("fixtures/llava/clip-vision").to_str().unwrap(),
+            ])
+            .args(["--data", repo("fixtures/llava/eval.jsonl").to_str().unwrap()])
+            .args(["--image-folder", repo("fixtures/llava/images").to_str().unwrap()])
+            .args(["--template", "qwen_chat", "--json"]),
+    );
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let (_, before) = golden("eval.loss");
+    assert!(
+        report["loss"].as_f64().unwrap() < f64::from(before[0]),
+        "training lowered the loss: {report}"
+    );
+}
+
+#[test]
+fn merge_folds_the_clip_adapter_as_peft_merge_and_unload_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    run_ok(
+        ft().args([
+            "merge",
+            repo("fixtures/tiny-base").to_str().unwrap(),
+            repo("fixtures/llava/step").to_str().unwrap(),
+        ])
+        .arg(&out)
+        .args([
+            "--visual-encoder",
+            repo("fixtures/llava/clip-vision").to_str().unwrap(),
+            "--dtype",
+            "f32",
+        ]),
+    );
+    let merged = std::fs::read(out.join("model.safetensors")).unwrap();
+    let merged = safetensors::SafeTensors::deserialize(&merged).unwrap();
+    let golden_bytes = std::fs::read(repo("fixtures/llava/step_golden.safetensors")).unwrap();
+    let golden = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
+    let floats = |t: safetensors::tensor::TensorView<'_>| -> Vec<f32> {
+        t.data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut compared = 0;
+    for name in golden.names() {
+        let Some(key) = name.strip_prefix("merged.") else {
+            continue;
+        };
+        let want = floats(golden.tensor(name).unwrap());
+        let got = floats(merged.tensor(&format!("vision_tower.{key}")).unwrap());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-6, "{key}: max |Δ| {worst}");
+        compared += 1;
+    }
+    assert_eq!(compared, 18, "every adapted CLIP layer");
+
+    // The export, read back as a Hugging Face LLaVA folder (the LLM and its pictures from one
+    // folder), gives the unmerged LLaVA's logits (PEFT's, tests/clip_lora.rs) on every sample.
+    let unmerged = eval_logits(
+        dir.path(),
+        &repo("fixtures/tiny-base"),
+        &repo("fixtures/llava/step"),
+        Some(&repo("fixtures/llava/clip-vision")),
+    );
+    let exported = eval_logits(dir.path(), &out, &out, None);
+    let worst = max_logit_difference(&unmerged, &exported);
+    assert!(worst < 1e-4, "max |Δ logits| {worst}");
+}
+
+/// `ft eval LLM --llava LLAVA [--visual-encoder CLIP] --dump-logits` on eval.jsonl: the dump.
+fn eval_logits(
+    dir: &std::path::Path,
+    llm: &std::path::Path,
+    llava: &std::path::Path,
+    clip: Option<&std::path::Path>,
+) -> Vec<u8> {
+    let file = dir.join(format!("logits-{}.safetensors", rand_suffix()));
+    let mut cmd = ft();
+    cmd.arg("eval").arg(llm).arg("--llava").arg(llava);
+    if let Some(clip) = clip {
+        cmd.arg("--visual-encoder").arg(clip);
+    }
+    run_ok(
+        cmd.args(["--data", repo("fixtures/llava/eval.jsonl").to_str().unwrap()])
+            .args(["--image-folder", repo("fixtures/llava/images").to_str().unwrap()])
+            .args(["--template", "qwen_chat", "--dump-logits"])
+            .arg(&file),
+    );
+    std::fs::read(file).unwrap()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The largest logit difference over eval.jsonl's three samples between an unmerged LLaVA's dump
+/// and its export's; the export's `<image>` row is its one extra column.
+fn max_logit_difference(unmerged: &[u8], exported: &[u8]) -> f32 {
+    let unmerged = safetensors::SafeTensors::deserialize(unmerged).unwrap();
+    let exported = safetensors::SafeTensors::deserialize(exported).unwrap();
+    let floats = |t: safetensors::tensor::TensorView<'_>| -> Vec<f32> {
+        t.data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut worst = 0.0f32;
+    for k in 0..3 {
+        let name = format!("sample.{k}");
+        let (a, b) = (unmerged.tensor(&name).unwrap(), exported.tensor(&name).unwrap());
+        let vocab = a.shape()[1];
+        assert_eq!(b.shape()[1], vocab + 1);
+        let (a, b) = (floats(a), floats(b));
+        worst = a
+            .chunks(vocab)
+            .zip(b.chunks(vocab + 1))
+            .flat_map(|(x, y)| x.iter().zip(&y[..vocab]).map(|(p, q)| (p - q).abs()))
+            .fold(worst, f32::max);
+    }
+    worst
+}
+
+#[test]
+fn an_nf4_clip_trains_its_adapter_and_merges_on_its_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "projector = \"{}\"\nvisual_quantization = \"nf4\"\n\n[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n\n\
+         [visual_lora]\nr = 4\nalpha = 8\ndropout = 0.0",
+        repo("fixtures/llava/xtuner-llava/projector").display()
+    );
+    let config = llava_config(dir.path(), "nf4-clip", &extra);
+    let out = run_ok(ft().arg("train").arg(&config));
+    assert!(
+        stderr(&out).contains("CLIP's linear layers are NF4"),
+        "{}",
+        stderr(&out)
+    );
+    let final_dir = dir.path().join("nf4-clip/final");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(final_dir.join("visual_encoder_adapter/ft_adapter.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["quantization"], "nf4", "{meta}");
+    let loss = losses(&dir.path().join("nf4-clip/metrics.jsonl"));
+    assert!(loss[5] < loss[0], "{loss:?}");
+
+    // ft eval puts the adapter back on an NF4 tower; the export holds the tower's NF4 round trip
+    // with the adapter folded in, so both give the same logits.
+    let export = dir.path().join("hf");
+    let clip = repo("fixtures/llava/clip-vision");
+    run_ok(
+        ft().arg("merge")
+            .arg(repo("fixtures/tiny-base"))
+            .arg(&final_dir)
+            .arg(&export)
+            .arg("--visual-encoder")
+            .arg(&clip)
+            .args(["--dtype", "f32"]),
+    );
+    let unmerged = eval_logits(dir.path(), &repo("fixtures/tiny-base"), &final_dir, Some(&clip));
+    let exported = eval_logits(dir.path(), &export, &export, None);
+    let worst = max_logit_difference(&unmerged, &exported);
+    assert!(worst < 1e-4, "max |Δ logits| {worst}");
+}
+
+#[test]
+fn llava_runs_answer_about_eval_images_and_hold_out_samples_with_their_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four copies of one picture record: whichever are held out, their loss is that record's.
+    let record = std::fs::read_to_string(repo("fixtures/llava/eval.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let data = dir.path().join("four.jsonl");
+    std::fs::write(&data, format!("{record}\n").repeat(4)).unwrap();
+    // Stage 2 on the fixture projector: fresh LoRA (B = 0) leaves the LLaVA as it is at step 0.
+    let extra = format!(
+        "projector = \"{}\"\n\n[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n\n\
+         [eval]\ninputs = [\"What is in the picture?\"]\nimages = [\"{}\"]\nevery_steps = 3\nmax_new_tokens = 8",
+        repo("fixtures/llava/xtuner-llava/projector").display(),
+        repo("fixtures/llava/images/wide_rgb.png").display(),
+    );
+    let config = llava_config(dir.path(), "evaluated", &extra);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &repo("fixtures/llava/eval.jsonl").display().to_string(),
+            &data.display().to_string(),
+        )
+        .replace("pack = false", "pack = false\neval_split = 0.5")
+        .replace("template = \"qwen_chat\"", "template = \"hf\"");
+    std::fs::write(&config, text).unwrap();
+    run_ok(ft().arg("train").arg(&config));
+    let out = dir.path().join("evaluated");
+
+    // The held-out loss before training is `ft eval`'s on that record (pictures padded).
+    let single = dir.path().join("one.jsonl");
+    std::fs::write(&single, format!("{record}\n")).unwrap();
+    let evaluated = run_ok(
+        ft().args(["eval", repo("fixtures/tiny-base").to_str().unwrap()])
+            .args(["--llava", repo("fixtures/llava/xtuner-llava").to_str().unwrap()])
+            .args([
+                "--visual-encoder",
+                repo("fixtures/llava/clip-vision").to_str().unwrap(),
+            ])
+            .arg("--data")
+            .arg(&single)
+            .args(["--image-folder", repo("fixtures/llava/images").to_str().unwrap()])
+            .args(["--template", "hf", "--json"]),
+    );
+    let want: Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<Value> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("eval_loss").is_some())
+        .collect();
+    assert_eq!(
+        evals
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 3, 6]
+    );
+    let at_start = evals[0]["eval_loss"].as_f64().unwrap();
+    let expected = want["loss"].as_f64().unwrap();
+    assert!(
+        (at_start - expected).abs() < 1e-5,
+        "held-out loss {at_start} vs ft eval {expected}"
+    );
+    assert!(
+        evals[2]["eval_loss"].as_f64().unwrap() < at_start,
+        "training lowers the held-out loss: {evals:?}"
+    );
+
+    // The sample answer about the picture, before training, is transformers' greedy answer
+    // (the hook's sampling at temperature 0.1 picks the top token on this model).
+    let answers = std::fs::read_to_string(out.join("eval_outputs_step_0.txt")).unwrap();
+    assert!(answers.contains("wide_rgb.png"), "{answers}");
+    let chat: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("fixtures/llava/llava_chat.json")).unwrap())
+            .unwrap();
+    assert!(
+        answers.contains(&format!("→ {}", chat["text"].as_str().unwrap())),
+        "{answers}"
+    );
+    assert!(out.join("eval_outputs_step_6.txt").exists());
+}
+
+#[test]
+fn missing_or_corrupt_pictures_name_the_record_or_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for name in ["wide_rgb.png", "tall_rgba.png"] {
+        std::fs::copy(repo("fixtures/llava/images").join(name), images.join(name)).unwrap();
+    }
+    std::fs::write(images.join("corrupt.png"), b"not a picture at all").unwrap();
+    let good = std::fs::read_to_string(repo("fixtures/llava/eval.jsonl")).unwrap();
+    let bad_record = |picture: &str| {
+        format!(
+            "{{\"image\": \"{picture}\", \"conversations\": [{{\"from\": \"human\", \"value\": \"<image>\\nWhat?\"}}, {{\"from\": \"gpt\", \"value\": \"This.\"}}]}}\n"
+        )
+    };
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        format!("{good}{}{}", bad_record("missing.png"), bad_record("corrupt.png")),
+    )
+    .unwrap();
+    let config = llava_config(dir.path(), "bad", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &repo("fixtures/llava/eval.jsonl").display().to_string(),
+            &data.display().to_string(),
+        )
+        .replace(
+            &repo("fixtures/llava/images").display().to_string(),
+            &images.display().to_string(),
+        );
+    std::fs::write(&config, &text).unwrap();
+    let out = ft().arg("train").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.jsonl:4") && err.contains("missing.png") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad/final").exists(), "nothing trained");
+
+    std::fs::write(
+        &config,
+        text.replace("pack = false", "pack = false\nskip_bad_records = true"),
+    )
+    .unwrap();
+    let out = run_ok(ft().arg("train").arg(&config));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.jsonl:4") && err.contains("bad.jsonl:5") && err.contains("corrupt.png"),
+        "both bad records are reported: {err}"
+    );
+    assert!(dir.path().join("bad/final/projector/model.safetensors").exists());
+}
+
+#[test]
 fn llava_configs_that_cannot_work_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = llava_config(dir.path(), "packed", "");

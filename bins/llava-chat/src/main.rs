@@ -23,7 +23,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     chat: ChatArgs,
-    /// The LLaVA folder (XTuner's layout: `projector/`, `llm_adapter/`, `visual_encoder/`).
+    /// The LLaVA folder: XTuner's layout (`projector/`, `llm_adapter/`, `visual_encoder/`,
+    /// `visual_encoder_adapter/`) or a Hugging Face LLaVA folder (then LLM is that folder too).
     #[arg(long)]
     llava: PathBuf,
     /// The CLIP vision tower (default: the LLaVA folder's `visual_encoder/`).

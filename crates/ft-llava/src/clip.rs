@@ -53,6 +53,10 @@ pub struct ClipVisionConfig {
     /// Input channels.
     #[serde(default = "three")]
     pub num_channels: usize,
+    /// The prefix the folder's tensor names carry (`""`, `vision_model.`, …; set by
+    /// [`load_clip`]): an adapter saved for this tower names its layers the same way.
+    #[serde(skip)]
+    pub key_prefix: String,
 }
 
 fn quick_gelu() -> ClipActivation {
@@ -334,7 +338,7 @@ const PREFIXES: [&str; 4] = ["", "vision_model.", "vision_tower.", "vision_tower
 
 /// Loads a vision tower from a folder (`config.json` + safetensors).
 pub fn load_clip<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ClipVision<B>, ClipVisionConfig)> {
-    let config = ClipVisionConfig::from_dir(dir)?;
+    let mut config = ClipVisionConfig::from_dir(dir)?;
     let source = SafetensorsSource::open_dir(dir)?;
     let prefix = PREFIXES
         .iter()
@@ -346,6 +350,7 @@ pub fn load_clip<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ClipVisi
         .ok_or_else(|| {
             LlavaError::weights(dir, "no CLIP vision tower (`embeddings.patch_embedding.weight`)")
         })?;
+    config.key_prefix = (*prefix).to_owned();
     let mut model = ClipVision::init(&config, device);
     let mut reader = Reader {
         source: &source,

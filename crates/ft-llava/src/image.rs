@@ -249,6 +249,20 @@ fn decode_rgb(reader: impl std::io::BufRead + std::io::Seek, origin: &Path) -> R
     Ok(image.to_rgb8())
 }
 
+/// Checks, before a run, that a picture file exists and its header decodes (its format known,
+/// its size readable); the pixels are decoded only when the picture is used.
+pub fn check_picture(path: &Path) -> Result<()> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| LlavaError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| LlavaError::io(path, e))?;
+    reader.into_dimensions().map_err(|e| LlavaError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(())
+}
+
 /// A picture file as the vision tower takes it: decoded, padded to a square (when `pad`) and
 /// processed; `[3, height, width]`.
 pub fn load_pixels(path: &Path, processor: &ImageProcessor, pad: bool) -> Result<(Vec<f32>, [usize; 3])> {

@@ -9,9 +9,11 @@
 //! - [`splice`]: the picture rows in place of each sample's `<image>` placeholder.
 
 pub mod clip;
+pub mod clip_lora;
 pub mod error;
 pub mod folder;
 pub mod image;
+pub mod pictures;
 pub mod projector;
 mod resample;
 pub mod shapes;
@@ -19,9 +21,11 @@ pub mod splice;
 pub mod vision;
 
 pub use clip::{ClipVision, ClipVisionConfig, load_clip};
+pub use clip_lora::{CLIP_LORA_TARGETS, attach_clip_adapter, attach_new_clip_lora, clip_adapter};
 pub use error::{LlavaError, Result};
 pub use folder::LlavaParts;
-pub use image::{ImageProcessor, load_pixels, load_rgb, pad_to_square, rgb_from_bytes};
+pub use image::{ImageProcessor, check_picture, load_pixels, load_rgb, pad_to_square, rgb_from_bytes};
+pub use pictures::PictureReader;
 pub use projector::{Projector, ProjectorConfig, load_projector, save_projector};
 pub use splice::{SpliceSample, SplicedBatch, rows_with_image, splice};
 pub use vision::VisionSide;

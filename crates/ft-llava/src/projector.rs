@@ -154,10 +154,71 @@ pub fn read_projector_config(dir: &Path) -> Result<ProjectorConfig> {
 pub fn load_projector<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Projector<B>, ProjectorConfig)> {
     let config = read_projector_config(dir)?;
     let source = SafetensorsSource::open_dir(dir)?;
+    let projector = read_layers(
+        &source,
+        &config,
+        dir,
+        |i, part| format!("model.{}.{part}", 2 * i),
+        device,
+    )?;
+    Ok((projector, config))
+}
+
+/// Loads the projector of a Hugging Face LLaVA folder (`multi_modal_projector.linear_{1,2}.*`,
+/// or under `model.` as transformers 5 holds it); its shape comes from `config.json`
+/// (`vision_config.hidden_size`, `text_config.hidden_size`, `projector_hidden_act`,
+/// `multimodal_projector_bias`).
+pub fn load_hf_llava_projector<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Projector<B>, ProjectorConfig)> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| LlavaError::io(&path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| LlavaError::config(&path, e.to_string()))?;
+    let width = |section: &str| {
+        json.get(section)
+            .and_then(|c| c.get("hidden_size"))
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| LlavaError::config(&path, format!("no `{section}.hidden_size`")))
+    };
+    let mut config = ProjectorConfig::new(width("vision_config")? as usize, width("text_config")? as usize);
+    if let Some(act) = json
+        .get("projector_hidden_act")
+        .and_then(serde_json::Value::as_str)
+    {
+        config.hidden_act = act.to_owned();
+    }
+    if let Some(bias) = json
+        .get("multimodal_projector_bias")
+        .and_then(serde_json::Value::as_bool)
+    {
+        config.bias = bias;
+    }
+    config.validate(&path)?;
+    let source = SafetensorsSource::open_dir(dir)?;
+    let prefix = if source.shape("multi_modal_projector.linear_1.weight").is_some() {
+        ""
+    } else {
+        "model."
+    };
+    let name = |i: usize, part: &str| format!("{prefix}multi_modal_projector.linear_{}.{part}", i + 1);
+    let projector = read_layers(&source, &config, dir, name, device)?;
+    Ok((projector, config))
+}
+
+/// The projector's layers, layer `i`'s tensor `part` (`weight`, `bias`) read as `name(i, part)`.
+fn read_layers<B: Backend>(
+    source: &SafetensorsSource,
+    config: &ProjectorConfig,
+    dir: &Path,
+    name: impl Fn(usize, &str) -> String,
+    device: &B::Device,
+) -> Result<Projector<B>> {
     let mut layers = Vec::with_capacity(config.depth);
     for (i, (d_in, d_out)) in config.shapes().into_iter().enumerate() {
         let read = |part: &str, shape: Vec<usize>| -> Result<Vec<f32>> {
-            let name = format!("model.{}.{part}", 2 * i);
+            let name = name(i, part);
             let host = source
                 .read(&name)
                 .map_err(|_| LlavaError::weights(dir, format!("missing tensor `{name}`")))?;
@@ -182,7 +243,7 @@ pub fn load_projector<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Pro
         };
         layers.push(FtLinear::from_weight(weight, bias));
     }
-    Ok((Projector { layers }, config))
+    Ok(Projector { layers })
 }
 
 /// Writes a projector in XTuner's layout (`config.json` with `ProjectorModel`,

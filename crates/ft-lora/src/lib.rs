@@ -14,5 +14,6 @@
 
 mod base;
 pub mod linear;
+pub mod linears;
 pub mod nf4;
 pub mod peft;

@@ -5,29 +5,58 @@
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use ft_lora::linear::{FtLinear, LoraSpec};
-use ft_lora::peft::{
-    Adapter, AdapterConfig, AdapterWeights, LoraMatrix, LoraPair, TargetModules, resolve_targets,
-};
-use rand::SeedableRng;
+use ft_lora::linears::{Linears, LinearsMut, attach_adapter, attach_new_loras, lora_weights};
+use ft_lora::peft::{Adapter, AdapterConfig, AdapterWeights, TargetModules, resolve_targets};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::families::{self, linear, linear_mut, linear_names};
 use crate::model::CausalLm;
 
+/// The model's linear layers by Hugging Face name, for `ft_lora::linears`.
+pub struct ModelLinears<'a, B: Backend> {
+    /// The model.
+    pub model: &'a CausalLm<B>,
+    /// Its configuration.
+    pub config: &'a ModelConfig,
+}
+
+/// [`ModelLinears`], to change.
+pub struct ModelLinearsMut<'a, B: Backend> {
+    /// The model.
+    pub model: &'a mut CausalLm<B>,
+    /// Its configuration.
+    pub config: &'a ModelConfig,
+}
+
+impl<B: Backend> Linears<B> for ModelLinears<'_, B> {
+    fn linear_names(&self) -> Vec<String> {
+        linear_names(self.config)
+    }
+    fn linear(&self, name: &str) -> Option<&FtLinear<B>> {
+        linear(self.model, self.config, name)
+    }
+}
+
+impl<B: Backend> Linears<B> for ModelLinearsMut<'_, B> {
+    fn linear_names(&self) -> Vec<String> {
+        linear_names(self.config)
+    }
+    fn linear(&self, name: &str) -> Option<&FtLinear<B>> {
+        linear(self.model, self.config, name)
+    }
+}
+
+impl<B: Backend> LinearsMut<B> for ModelLinearsMut<'_, B> {
+    fn linear_mut(&mut self, name: &str) -> Option<&mut FtLinear<B>> {
+        linear_mut(self.model, self.config, name)
+    }
+}
+
 /// Every linear layer of the model as `(full name, [out, in])`, in checkpoint order.
 pub fn linear_shapes<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> Vec<(String, [usize; 2])> {
-    linear_names(config)
-        .into_iter()
-        .map(|name| {
-            let (out, d_in) = linear(model, config, &name)
-                .expect("invariant: linear_names lists the model's linears")
-                .shape();
-            (name, [out, d_in])
-        })
-        .collect()
+    ft_lora::linears::linear_shapes(&ModelLinears { model, config })
 }
 
 /// The full names of the linear layers `targets` selects (PEFT's matching; `all-linear` is
@@ -56,14 +85,13 @@ pub fn attach_new_lora<B: Backend>(
     let picked = resolve_model_targets(config, targets)?;
     let device = model.embed.device();
     freeze_all(model);
-    // One host-side generator, drawn in target order: the same seed gives the same adapters on
-    // every backend (the backends' own generators differ).
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for name in &picked {
-        linear_mut(model, config, name)
-            .expect("invariant: resolved targets are linear names")
-            .set_new_lora(spec, &mut rng, &device);
-    }
+    attach_new_loras(
+        &mut ModelLinearsMut { model, config },
+        &picked,
+        spec,
+        seed,
+        &device,
+    );
     Ok(picked)
 }
 
@@ -76,37 +104,21 @@ pub fn attach_peft_adapter<B: Backend>(
     config: &ModelConfig,
     adapter: &Adapter,
 ) -> Result<Vec<String>> {
+    let device = model.embed.device();
     adapter
         .weights
         .check_against_model(&linear_shapes(model, config))?;
-    let device = model.embed.device();
     freeze_all(model);
-    let (scale, dropout) = (adapter.scale(), adapter.config.lora_dropout);
-    for (name, pair) in &adapter.weights.modules {
-        let a = to_tensor::<B>(&pair.a, &device);
-        let b = to_tensor::<B>(&pair.b, &device);
-        linear_mut(model, config, name)
-            .expect("invariant: checked against the model's linears")
-            .set_lora(a, b, scale, dropout);
-    }
-    Ok(adapter.weights.modules.keys().cloned().collect())
+    Ok(attach_adapter(
+        &mut ModelLinearsMut { model, config },
+        adapter,
+        &device,
+    )?)
 }
 
 /// The A/B of every adapted layer, keyed by module name (PEFT layout: `A [r, in]`, `B [out, r]`).
 pub fn adapter_weights<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> AdapterWeights {
-    let modules = linear_names(config)
-        .into_iter()
-        .filter_map(|name| {
-            let layer: &FtLinear<B> = linear(model, config, &name)?;
-            let lora = layer.lora.as_ref()?;
-            let pair = LoraPair {
-                a: to_matrix(lora.a.val()),
-                b: to_matrix(lora.b.val()),
-            };
-            Some((name, pair))
-        })
-        .collect();
-    AdapterWeights { modules }
+    lora_weights(&ModelLinears { model, config })
 }
 
 /// The model's adapters as a PEFT adapter folder (no `ft` metadata): weights from
@@ -127,18 +139,4 @@ pub fn adapter_from_model<B: Backend>(model: &CausalLm<B>, config: &ModelConfig,
         weights,
         ft_meta: None,
     }
-}
-
-fn to_tensor<B: Backend>(m: &LoraMatrix, device: &B::Device) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(m.data.clone(), m.shape), device)
-}
-
-fn to_matrix<B: Backend>(t: Tensor<B, 2>) -> LoraMatrix {
-    let shape = t.dims();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("invariant: converted to f32");
-    LoraMatrix { shape, data }
 }

@@ -189,14 +189,22 @@ pub struct ModelConfig {
 }
 
 impl HfConfig {
-    /// Reads `config.json` from a model folder.
+    /// Reads `config.json` from a model folder; in a Hugging Face LLaVA folder
+    /// (`LlavaForConditionalGeneration`), its language model's `text_config`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path,
+        let invalid = |e: serde_json::Error| ModelError::Config {
+            path: path.clone(),
             message: format!("invalid config.json: {e}"),
-        })
+        };
+        let mut json: Value = serde_json::from_str(&text).map_err(invalid)?;
+        if is_llava(&json)
+            && let Some(text_config) = json.get_mut("text_config")
+        {
+            json = text_config.take();
+        }
+        serde_json::from_value(json).map_err(invalid)
     }
 
     /// Resolves the runtime configuration; `path` names the file in errors.
@@ -321,6 +329,15 @@ impl ModelConfig {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         HfConfig::read(dir)?.to_config(&dir.join("config.json"))
     }
+}
+
+/// Whether a `config.json` is a Hugging Face LLaVA's (its language model is `text_config`, its
+/// tensors `language_model.*`).
+pub fn is_llava(config: &Value) -> bool {
+    config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t == "llava")
 }
 
 #[cfg(test)]

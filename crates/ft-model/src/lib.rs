@@ -38,10 +38,11 @@ pub use error::{ModelError, Result};
 pub use ft_kernels::{KernelBackend, TrainBackend};
 pub use model::{CausalLm, LinearStorage, ModelInput};
 
-/// Loads a Hugging Face model folder (`config.json` + safetensors).
+/// Loads a Hugging Face model folder (`config.json` + safetensors); of a LLaVA folder, its
+/// language model.
 pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<(CausalLm<B>, ModelConfig)> {
     let config = ModelConfig::from_dir(dir)?;
-    let source = weights::SafetensorsSource::open_dir(dir)?;
+    let source = weights::SafetensorsSource::open_llm_dir(dir)?;
     let mut model = CausalLm::init(&config, device);
     weights::load_weights(&mut model, &config, &source)?;
     Ok((model, config))
@@ -56,7 +57,7 @@ pub fn load_hf_nf4<B: Backend>(
     double_quant: bool,
 ) -> Result<(CausalLm<B>, ModelConfig)> {
     let config = ModelConfig::from_dir(dir)?;
-    let source = weights::SafetensorsSource::open_dir(dir)?;
+    let source = weights::SafetensorsSource::open_llm_dir(dir)?;
     let storage = LinearStorage::Nf4 { double_quant };
     let mut model = CausalLm::init_as(&config, device, storage);
     weights::load_weights_as(&mut model, &config, &source, storage)?;

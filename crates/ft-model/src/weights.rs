@@ -84,6 +84,27 @@ impl SafetensorsSource {
         Self::open_files(dir, &files)
     }
 
+    /// Opens the weights of a model folder as a causal LM's: in a Hugging Face LLaVA folder, the
+    /// language model's tensors under their own names (`language_model.model.*` as transformers
+    /// saves them, or `model.language_model.*` as it holds them, → `model.*`;
+    /// `language_model.lm_head.*` → `lm_head.*`); the vision tower and projector are left out.
+    pub fn open_llm_dir(dir: &Path) -> Result<Self> {
+        let mut source = Self::open_dir(dir)?;
+        let llava = source
+            .index
+            .keys()
+            .any(|k| k.starts_with("language_model.") || k.starts_with("model.language_model."));
+        if !llava || source.index.contains_key("model.embed_tokens.weight") {
+            return Ok(source);
+        }
+        let renamed: BTreeMap<String, TensorLocation> = std::mem::take(&mut source.index)
+            .into_iter()
+            .filter_map(|(name, location)| Some((language_model_name(&name)?, location)))
+            .collect();
+        source.index = renamed;
+        Ok(source)
+    }
+
     /// Opens the given safetensors files.
     pub fn open_files(origin: &Path, files: &[PathBuf]) -> Result<Self> {
         let mut shards = Vec::new();
@@ -122,6 +143,17 @@ impl SafetensorsSource {
             index,
         })
     }
+}
+
+/// A LLaVA tensor's name in its language model, if it belongs to it.
+fn language_model_name(name: &str) -> Option<String> {
+    if let Some(rest) = name.strip_prefix("language_model.") {
+        return Some(rest.to_owned());
+    }
+    if let Some(rest) = name.strip_prefix("model.language_model.") {
+        return Some(format!("model.{rest}"));
+    }
+    (name == "lm_head.weight").then(|| name.to_owned())
 }
 
 impl TensorSource for SafetensorsSource {

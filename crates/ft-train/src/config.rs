@@ -1,5 +1,5 @@
 //! The training TOML: `[model]`, `[data]`, `[lora]` (absent = full fine-tuning), `[train]`,
-//! `[eval]`. Unknown keys are errors naming the key; values are checked before any work starts.
+//! `[eval]`, and for a LLaVA `[llava]` and `[visual_lora]`. Unknown keys are errors naming the key; values are checked before any work starts.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,10 @@ pub struct TrainConfig {
     /// projector trains; stage 2 with it: LoRA and the projector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llava: Option<LlavaSection>,
+    /// A LLaVA's LoRA on CLIP (XTuner's `visual_encoder_lora`; `all-linear` = `q_proj, k_proj,
+    /// v_proj, out_proj, fc1, fc2`), saved as `visual_encoder_adapter/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visual_lora: Option<LoraSection>,
 }
 
 /// `[llava]`.
@@ -50,6 +54,10 @@ pub struct LlavaSection {
     /// (XTuner pads in stage 2, not in stage 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_image_to_square: Option<bool>,
+    /// CLIP's linear layers: `none` (the model's dtype) or `nf4` (4-bit, as `[model]
+    /// quantization`, with its `double_quant`).
+    #[serde(default = "default_quantization")]
+    pub visual_quantization: String,
 }
 
 fn default_projector_depth() -> usize {
@@ -106,6 +114,55 @@ pub struct LoraSection {
     /// rsLoRA scaling.
     #[serde(default)]
     pub use_rslora: bool,
+}
+
+impl LoraSection {
+    /// The adapter's shape.
+    pub fn spec(&self) -> ft_lora::linear::LoraSpec {
+        ft_lora::linear::LoraSpec {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            use_rslora: self.use_rslora,
+        }
+    }
+
+    /// The layers to adapt, in PEFT's terms.
+    pub fn targets(&self) -> ft_lora::peft::TargetModules {
+        match &self.target_modules {
+            TargetModules::List(names) => ft_lora::peft::TargetModules::names(names),
+            TargetModules::Keyword(_) => ft_lora::peft::TargetModules::AllLinear,
+        }
+    }
+
+    /// Checks r, dropout and the targets; errors name `section.key`.
+    fn validate(&self, section: &str) -> std::result::Result<(), (String, String)> {
+        let key = |k: &str| format!("{section}.{k}");
+        if self.r == 0 {
+            return Err((key("r"), "must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err((
+                key("dropout"),
+                format!("must be in [0, 1), found {}", self.dropout),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err((
+                key("alpha"),
+                format!("must be a positive number, found {}", self.alpha),
+            ));
+        }
+        if let TargetModules::Keyword(k) = &self.target_modules
+            && k != "all-linear"
+        {
+            return Err((
+                key("target_modules"),
+                format!("expected a list of module names or \"all-linear\", found \"{k}\""),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[train]`.
@@ -186,6 +243,10 @@ pub struct EvalSection {
     /// Longest answer.
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
+    /// A LLaVA run's pictures to ask about (relative to the config): one per input, or one for
+    /// all. Each prompt is `<image>` + newline + the input, as XTuner's EvaluateChatHook asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PathBuf>,
 }
 
 fn default_dtype() -> String {
@@ -310,6 +371,8 @@ impl TrainConfig {
                     *path = base.join(&*path);
                 }
             }
+            one_of(&llava.visual_quantization, &["none", "nf4"])
+                .map_err(|m| err("llava.visual_quantization", m))?;
             if llava.projector_depth == 0 {
                 return Err(err("llava.projector_depth", "must be at least 1".into()));
             }
@@ -319,10 +382,24 @@ impl TrainConfig {
                     "LLaVA data is not packed: set `pack = false`".into(),
                 ));
             }
-            if self.data.eval_split > 0.0 || self.eval.is_some() {
+        }
+        if let Some(eval) = &mut self.eval {
+            for image in &mut eval.images {
+                if image.is_relative() {
+                    *image = base.join(&*image);
+                }
+            }
+            let (images, inputs) = (eval.images.len(), eval.inputs.len());
+            if images > 0 && self.llava.is_none() {
                 return Err(err(
-                    "llava",
-                    "held-out losses and sample answers (`eval_split`, `[eval]`) do not take pictures yet; remove them for a LLaVA run".into(),
+                    "eval.images",
+                    "pictures are for a LLaVA run: add a [llava] section".into(),
+                ));
+            }
+            if images > 1 && images != inputs {
+                return Err(err(
+                    "eval.images",
+                    format!("give one picture for all inputs or one per input ({inputs}), found {images}"),
                 ));
             }
         }
@@ -332,24 +409,17 @@ impl TrainConfig {
                 "nf4 (QLoRA) trains a LoRA adapter on a frozen 4-bit base: add a [lora] section".into(),
             ));
         }
-        if let Some(lora) = &self.lora {
-            if lora.r == 0 {
-                return Err(err("lora.r", "must be at least 1".into()));
+        for (section, lora) in [("lora", &self.lora), ("visual_lora", &self.visual_lora)] {
+            if let Some(lora) = lora {
+                lora.validate(section)
+                    .map_err(|(key, message)| err(&key, message))?;
             }
-            if !(0.0..1.0).contains(&lora.dropout) {
-                return Err(err(
-                    "lora.dropout",
-                    format!("must be in [0, 1), found {}", lora.dropout),
-                ));
-            }
-            if let TargetModules::Keyword(k) = &lora.target_modules
-                && k != "all-linear"
-            {
-                return Err(err(
-                    "lora.target_modules",
-                    format!("expected a list of module names or \"all-linear\", found \"{k}\""),
-                ));
-            }
+        }
+        if self.visual_lora.is_some() && self.llava.is_none() {
+            return Err(err(
+                "visual_lora",
+                "a LoRA on CLIP belongs to a LLaVA run: add a [llava] section".into(),
+            ));
         }
         let t = &self.train;
         for (key, value) in [

@@ -9,6 +9,7 @@ use ft_model::{CausalLm, ModelConfig};
 use ft_model::{KernelBackend, TrainBackend};
 
 use crate::adapter::{LoraParam, lora_params};
+use ft_model::adapters::{ModelLinears, ModelLinearsMut};
 
 /// Gradients of one backward pass.
 pub type Gradients<B> = <B as AutodiffBackend>::Gradients;
@@ -44,7 +45,7 @@ impl TrainParam {
     /// The current value as a matrix (vectors as `[1, n]`).
     pub fn value<B: KernelBackend>(&self, model: &CausalLm<B>, config: &ModelConfig) -> Tensor<B, 2> {
         match self {
-            TrainParam::Lora(p) => crate::adapter::get(model, config, p),
+            TrainParam::Lora(p) => p.get(&ModelLinears { model, config }),
             TrainParam::Weight(name) => weight(model, config, name).to_matrix(),
         }
     }
@@ -57,7 +58,7 @@ impl TrainParam {
         grads: &Gradients<B>,
     ) -> Option<Tensor<B::InnerBackend, 2>> {
         match self {
-            TrainParam::Lora(p) => crate::adapter::get(model, config, p).grad(grads),
+            TrainParam::Lora(p) => p.get(&ModelLinears { model, config }).grad(grads),
             TrainParam::Weight(name) => match weight(model, config, name) {
                 NamedTensor::Vector(t) => t.grad(grads).map(|g| g.unsqueeze_dim(0)),
                 NamedTensor::Matrix(t) => t.grad(grads),
@@ -68,7 +69,7 @@ impl TrainParam {
     /// Replaces the value (given as a matrix like [`TrainParam::value`]).
     pub fn set<B: KernelBackend>(&self, model: &mut CausalLm<B>, config: &ModelConfig, value: Tensor<B, 2>) {
         match self {
-            TrainParam::Lora(p) => crate::adapter::set(model, config, p, value),
+            TrainParam::Lora(p) => p.set(&mut ModelLinearsMut { model, config }, value),
             TrainParam::Weight(name) => {
                 let value = match weight(model, config, name) {
                     NamedTensor::Vector(_) => NamedTensor::Vector(value.squeeze_dim(0)),

@@ -22,7 +22,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::llava::LlavaTraining;
+use crate::llava::{EvalVision, LlavaTraining};
 use crate::metrics::{EvalMetrics, RunLog, StepMetrics};
 use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
 use crate::params::{TrainMode, TrainParam, trainable_params};
@@ -35,12 +35,14 @@ pub trait TrainHooks<B: TrainBackend> {
     fn on_step(&mut self, _metrics: &StepMetrics, _total_steps: usize) {}
     /// Where the step's time went (before [`TrainHooks::on_step`]).
     fn on_step_times(&mut self, _times: &StepTimes) {}
-    /// Before training (step 0), every `[eval] every_steps`, and at the end. A hook that
-    /// measures a held-out loss returns it; the loop logs it (`metrics.jsonl`, TensorBoard).
+    /// Before training (step 0), every `[eval] every_steps`, and at the end; `vision` is a
+    /// LLaVA run's. A hook that measures a held-out loss returns it; the loop logs it
+    /// (`metrics.jsonl`, TensorBoard).
     fn evaluate(
         &mut self,
         _model: &CausalLm<B::InnerBackend>,
         _config: &ModelConfig,
+        _vision: Option<&EvalVision<'_, B::InnerBackend>>,
         _step: usize,
     ) -> Option<EvalMetrics> {
         None
@@ -405,7 +407,19 @@ fn evaluate<B: TrainBackend>(
     step: usize,
     log: &mut RunLog,
 ) -> Result<()> {
-    if let Some(m) = hooks.evaluate(&setup.model.valid(), &setup.model_config, step) {
+    let vision = setup
+        .llava
+        .as_ref()
+        .map(|l| (l.vision.valid(), &l.picture_reader));
+    let eval_vision = vision
+        .as_ref()
+        .map(|(vision, reader)| EvalVision { vision, reader });
+    if let Some(m) = hooks.evaluate(
+        &setup.model.valid(),
+        &setup.model_config,
+        eval_vision.as_ref(),
+        step,
+    ) {
         log.log_eval(&m)?;
     }
     Ok(())
@@ -527,28 +541,36 @@ fn save_checkpoint<B: TrainBackend>(
     optimizer: &AdamW<B::InnerBackend>,
     dir: &Path,
 ) -> Result<()> {
-    if let (Some(llava), None) = (&setup.llava, &setup.config.lora) {
-        write_atomically(dir, |tmp| {
-            llava.save(tmp)?;
+    let adapter = setup.config.lora.as_ref().map(|lora| llm_adapter(setup, lora));
+    match (&setup.llava, &adapter) {
+        (None, None) => {
+            let base = setup
+                .base_files
+                .as_ref()
+                .ok_or_else(|| TrainError::Training("full fine-tuning needs the base's side files".into()))?;
+            write_atomically(dir, |tmp| {
+                write_model_folder(&setup.model.valid(), &setup.model_config, base, tmp)?;
+                optimizer.save(&tmp.join("optimizer.safetensors"))?;
+                state.write(tmp)
+            })?;
+        }
+        (llava, adapter) => write_atomically(dir, |tmp| {
+            if let Some(llava) = llava {
+                llava.save(tmp)?;
+            }
+            if let Some(adapter) = adapter {
+                adapter.write(adapter_dir(setup, tmp), AdapterDtype::F32)?;
+            }
             optimizer.save(&tmp.join("optimizer.safetensors"))?;
             state.write(tmp)
-        })?;
-        tracing::info!("saved {}", dir.display());
-        return Ok(());
+        })?,
     }
-    let Some(lora) = setup.config.lora.as_ref() else {
-        let base = setup
-            .base_files
-            .as_ref()
-            .ok_or_else(|| TrainError::Training("full fine-tuning needs the base's side files".into()))?;
-        write_atomically(dir, |tmp| {
-            write_model_folder(&setup.model.valid(), &setup.model_config, base, tmp)?;
-            optimizer.save(&tmp.join("optimizer.safetensors"))?;
-            state.write(tmp)
-        })?;
-        tracing::info!("saved {}", dir.display());
-        return Ok(());
-    };
+    tracing::info!("saved {}", dir.display());
+    Ok(())
+}
+
+/// The LLM's adapter as PEFT saves it, with ft's side file.
+fn llm_adapter<B: TrainBackend>(setup: &TrainSetup<B>, lora: &crate::config::LoraSection) -> Adapter {
     let mut config = AdapterConfig::new(
         lora.r,
         lora.alpha,
@@ -558,21 +580,11 @@ fn save_checkpoint<B: TrainBackend>(
     config.use_rslora = lora.use_rslora;
     config.base_model_name_or_path = Some(setup.config.model.path.display().to_string());
     config.chat_template = Some(setup.template_name.clone());
-    let adapter = Adapter {
+    Adapter {
         config,
         weights: adapter_weights(&setup.model, &setup.model_config),
         ft_meta: Some(adapter_meta(setup)),
-    };
-    write_atomically(dir, |tmp| {
-        if let Some(llava) = &setup.llava {
-            llava.save(tmp)?;
-        }
-        adapter.write(adapter_dir(setup, tmp), AdapterDtype::F32)?;
-        optimizer.save(&tmp.join("optimizer.safetensors"))?;
-        state.write(tmp)
-    })?;
-    tracing::info!("saved {}", dir.display());
-    Ok(())
+    }
 }
 
 /// What `ft` records beside the adapter: template, an example, and the base's quantisation

@@ -35,8 +35,9 @@ pub struct ServeArgs {
     /// `"model": "NAME"`.
     #[arg(long = "adapter", value_parser = parse_adapter)]
     pub adapters: Vec<(String, PathBuf)>,
-    /// A LLaVA folder in XTuner's layout (`projector/`, optionally `llm_adapter/` and
-    /// `visual_encoder/`): MODEL is its language model, and requests may send pictures.
+    /// A LLaVA folder (XTuner's layout: `projector/`, optionally `llm_adapter/`,
+    /// `visual_encoder/`, `visual_encoder_adapter/`; or a Hugging Face LLaVA folder, then MODEL
+    /// is that folder): MODEL is its language model, and requests may send pictures.
     #[arg(long)]
     pub llava: Option<PathBuf>,
     /// The LLaVA's CLIP vision tower (default: the LLaVA folder's `visual_encoder/`).

@@ -1,17 +1,22 @@
 //! A LLaVA as one Hugging Face `LlavaForConditionalGeneration` folder: the LLM with its
-//! `llm_adapter/` folded in (`language_model.*`), the CLIP vision tower (`vision_tower.*`), the
+//! `llm_adapter/` folded in (`language_model.*`), the CLIP vision tower with its
+//! `visual_encoder_adapter/` folded in (`vision_tower.*`), the
 //! projector (`multi_modal_projector.linear_{1,2}.*`), an `<image>` token added to the tokenizer
 //! (the embeddings grow by one row, the mean of the others, as transformers'
 //! `resize_token_embeddings` does), `preprocessor_config.json` and `processor_config.json`.
 
 use std::path::Path;
 
+use ft_lora::linears::encoder_layer_name;
 use ft_lora::peft::Adapter;
 use serde_json::{Map, Value, json};
 
 use super::base_folder::{BaseFolder, read_json_object};
 use super::side_files::{copy_tokenizer_files, write_generation_config};
-use super::{MergeOptions, MergePlan, Payload, check_adapter_against_base};
+use super::{
+    BaseQuantization, MergeOptions, MergePlan, Payload, check_adapter_against_base, is_clip_nf4_quantised,
+    is_nf4_quantised,
+};
 use crate::error::io_err;
 use crate::{Dtype, ExportError, ExportSummary, Result, ShardedWriter};
 
@@ -31,7 +36,7 @@ const CLIP_SKIPPED: [&str; 5] = [
 pub struct LlavaMergeSummary {
     /// The weight files written.
     pub export: ExportSummary,
-    /// LLM tensors the adapter changed.
+    /// Tensors the adapters changed (the LLM's, then CLIP's).
     pub merged_tensors: Vec<String>,
     /// The `<image>` token's id.
     pub image_token_id: u32,
@@ -86,6 +91,7 @@ pub fn merge_llava(
         nf4_base: options
             .base_quantization
             .resolve(adapter.as_ref().map(|_| adapter_dir.as_path()))?,
+        quantised: is_nf4_quantised,
         output_dtype,
         scale: adapter.as_ref().map_or(0.0, |a| a.scale() as f32),
     };
@@ -127,7 +133,14 @@ pub fn merge_llava(
             "no `lm_head.weight` and the embeddings are not tied",
         ));
     }
-    copy_vision_tower(&clip, &mut writer)?;
+    let clip_adapter = clip_adapter(llava_dir, &clip)?;
+    let mut merged_tensors = merged_tensors;
+    merged_tensors.extend(copy_vision_tower(
+        &clip,
+        llava_dir,
+        clip_adapter.as_ref(),
+        &mut writer,
+    )?);
     copy_projector(&projector, llava_dir, &mut writer)?;
 
     let staging = writer.staging_dir().to_path_buf();
@@ -177,23 +190,73 @@ fn with_mean_row(values: &[f32], shape: &[usize]) -> (Vec<f32>, Vec<usize>) {
     (grown, vec![rows + 1, hidden])
 }
 
-/// The vision tower's tensors under `vision_tower.` (CLIP's text side dropped).
-fn copy_vision_tower(clip: &BaseFolder, writer: &mut ShardedWriter) -> Result<()> {
-    for file in &clip.files {
-        let mut handle = std::fs::File::open(&file.path).map_err(io_err("opening", &file.path))?;
-        for entry in &file.header.entries {
-            let name = entry.name.strip_prefix("vision_model.").unwrap_or(&entry.name);
-            if CLIP_SKIPPED
-                .iter()
-                .any(|s| name.starts_with(s) || name.ends_with(s))
-            {
-                continue;
-            }
-            let bytes = file.read_tensor(&mut handle, entry)?;
-            writer.add(&format!("vision_tower.{name}"), entry.dtype, &entry.shape, &bytes)?;
-        }
+/// The LLaVA folder's `visual_encoder_adapter/`, its layers named as the CLIP folder's tensors
+/// (adapters name them with whatever prefix their tower had), checked against them.
+fn clip_adapter(llava_dir: &Path, clip: &BaseFolder) -> Result<Option<Adapter>> {
+    let dir = llava_dir.join("visual_encoder_adapter");
+    if !dir.is_dir() {
+        return Ok(None);
     }
-    Ok(())
+    let mut adapter = Adapter::read(&dir).map_err(|source| ExportError::Adapter {
+        dir: dir.clone(),
+        source,
+    })?;
+    let vision_weights: Vec<&str> = clip
+        .files
+        .iter()
+        .flat_map(|f| &f.header.entries)
+        .filter(|e| !e.name.starts_with("text_model."))
+        .filter_map(|e| e.name.strip_suffix(".weight"))
+        .collect();
+    let mut modules = std::collections::BTreeMap::new();
+    for (name, pair) in std::mem::take(&mut adapter.weights.modules) {
+        let layer = encoder_layer_name(&name);
+        let module = vision_weights
+            .iter()
+            .find(|m| layer.is_some() && encoder_layer_name(m) == layer)
+            .ok_or_else(|| invalid(&dir, &format!("`{name}` is not a layer of the CLIP tower")))?;
+        modules.insert((*module).to_owned(), pair);
+    }
+    adapter.weights.modules = modules;
+    check_adapter_against_base(&adapter, clip)?;
+    Ok(Some(adapter))
+}
+
+/// The vision tower's tensors under `vision_tower.` (CLIP's text side dropped), with its adapter
+/// folded in; returns the tensors it changed.
+fn copy_vision_tower(
+    clip: &BaseFolder,
+    llava_dir: &Path,
+    adapter: Option<&Adapter>,
+    writer: &mut ShardedWriter,
+) -> Result<Vec<String>> {
+    // A tower trained NF4 is merged on its NF4 round trip, as the LLM of a QLoRA adapter.
+    let nf4_base = match adapter {
+        Some(_) => BaseQuantization::FromAdapter.resolve(Some(&llava_dir.join("visual_encoder_adapter")))?,
+        None => None,
+    };
+    let plan = MergePlan {
+        adapter,
+        nf4_base,
+        quantised: is_clip_nf4_quantised,
+        output_dtype: None,
+        scale: adapter.map_or(0.0, |a| a.scale() as f32),
+    };
+    plan.for_each_tensor(clip, |entry, dtype, payload| {
+        let name = entry.name.strip_prefix("vision_model.").unwrap_or(&entry.name);
+
+        if CLIP_SKIPPED
+            .iter()
+            .any(|s| name.starts_with(s) || name.ends_with(s))
+        {
+            return Ok(());
+        }
+        let name = format!("vision_tower.{name}");
+        match payload {
+            Payload::Raw(bytes) => writer.add(&name, dtype, &entry.shape, &bytes),
+            Payload::Values(values) => writer.add_f32(&name, &entry.shape, &values, dtype),
+        }
+    })
 }
 
 /// XTuner's `model.0.*` / `model.2.*` as `multi_modal_projector.linear_1.*` / `linear_2.*`.

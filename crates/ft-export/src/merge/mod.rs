@@ -35,7 +35,7 @@ use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
 pub use base_folder::read_json_object;
 pub use delta::add_lora_delta;
 pub use llava::{LlavaMergeSummary, merge_llava};
-pub use quant::{BaseQuantization, is_nf4_quantised, nf4_round_trip};
+pub use quant::{BaseQuantization, is_clip_nf4_quantised, is_nf4_quantised, nf4_round_trip};
 pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config, write_generation_config};
 
 use crate::error::io_err;
@@ -134,6 +134,7 @@ pub fn merge(
     let plan = MergePlan {
         adapter: adapter.as_ref(),
         nf4_base,
+        quantised: is_nf4_quantised,
         output_dtype,
         scale,
     };
@@ -187,6 +188,8 @@ pub(crate) struct MergePlan<'a> {
     pub adapter: Option<&'a Adapter>,
     /// NF4 round trip of the quantised tensors (QLoRA), with double quantisation or not.
     pub nf4_base: Option<bool>,
+    /// Which tensors were NF4 in training ([`is_nf4_quantised`] for an LLM).
+    pub quantised: fn(&str, &[usize]) -> bool,
     /// Output dtype of the float tensors (`None`: each tensor's own).
     pub output_dtype: Option<Dtype>,
     /// The adapter's scale.
@@ -211,7 +214,7 @@ impl MergePlan<'_> {
                 });
                 let round_trip = self
                     .nf4_base
-                    .filter(|_| is_nf4_quantised(&entry.name, &entry.shape));
+                    .filter(|_| (self.quantised)(&entry.name, &entry.shape));
                 let out_dtype = match self.output_dtype {
                     Some(d) if entry.dtype.is_float() => d,
                     _ => entry.dtype,

@@ -69,6 +69,16 @@ pub fn is_nf4_quantised(name: &str, shape: &[usize]) -> bool {
         && !name.contains("vision_model")
 }
 
+/// Whether an NF4 CLIP tower (`[llava] visual_quantization = "nf4"`) holds this tensor in 4 bits:
+/// a 2-D `…weight` of an encoder layer of the vision tower (the patch embedding, a convolution,
+/// and the position embeddings stay dense).
+pub fn is_clip_nf4_quantised(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2
+        && name.ends_with(".weight")
+        && name.contains("encoder.layers.")
+        && !name.starts_with("text_model.")
+}
+
 /// Replaces `values` by `dequantize(quantize_nf4(values))`.
 ///
 /// # Shapes

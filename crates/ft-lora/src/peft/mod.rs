@@ -38,7 +38,7 @@ pub use error::{PeftError, Result, SUPPORTED_PEFT};
 pub use ft_meta::{FT_ADAPTER_FILE, FtAdapterMeta};
 pub use targets::{ALL_LINEAR_EXCLUDED_HEADS, TargetModules, resolve_targets};
 pub use weights::{
-    ADAPTER_WEIGHTS_FILE, AdapterDtype, AdapterWeights, LoraMatrix, LoraPair, PEFT_KEY_PREFIX,
+    ADAPTER_WEIGHTS_FILE, AdapterDtype, AdapterWeights, Half, LoraMatrix, LoraPair, PEFT_KEY_PREFIX,
 };
 
 /// Writes a whole file atomically (temporary sibling, fsync, rename: `ft_io`).

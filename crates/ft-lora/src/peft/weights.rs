@@ -240,9 +240,12 @@ struct Halves {
     b: Option<(String, LoraMatrix)>,
 }
 
+/// Which half of a LoRA pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Half {
+pub enum Half {
+    /// `lora_A`, `[r, in]`.
     A,
+    /// `lora_B`, `[out, r]`.
     B,
 }
 
