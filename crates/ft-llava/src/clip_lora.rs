@@ -140,6 +140,7 @@ pub fn clip_adapter<B: Backend>(
     );
     config.lora_dropout = spec.dropout;
     config.use_rslora = spec.use_rslora;
+    config.task_type = None;
     config.base_model_name_or_path = Some(base.display().to_string());
     let modules = weights
         .modules

@@ -58,7 +58,7 @@ fn reads_peft_config_ignoring_newer_keys() {
     assert_eq!(cfg.lora_alpha, 8.0);
     assert_eq!(cfg.lora_dropout, 0.05);
     assert!(!cfg.use_rslora);
-    assert_eq!(cfg.task_type, "CAUSAL_LM");
+    assert_eq!(cfg.task_type.as_deref(), Some("CAUSAL_LM"));
     assert_eq!(cfg.base_model_name_or_path, None);
     let TargetModules::Names(mut names) = cfg.target_modules.clone() else {
         panic!("a list")

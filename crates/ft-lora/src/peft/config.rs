@@ -45,8 +45,9 @@ pub struct AdapterConfig {
     pub target_modules: TargetModules,
     /// rsLoRA: scale by `alpha / √r` instead of `alpha / r`.
     pub use_rslora: bool,
-    /// PEFT task type; `ft` writes `CAUSAL_LM`.
-    pub task_type: String,
+    /// PEFT task type: `CAUSAL_LM` for an LLM's adapter, none (`null`) for a vision tower's, as
+    /// PEFT saves an adapter of a model without a task head.
+    pub task_type: Option<String>,
     /// Base model path or hub id.
     pub base_model_name_or_path: Option<String>,
     /// The chat template the adapter was trained with (`ft`'s extra key `ft_chat_template`,
@@ -63,7 +64,7 @@ impl AdapterConfig {
             lora_dropout: 0.0,
             target_modules,
             use_rslora: false,
-            task_type: "CAUSAL_LM".into(),
+            task_type: Some("CAUSAL_LM".into()),
             base_model_name_or_path: None,
             chat_template: None,
         }
@@ -182,12 +183,14 @@ impl AdapterConfig {
                 .map_err(|e| cfg.invalid("target_modules", &e.to_string()))?,
         };
         let use_rslora = cfg.flag("use_rslora")?;
-        let task_type = match cfg.get("task_type") {
-            None => "CAUSAL_LM".to_string(),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| cfg.invalid("task_type", "must be a string"))?
-                .to_string(),
+        let task_type = match cfg.map.get("task_type") {
+            None => Some("CAUSAL_LM".to_string()),
+            Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .ok_or_else(|| cfg.invalid("task_type", "must be a string"))?
+                    .to_string(),
+            ),
         };
         let base_model_name_or_path = cfg
             .get("base_model_name_or_path")
