@@ -1,5 +1,6 @@
 //! `ft convert <format> ...`: export a model to another format. `ft convert gguf MODEL OUT.gguf`
-//! writes a merged Hugging Face Llama-family folder as a GGUF v3 file for llama.cpp-based tools.
+//! writes a merged Hugging Face Llama-family folder as a GGUF v3 file for llama.cpp-based tools;
+//! `ft convert hf MODEL.gguf OUT` goes the other way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ pub struct ConvertArgs {
 pub enum ConvertFormat {
     /// A Hugging Face model folder (e.g. the output of `ft merge`) → one GGUF v3 file.
     Gguf(GgufArgs),
+    /// A GGUF file → a Hugging Face folder (weights dequantised, config, tokenizer, chat
+    /// template, generation config) that transformers loads.
+    Hf(crate::convert_hf::HfArgs),
 }
 
 /// Arguments of `ft convert gguf`.
@@ -72,6 +76,7 @@ impl HfTensors for Safetensors {
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     match args.format {
         ConvertFormat::Gguf(args) => run_gguf(&args),
+        ConvertFormat::Hf(args) => crate::convert_hf::run(args),
     }
 }
 

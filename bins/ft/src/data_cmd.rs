@@ -1,8 +1,8 @@
 //! `ft data prepare`, `ft data preview` and `ft data gen-assistant`.
 
+use ft_cli::model_load::load_tokenizer;
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use std::io::Write;
 
@@ -125,17 +125,6 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Loads the tokenizer of a model folder.
-pub fn load_tokenizer(model_path: &Path) -> anyhow::Result<FtTokenizer> {
-    if model_path.is_dir() {
-        return Ok(FtTokenizer::from_dir(model_path)?);
-    }
-    bail!(
-        "{}: expected a model folder with tokenizer files (config.json, tokenizer.json)",
-        model_path.display()
-    )
 }
 
 fn preview(config_path: &Path, limit: Option<usize>, json: bool) -> anyhow::Result<()> {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use ft_data::template::{HfTemplate, Template};
-use ft_data::tokenizer::FtTokenizer;
 use ft_export::merge::{BaseQuantization, MergeOptions, merge};
 use ft_export::{Dtype, Overwrite, parse_size};
 use ft_lora::peft::FtAdapterMeta;
@@ -14,7 +13,8 @@ use ft_lora::peft::FtAdapterMeta;
 /// Arguments of `ft merge`.
 #[derive(Args)]
 pub struct MergeArgs {
-    /// The base model folder (Hugging Face layout with safetensors weights).
+    /// The base model: a Hugging Face folder (safetensors weights) or a GGUF file (dequantised
+    /// to --dtype, f32 by default).
     #[arg(value_name = "BASE")]
     pub base: PathBuf,
     /// The PEFT LoRA adapter folder, then OUT; or only OUT, to re-shard / re-type the base.
@@ -59,6 +59,16 @@ pub enum DtypeArg {
     F32,
 }
 
+impl From<DtypeArg> for Dtype {
+    fn from(arg: DtypeArg) -> Self {
+        match arg {
+            DtypeArg::Bf16 => Dtype::BF16,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::F32 => Dtype::F32,
+        }
+    }
+}
+
 /// `--base-quantization` values.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BaseQuantArg {
@@ -74,11 +84,21 @@ pub enum BaseQuantArg {
 
 /// Runs `ft merge`.
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
-    let base = args.base.as_path();
     let (adapter, out) = match &args.out {
         Some(out) => (Some(args.adapter_or_out.as_path()), out.as_path()),
         None => (None, args.adapter_or_out.as_path()),
     };
+    // A GGUF base is first dequantised into a Hugging Face folder beside OUT (f32; the merge
+    // casts to --dtype once), removed when the merge ends.
+    let converted = match ft_cli::model_load::is_gguf(&args.base) {
+        true => Some(gguf_as_folder(&args.base, out)?),
+        false => None,
+    };
+    let base = match &converted {
+        Some(dir) => dir.path().join("base"),
+        None => args.base.clone(),
+    };
+    let base = base.as_path();
     let max_shard_bytes = parse_size(&args.max_shard_size).context("--max-shard-size")?;
     let adapter_meta_dir = match (&args.visual_encoder, adapter) {
         (Some(_), Some(llava)) => Some(llava.join("llm_adapter")).filter(|d| d.is_dir()),
@@ -98,11 +118,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let options = MergeOptions {
-        dtype: args.dtype.map(|d| match d {
-            DtypeArg::Bf16 => Dtype::BF16,
-            DtypeArg::F16 => Dtype::F16,
-            DtypeArg::F32 => Dtype::F32,
-        }),
+        dtype: args.dtype.map(Dtype::from),
         max_shard_bytes,
         overwrite: if args.force {
             Overwrite::Replace
@@ -174,9 +190,31 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The GGUF file `gguf` as a Hugging Face folder `base/` inside a temporary folder next to `out`.
+fn gguf_as_folder(gguf: &Path, out: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".ft-merge-base-")
+        .tempdir_in(parent)
+        .with_context(|| format!("a temporary folder in {}", parent.display()))?;
+    tracing::info!("dequantising {} for the merge", gguf.display());
+    crate::convert_hf::convert_to_hf::<burn_flex::Flex>(
+        gguf,
+        &dir.path().join("base"),
+        Dtype::F32,
+        false,
+        &Default::default(),
+    )?;
+    Ok(dir)
+}
+
 /// The token ids of `template`'s stop words in the base's tokenizer (each must be one token).
 fn template_stop_ids(base: &Path, name: &str) -> anyhow::Result<Vec<u32>> {
-    let tokenizer = FtTokenizer::from_dir(base).with_context(|| {
+    let tokenizer = ft_cli::model_load::load_tokenizer(base).with_context(|| {
         format!(
             "loading the tokenizer of {} to find the stop tokens of template `{name}`",
             base.display()

@@ -32,7 +32,7 @@ fn log_loaded(path: &Path, config: &ModelConfig, started: std::time::Instant) {
 
 /// Loads a Hugging Face model folder or a GGUF file.
 pub fn load_model<B: KernelBackend>(path: &Path, device: &B::Device) -> anyhow::Result<LoadedModel<B>> {
-    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    if is_gguf(path) {
         return load_gguf_model(path, device);
     }
     if !path.is_dir() {
@@ -57,8 +57,38 @@ fn load_gguf_model<B: KernelBackend>(path: &Path, device: &B::Device) -> anyhow:
     let started = std::time::Instant::now();
     let (model, config, source) = ft_model::gguf::load_gguf::<B>(path, device)
         .with_context(|| format!("loading {}", path.display()))?;
-    let gguf = source
-        .file()
+    let tokenizer = gguf_tokenizer(source.file(), path)?;
+    log_loaded(path, &config, started);
+    Ok(LoadedModel {
+        model,
+        config,
+        tokenizer,
+    })
+}
+
+/// Whether `path` names a GGUF file.
+pub fn is_gguf(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The tokenizer of a model folder or a GGUF file (without loading the weights).
+pub fn load_tokenizer(path: &Path) -> anyhow::Result<FtTokenizer> {
+    if is_gguf(path) {
+        let file = ft_gguf::GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+        return gguf_tokenizer(&file, path);
+    }
+    if path.is_dir() {
+        return Ok(FtTokenizer::from_dir(path)?);
+    }
+    anyhow::bail!(
+        "{}: expected a model folder with tokenizer files (config.json, tokenizer.json) or a GGUF file",
+        path.display()
+    )
+}
+
+/// The tokenizer a GGUF file's metadata describes.
+fn gguf_tokenizer(file: &ft_gguf::GgufFile, path: &Path) -> anyhow::Result<FtTokenizer> {
+    let gguf = file
         .tokenizer()
         .with_context(|| format!("reading the tokenizer of {}", path.display()))?;
     let token = |t: Option<ft_gguf::GgufSpecialToken>| {
@@ -73,19 +103,13 @@ fn load_gguf_model<B: KernelBackend>(path: &Path, device: &B::Device) -> anyhow:
         pad: token(gguf.special.pad),
         add_bos_token: gguf.special.add_bos_token,
     };
-    let tokenizer = FtTokenizer::from_parts(
+    Ok(FtTokenizer::from_parts(
         gguf.tokenizer,
         special,
         TokenizerFamily::Standard,
         gguf.chat_template,
         path.to_path_buf(),
-    );
-    log_loaded(path, &config, started);
-    Ok(LoadedModel {
-        model,
-        config,
-        tokenizer,
-    })
+    ))
 }
 
 /// The template to use: the one named, else the model's own chat template.

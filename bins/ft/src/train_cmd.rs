@@ -1,7 +1,7 @@
 //! `ft train CONFIG.toml [--resume [DIR]]`: fine-tune a model as the config says.
 
 use ft_model::KernelBackend;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,7 +22,6 @@ use ft_train::eval_hook::ChatEvalHook;
 
 use crate::train_progress::{TrainBar, WithProgress};
 use ft_train::eval_loss::EvalLossHook;
-use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{TrainSetup, train};
 
 use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
@@ -128,7 +127,10 @@ impl BackendTask for TrainTask {
                 tracing::info!("full fine-tuning: {count} parameters");
                 (
                     Vec::new(),
-                    Some(base_files(&config.model.path, &loaded.tokenizer)?),
+                    Some(crate::gguf_side_files::base_files(
+                        &config.model.path,
+                        &loaded.tokenizer,
+                    )?),
                 )
             }
         };
@@ -207,8 +209,6 @@ impl BackendTask for TrainTask {
     }
 }
 
-/// Where a full fine-tuning checkpoint's `config.json` and tokenizer files come from: copied
-/// from an HF folder, or made from a GGUF file's metadata.
 /// A run's training and held-out rows, statistics, and (LLaVA) each training row's picture.
 struct RunData {
     rows: Box<dyn RowSource>,
@@ -386,42 +386,6 @@ fn llava_training<B: ft_model::TrainBackend>(
         clip_key_prefix: clip_config.key_prefix.clone(),
         visual_encoder: section.visual_encoder.clone(),
         visual_nf4,
-    })
-}
-
-fn base_files(path: &Path, tokenizer: &FtTokenizer) -> anyhow::Result<BaseFiles> {
-    if path.is_dir() {
-        return Ok(BaseFiles::Folder(path.to_path_buf()));
-    }
-    let gguf = ft_gguf::GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = match gguf.hf_config()? {
-        serde_json::Value::Object(map) => map,
-        _ => anyhow::bail!("{}: no model configuration in the metadata", path.display()),
-    };
-    let tokenizer_json = tokenizer
-        .inner()
-        .to_string(true)
-        .map_err(|e| anyhow::anyhow!("serialising the tokenizer of {}: {e}", path.display()))?;
-    let special = tokenizer.special();
-    let mut tokenizer_config = serde_json::json!({
-        "add_bos_token": special.add_bos_token,
-        "bos_token": special.bos.as_ref().map(|t| t.content.clone()),
-        "eos_token": special.eos.as_ref().map(|t| t.content.clone()),
-        "pad_token": special.pad.as_ref().map(|t| t.content.clone()),
-        "tokenizer_class": "PreTrainedTokenizerFast",
-    });
-    if let Some(template) = tokenizer.chat_template() {
-        tokenizer_config["chat_template"] = serde_json::json!(template);
-    }
-    Ok(BaseFiles::Generated {
-        config,
-        files: vec![
-            ("tokenizer.json".into(), tokenizer_json.into_bytes()),
-            (
-                "tokenizer_config.json".into(),
-                serde_json::to_vec_pretty(&tokenizer_config)?,
-            ),
-        ],
     })
 }
 

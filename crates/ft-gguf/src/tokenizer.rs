@@ -78,6 +78,21 @@ pub struct GgufTokenizer {
     pub pre: Option<String>,
 }
 
+/// The `tokenizer.ggml.pre` names llama.cpp splits as GPT-2 does (its `default` included).
+const GPT2_PRE: [&str; 11] = [
+    "default",
+    "gpt-2",
+    "gpt2",
+    "phi-2",
+    "jina-es",
+    "jina-de",
+    "gigachat",
+    "jina-v2-es",
+    "jina-v2-de",
+    "a.x-4.0",
+    "mellum",
+];
+
 impl std::fmt::Debug for GgufTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufTokenizer")
@@ -287,7 +302,18 @@ impl GgufFile {
                 split(QWEN2_SPLIT)?,
                 ByteLevel::new(false, true, false).into(),
             ])),
-            _ => ByteLevel::new(false, true, true).into(),
+            // llama.cpp's GPT-2 family (its `default`, and a file without the key, use nearly
+            // the same split).
+            None => ByteLevel::new(false, true, true).into(),
+            Some(name) if GPT2_PRE.contains(&name) => ByteLevel::new(false, true, true).into(),
+            Some(other) => {
+                return Err(self.tokenizer_error(format!(
+                    "unknown `tokenizer.ggml.pre` `{other}`; supported: smollm, llama3, llama-v3, \
+                     llama-bpe, falcon3, falcon-h1, pixtral, dbrx, smaug-bpe, qwen2, \
+                     deepseek-r1-qwen, {}",
+                    GPT2_PRE.join(", ")
+                )));
+            }
         };
         let mut tokenizer = Tokenizer::new(bpe);
         tokenizer

@@ -133,3 +133,17 @@ fn version_2_has_the_same_layout_and_opens() {
     assert_eq!(gguf.version(), 2);
     assert_eq!(gguf.tensors().len(), 21);
 }
+
+#[test]
+fn an_unknown_pre_tokenizer_is_an_error_naming_it() {
+    let bytes = tiny_bytes();
+    let at = find(&bytes, b"smollm");
+    let file = patched(at, b"smolxx").unwrap();
+    let err = file.tokenizer().expect_err("unknown pre-tokenizer").to_string();
+    assert!(
+        err.contains("bad.gguf") && err.contains("`smolxx`") && err.contains("tokenizer.ggml.pre"),
+        "{err}"
+    );
+    // `mellum`, of llama.cpp's GPT-2 family, is known.
+    assert!(patched(at, b"mellum").unwrap().tokenizer().is_ok());
+}

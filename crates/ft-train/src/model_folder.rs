@@ -1,6 +1,7 @@
-//! Checkpoints of full fine-tuning: a Hugging Face model folder (f32 safetensors, sharded past
-//! 2 GB, with `model.safetensors.index.json`), `config.json` and the base's tokenizer files, so
-//! `transformers`, `ft chat` and `ft merge` read it as they read any model.
+//! A model as a Hugging Face folder (safetensors, sharded past 2 GB, with
+//! `model.safetensors.index.json`), `config.json` and the base's tokenizer files, so
+//! `transformers`, `ft chat` and `ft merge` read it as they read any model: full fine-tuning
+//! checkpoints (f32) and `ft convert hf` of a GGUF file.
 //!
 //! Weights are saved in f32 (what the CPU trains in, and lossless for bf16 runs), which keeps
 //! `--resume` exact; `ft merge CHECKPOINT OUT --dtype bf16` re-types a folder for release.
@@ -35,13 +36,14 @@ pub enum BaseFiles {
     },
 }
 
-/// Writes the model's weights and the base's side files into `dir`, which must exist and be
-/// empty (a checkpoint's temporary folder).
+/// Writes the model's weights in `dtype` (f32 for checkpoints) and the base's side files into
+/// `dir`, which must exist and be empty (a temporary folder, renamed when complete).
 pub fn write_model_folder<B: KernelBackend>(
     model: &CausalLm<B>,
     config: &ModelConfig,
     base: &BaseFiles,
     dir: &Path,
+    dtype: Dtype,
 ) -> Result<()> {
     // The writer stages its own hidden folder and replaces `dir` with it when done.
     let mut writer = ShardedWriter::with_overwrite(dir, DEFAULT_MAX_SHARD_BYTES, Overwrite::Replace)?;
@@ -52,18 +54,18 @@ pub fn write_model_folder<B: KernelBackend>(
             ))
         })?;
         let host = weight.to_host();
-        writer.add_f32(&name, &host.shape, &host.data, Dtype::F32)?;
+        writer.add_f32(&name, &host.shape, &host.data, dtype)?;
     }
     writer.finish()?;
     match base {
         BaseFiles::Folder(base_dir) => {
             let config = read_json_object(&base_dir.join("config.json"))?;
-            write_config(&config, Some(Dtype::F32), dir)?;
+            write_config(&config, Some(dtype), dir)?;
             write_generation_config(base_dir, Some(&config), &[], dir)?;
             copy_tokenizer_files(base_dir, dir)?;
         }
         BaseFiles::Generated { config, files } => {
-            write_config(config, Some(Dtype::F32), dir)?;
+            write_config(config, Some(dtype), dir)?;
             for (name, bytes) in files {
                 let to = dir.join(name);
                 std::fs::write(&to, bytes).map_err(|e| TrainError::io(&to, e))?;

@@ -27,6 +27,7 @@ use crate::metrics::{EvalMetrics, RunLog, StepMetrics};
 use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
 use crate::params::{TrainMode, TrainParam, trainable_params};
 use crate::schedule::WarmupCosine;
+use ft_export::Dtype;
 use ft_model::adapters::adapter_weights;
 
 /// Things the loop reports to (progress display, sample generations).
@@ -549,7 +550,7 @@ fn save_checkpoint<B: TrainBackend>(
                 .as_ref()
                 .ok_or_else(|| TrainError::Training("full fine-tuning needs the base's side files".into()))?;
             write_atomically(dir, |tmp| {
-                write_model_folder(&setup.model.valid(), &setup.model_config, base, tmp)?;
+                write_model_folder(&setup.model.valid(), &setup.model_config, base, tmp, Dtype::F32)?;
                 optimizer.save(&tmp.join("optimizer.safetensors"))?;
                 state.write(tmp)
             })?;
