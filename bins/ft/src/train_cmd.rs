@@ -40,6 +40,9 @@ pub struct TrainArgs {
     /// Device (default: `[train] device`).
     #[arg(long, value_enum)]
     pub device: Option<DeviceKind>,
+    /// Compute dtype of the frozen base (default: `[model] dtype`).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DType>,
 }
 
 struct TrainTask {
@@ -405,6 +408,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             _ => DeviceKind::Auto,
         },
     };
+    if let Some(dtype) = args.dtype {
+        // The override is part of the run's config (recorded with it, checked on resume).
+        config.model.dtype = match dtype {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+        }
+        .into();
+    }
     let dtype = match config.model.dtype.as_str() {
         "f32" => DType::F32,
         "f16" => DType::F16,

@@ -214,3 +214,73 @@ fn sample_answers_are_written_and_shown_at_every_evaluation() {
         assert!(file.contains("Eval output 1:\nWho are you?\n→ "), "{file}");
     }
 }
+
+#[test]
+fn a_resume_names_changed_keys_and_refuses_a_bad_optimizer_state_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = gen_data(dir.path(), 40);
+    let out = dir.path().join("run");
+    let short = |t: String| {
+        t.replace("epochs = 8", "max_steps = 4")
+            .replace("save_steps = 50", "save_steps = 2")
+            .replace("[eval]", "[unused]")
+            .split("[unused]")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let config = assistant_config(dir.path(), &data, &out, short);
+    run_ok(ft().arg("train").arg(&config));
+    let checkpoint = out.join("checkpoint-2");
+
+    // A changed config: the warning names the keys and both values.
+    let changed = assistant_config(dir.path(), &data, &dir.path().join("changed"), |t| {
+        short(t).replace("lr = 3e-3", "lr = 2e-3")
+    });
+    let resumed = run_ok(ft().arg("train").arg(&changed).arg("--resume").arg(&checkpoint));
+    assert!(
+        stderr(&resumed).contains("train.lr (0.003 → 0.002)"),
+        "{}",
+        stderr(&resumed)
+    );
+
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&checkpoint).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        to
+    };
+    // A truncated optimizer state.
+    let truncated = copy("truncated");
+    let bytes = std::fs::read(truncated.join("optimizer.safetensors")).unwrap();
+    std::fs::write(truncated.join("optimizer.safetensors"), &bytes[..bytes.len() / 3]).unwrap();
+    // Moments of the wrong shape for a trained tensor.
+    let mismatched = copy("mismatched");
+    let state = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let key = state.names()[0].to_owned();
+    let one = 1.0f32.to_le_bytes();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 1], &one).unwrap();
+    let metadata = std::collections::HashMap::from([("step".to_owned(), "2".to_owned())]);
+    safetensors::serialize_to_file(
+        [(key.clone(), view)],
+        Some(metadata),
+        &mismatched.join("optimizer.safetensors"),
+    )
+    .unwrap();
+    for (bad, expected) in [(truncated, "optimizer.safetensors".to_owned()), (mismatched, key)] {
+        let failed = ft()
+            .arg("train")
+            .arg(&config)
+            .arg("--resume")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!failed.status.success());
+        let err = stderr(&failed);
+        let name = expected.rsplit_once('.').map_or(expected.as_str(), |(n, _)| n);
+        assert!(err.contains(name) && !err.contains("panicked"), "{err}");
+    }
+}

@@ -225,6 +225,23 @@ impl HfConfig {
                 self.hidden_act
             )));
         }
+        for (key, value) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("vocab_size", self.vocab_size),
+            ("head_dim", self.head_dim.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                return Err(err(format!("`{key}` must be at least 1, found 0")));
+            }
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(err(format!(
+                "`rms_norm_eps` must be a positive number, found {}",
+                self.rms_norm_eps
+            )));
+        }
         let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
         if num_kv_heads == 0 || !self.num_attention_heads.is_multiple_of(num_kv_heads) {
             return Err(err(format!(
@@ -235,6 +252,12 @@ impl HfConfig {
         let head_dim = self
             .head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads);
+        if head_dim == 0 {
+            return Err(err(format!(
+                "`hidden_size` {} gives no dimension to each of {} heads",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
         let params = self.rope_parameters.as_ref();
         let rope_theta = self
             .rope_theta

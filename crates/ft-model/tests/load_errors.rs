@@ -125,3 +125,29 @@ fn gguf_llama_loads_through_the_same_loader() {
     let values = logits.into_data().into_vec::<f32>().unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn zero_or_degenerate_sizes_are_errors_naming_the_key() {
+    for (from, to, key) in [
+        (
+            "\"num_attention_heads\": 4",
+            "\"num_attention_heads\": 0",
+            "num_attention_heads",
+        ),
+        ("\"hidden_size\": 32", "\"hidden_size\": 0", "hidden_size"),
+        ("\"vocab_size\": ", "\"vocab_size\": 0, \"x\": ", "vocab_size"),
+        (
+            "\"rms_norm_eps\": ",
+            "\"rms_norm_eps\": -1.0, \"y\": ",
+            "rms_norm_eps",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_model("llama", dir.path());
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        assert!(text.contains(from), "fixture config has {from}");
+        std::fs::write(dir.path().join("config.json"), text.replacen(from, to, 1)).unwrap();
+        let err = load_err(dir.path());
+        assert!(err.contains(key) && err.contains("config.json"), "{key}: {err}");
+    }
+}

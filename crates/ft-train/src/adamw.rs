@@ -140,12 +140,24 @@ impl<B: KernelBackend> AdamW<B> {
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
         let mut state: BTreeMap<String, Moments<B>> = BTreeMap::new();
         for (key, view) in st.tensors() {
+            let [rows, cols] = view.shape() else {
+                return Err(err(format!(
+                    "`{key}` has shape {:?}; optimizer moments are matrices",
+                    view.shape()
+                )));
+            };
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(err(format!(
+                    "`{key}` is {:?}; optimizer moments are F32",
+                    view.dtype()
+                )));
+            }
             let values: Vec<f32> = view
                 .data()
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            let shape = [view.shape()[0], view.shape()[1]];
+            let shape = [*rows, *cols];
             let t = Tensor::<B, 2>::from_data(TensorData::new(values, shape), device);
             let (name, which) = key
                 .rsplit_once('.')
@@ -161,6 +173,30 @@ impl<B: KernelBackend> AdamW<B> {
             }
         }
         Ok(Self { config, step, state })
+    }
+
+    /// Checks loaded moments against the tensors a run trains (`(name, [rows, cols])`): each
+    /// moment belongs to one of them, with its shape (a tensor may have none yet: one no batch
+    /// has reached, e.g. the projector after text-only batches); the first that does not fit is
+    /// named.
+    pub fn check_against(&self, params: &[(String, [usize; 2])], origin: &Path) -> Result<()> {
+        let err = |message: String| TrainError::Checkpoint {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let shapes: BTreeMap<&str, [usize; 2]> = params.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        for (name, moments) in &self.state {
+            let Some(&shape) = shapes.get(name.as_str()) else {
+                return Err(err(format!("moments of `{name}`, which this run does not train")));
+            };
+            if moments.m.dims() != shape || moments.v.dims() != shape {
+                return Err(err(format!(
+                    "`{name}`: moments of shape {:?}, the tensor is {shape:?}",
+                    moments.m.dims()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -30,6 +30,9 @@ pub struct TrainerState {
     pub seed: u64,
     /// Hash of the config that produced the run (a changed config is warned about on resume).
     pub config_hash: String,
+    /// That config (so a resume names the keys that changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
     /// The logged metrics so far.
     #[serde(default)]
     pub log_history: Vec<serde_json::Value>,
@@ -71,6 +74,38 @@ pub fn write_atomically(final_dir: &Path, write: impl FnOnce(&Path) -> Result<()
     write(staging.path())?;
     staging.commit()?;
     Ok(())
+}
+
+/// The dotted keys whose values differ between two configs (as JSON), each with both values.
+pub fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let mut changed = Vec::new();
+    diff("", old, new, &mut changed);
+    changed
+}
+
+fn diff(at: &str, old: &serde_json::Value, new: &serde_json::Value, changed: &mut Vec<String>) {
+    use serde_json::Value;
+    let (Value::Object(a), Value::Object(b)) = (old, new) else {
+        if old != new {
+            changed.push(format!("{at} ({old} → {new})"));
+        }
+        return;
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        let missing = serde_json::Value::Null;
+        diff(
+            &path,
+            a.get(key).unwrap_or(&missing),
+            b.get(key).unwrap_or(&missing),
+            changed,
+        );
+    }
 }
 
 /// Step checkpoints in `output_dir`, oldest first. Temporary folders are ignored.
@@ -139,6 +174,7 @@ mod tests {
             total_steps: 10,
             seed: 1,
             config_hash: "h".into(),
+            config: None,
             log_history: vec![],
         }
     }

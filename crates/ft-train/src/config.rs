@@ -443,6 +443,28 @@ impl TrainConfig {
                 format!("must be a positive number, found {}", t.lr),
             ));
         }
+        for (k, beta) in t.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(beta) {
+                return Err(err(
+                    "train.betas",
+                    format!("beta{} must be in [0, 1), found {beta}", k + 1),
+                ));
+            }
+        }
+        if !(t.eps.is_finite() && t.eps > 0.0) {
+            return Err(err(
+                "train.eps",
+                format!("must be a positive number, found {}", t.eps),
+            ));
+        }
+        for (key, value) in [
+            ("train.max_grad_norm", t.max_grad_norm),
+            ("train.weight_decay", t.weight_decay),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(err(key, format!("must be a number ≥ 0, found {value}")));
+            }
+        }
         if !(0.0..=1.0).contains(&t.warmup_ratio) {
             return Err(err(
                 "train.warmup_ratio",
@@ -525,8 +547,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("train.device") && err.contains("cuda"), "{err}");
-        let body = "[model]\n";
-        let _ = body;
         let path = write(dir.path(), "");
         let text = std::fs::read_to_string(&path)
             .unwrap()
@@ -534,6 +554,30 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = TrainConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("[lora]"), "{err}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_or_not_finite_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (body, key) in [
+            ("[train]\nbetas = [0.9, 1.0]\n", "train.betas"),
+            ("[train]\nbetas = [-0.1, 0.999]\n", "train.betas"),
+            ("[train]\neps = 0.0\n", "train.eps"),
+            ("[train]\neps = nan\n", "train.eps"),
+            ("[train]\nmax_grad_norm = inf\n", "train.max_grad_norm"),
+            ("[train]\nmax_grad_norm = -1.0\n", "train.max_grad_norm"),
+            ("[train]\nweight_decay = nan\n", "train.weight_decay"),
+            ("[train]\nlr = inf\n", "train.lr"),
+            ("[lora]\nalpha = nan\n", "lora.alpha"),
+            ("[lora]\nalpha = 0.0\n", "lora.alpha"),
+            ("[lora]\nr = 0\n", "lora.r"),
+            ("[lora]\ndropout = 1.0\n", "lora.dropout"),
+        ] {
+            let err = TrainConfig::from_file(&write(dir.path(), body))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
     }
 
     #[test]

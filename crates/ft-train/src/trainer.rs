@@ -18,7 +18,7 @@ use ft_model::{CausalLm, ModelConfig, ModelInput};
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::checkpoint::{
-    TrainerState, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically,
+    TrainerState, changed_keys, checkpoint_dir, ensure_writable, rotate_checkpoints, write_atomically,
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -254,17 +254,25 @@ pub fn train<B: TrainBackend>(
         total_steps: total,
         seed: t.seed,
         config_hash: config_hash.clone(),
+        config: serde_json::to_value(&cfg).ok(),
         log_history: Vec::new(),
     };
     let mut optimizer = AdamW::<B::InnerBackend>::new(adam);
     if let Some(dir) = &setup.resume_from {
+        let current = state.config.take();
         state = TrainerState::read(dir)?;
         if state.config_hash != config_hash {
+            let changed = match (&state.config, &current) {
+                (Some(old), Some(new)) => changed_keys(old, new).join(", "),
+                _ => "(this checkpoint does not record its config)".into(),
+            };
             tracing::warn!(
-                "{}: the config changed since this checkpoint was written",
+                "{}: the config changed since this checkpoint was written: {changed}",
                 dir.display()
             );
         }
+        state.config_hash = config_hash.clone();
+        state.config = current;
         if let Some(llava) = &mut setup.llava {
             llava.load(dir, &setup.device)?;
         }
@@ -281,7 +289,9 @@ pub fn train<B: TrainBackend>(
             }
             TrainMode::Full => read_model_folder(&mut setup.model, &setup.model_config, dir)?,
         }
-        optimizer = AdamW::load(adam, &dir.join("optimizer.safetensors"), &setup.device)?;
+        let optimizer_file = dir.join("optimizer.safetensors");
+        optimizer = AdamW::load(adam, &optimizer_file, &setup.device)?;
+        optimizer.check_against(&trained_shapes(&setup, &params), &optimizer_file)?;
         tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
     }
     let mut log = RunLog::open(&cfg, state.global_step)?;
@@ -515,6 +525,26 @@ fn optimizer_step<B: TrainBackend>(
     }
     times.optimizer_s = started.elapsed().as_secs_f64();
     Ok((loss, norm))
+}
+
+/// The name and shape of every tensor the run trains (the LLM's, then a LLaVA's).
+fn trained_shapes<B: TrainBackend>(
+    setup: &TrainSetup<B>,
+    params: &[TrainParam],
+) -> Vec<(String, [usize; 2])> {
+    let mut shapes: Vec<(String, [usize; 2])> = params
+        .iter()
+        .map(|p| (p.name(), p.value(&setup.model, &setup.model_config).dims()))
+        .collect();
+    if let Some(llava) = &setup.llava {
+        shapes.extend(
+            llava
+                .param_names()
+                .into_iter()
+                .zip(llava.values().iter().map(Tensor::dims)),
+        );
+    }
+    shapes
 }
 
 /// Adds a micro-batch's gradient to the window's.
