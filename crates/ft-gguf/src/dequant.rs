@@ -36,7 +36,12 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n_elements: usize) -> Optio
         GgmlType::Q8_0 => q8_0_block,
         GgmlType::Q4_0 => q4_0_block,
         GgmlType::Q4_1 => q4_1_block,
+        GgmlType::Q5_0 => q5_0_block,
+        GgmlType::Q5_1 => q5_1_block,
+        GgmlType::Q2_K => q2_k_block,
+        GgmlType::Q3_K => q3_k_block,
         GgmlType::Q4_K => q4_k_block,
+        GgmlType::Q5_K => q5_k_block,
         GgmlType::Q6_K => q6_k_block,
         _ => unreachable!("invariant: can_dequantize() was checked above"),
     };
@@ -85,6 +90,129 @@ fn q4_1_block(b: &[u8], y: &mut [f32]) {
     for (j, &q) in b[4..20].iter().enumerate() {
         y[j] = (q & 0x0F) as f32 * d + m;
         y[j + 16] = (q >> 4) as f32 * d + m;
+    }
+}
+
+/// The fifth bits of a Q5_0 / Q5_1 block: element j (0–15) takes bit j of the little-endian
+/// `qh`, element j+16 bit j+16.
+fn q5_high_bits(qh: &[u8], j: usize) -> (u8, u8) {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    (
+        (((qh >> j) << 4) & 0x10) as u8,
+        ((qh >> (j + 12)) & 0x10) as u8,
+    )
+}
+
+/// Q5_0: f16 `d`, 4 bytes `qh` (fifth bits), 16 bytes of nibbles (as in Q4_0);
+/// `x = (q − 16)·d`.
+fn q5_0_block(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let qh = &b[2..6];
+    for (j, &q) in b[6..22].iter().enumerate() {
+        let (h0, h1) = q5_high_bits(qh, j);
+        y[j] = (((q & 0x0F) | h0) as i32 - 16) as f32 * d;
+        y[j + 16] = (((q >> 4) | h1) as i32 - 16) as f32 * d;
+    }
+}
+
+/// Q5_1: f16 `d`, f16 `m`, 4 bytes `qh`, 16 bytes of nibbles; `x = q·d + m`.
+fn q5_1_block(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let m = f16_at(b, 2);
+    let qh = &b[4..8];
+    for (j, &q) in b[8..24].iter().enumerate() {
+        let (h0, h1) = q5_high_bits(qh, j);
+        y[j] = ((q & 0x0F) | h0) as f32 * d + m;
+        y[j + 16] = ((q >> 4) | h1) as f32 * d + m;
+    }
+}
+
+/// Q2_K super-block (84 bytes, 256 values): 16 scale bytes (low nibble: scale, high: min, one
+/// per 16 values), 64 bytes of 2-bit values, f16 `d`, f16 `dmin`. Each half of 128 values reads
+/// 32 bytes four times, two bits further each time (16 values from bytes 0–15, then 16 from
+/// 16–31); `x = (d·sc)·q − dmin·m`.
+fn q2_k_block(b: &[u8], y: &mut [f32]) {
+    let scales = &b[0..16];
+    let d = f16_at(b, 80);
+    let dmin = f16_at(b, 82);
+    let mut is = 0;
+    for (half, ys) in y.chunks_exact_mut(128).enumerate() {
+        let q = &b[16 + half * 32..16 + half * 32 + 32];
+        for (k, run) in ys.chunks_exact_mut(32).enumerate() {
+            let shift = 2 * k;
+            for (part, values) in run.chunks_exact_mut(16).enumerate() {
+                let sc = scales[is];
+                is += 1;
+                let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+                for (l, v) in values.iter_mut().enumerate() {
+                    *v = dl * ((q[l + 16 * part] >> shift) & 3) as f32 - ml;
+                }
+            }
+        }
+    }
+}
+
+/// The 16 signed 6-bit scales of a Q3_K block from its 12 bytes: scale j has its low 4 bits in
+/// byte j mod 8 (low nibble for j < 8, high for j ≥ 8) and its top 2 bits in byte 8 + j mod 4
+/// (bits 2·(j / 4)); minus 32.
+fn q3_k_scales(s: &[u8]) -> [i32; 16] {
+    let mut out = [0i32; 16];
+    for (j, scale) in out.iter_mut().enumerate() {
+        let low = if j < 8 { s[j] & 0x0F } else { s[j - 8] >> 4 };
+        let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *scale = (low | (high << 4)) as i32 - 32;
+    }
+    out
+}
+
+/// Q3_K super-block (110 bytes, 256 values): 32 bytes `hmask` (third bits), 64 bytes of 2-bit
+/// values, 12 scale bytes, f16 `d`. Laid out as Q2_K, each value's third bit being bit
+/// `4·half + k` of `hmask[l]`; a clear bit subtracts 4; `x = (d·sc)·q`.
+fn q3_k_block(b: &[u8], y: &mut [f32]) {
+    let hmask = &b[0..32];
+    let scales = q3_k_scales(&b[96..108]);
+    let d = f16_at(b, 108);
+    let mut is = 0;
+    for (half, ys) in y.chunks_exact_mut(128).enumerate() {
+        let q = &b[32 + half * 32..32 + half * 32 + 32];
+        for (k, run) in ys.chunks_exact_mut(32).enumerate() {
+            let shift = 2 * k;
+            let bit = 1u8 << (4 * half + k);
+            for (part, values) in run.chunks_exact_mut(16).enumerate() {
+                let dl = d * scales[is] as f32;
+                is += 1;
+                for (l, v) in values.iter_mut().enumerate() {
+                    let i = l + 16 * part;
+                    let low = ((q[i] >> shift) & 3) as i32;
+                    let high = if hmask[i] & bit != 0 { 0 } else { 4 };
+                    *v = dl * (low - high) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Q5_K super-block (176 bytes, 256 values): f16 `d`, f16 `dmin`, 12 scale bytes (as Q4_K),
+/// 32 bytes `qh` (fifth bits), 128 bytes of nibbles (as Q4_K); value `l` of sub-block `2c` takes
+/// bit `2c` of `qh[l]`, of sub-block `2c + 1` bit `2c + 1`; `x = (d·sc)·q − dmin·m`.
+fn q5_k_block(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for (chunk, (q, ys)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+        let (sc_lo, m_lo) = q4_k_scale_min(2 * chunk, scales);
+        let (sc_hi, m_hi) = q4_k_scale_min(2 * chunk + 1, scales);
+        let (d_lo, min_lo) = (d * sc_lo as f32, dmin * m_lo as f32);
+        let (d_hi, min_hi) = (d * sc_hi as f32, dmin * m_hi as f32);
+        let (bit_lo, bit_hi) = (1u8 << (2 * chunk), 1u8 << (2 * chunk + 1));
+        for l in 0..32 {
+            let h_lo = if qh[l] & bit_lo != 0 { 16 } else { 0 };
+            let h_hi = if qh[l] & bit_hi != 0 { 16 } else { 0 };
+            ys[l] = d_lo * ((q[l] & 0x0F) + h_lo) as f32 - min_lo;
+            ys[l + 32] = d_hi * ((q[l] >> 4) + h_hi) as f32 - min_hi;
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 /// A ggml tensor type, with the block geometry needed to size its data.
 ///
-/// Types this crate can size but not dequantise (e.g. `Q5_K`) still load, so a file opens and
+/// Types this crate can size but not dequantise (e.g. `IQ2_XS`) still load, so a file opens and
 /// lists them; [`GgmlType::can_dequantize`] says which ones [`crate::dequantize`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, missing_docs)]
@@ -115,7 +115,12 @@ impl GgmlType {
                 | Self::Q8_0
                 | Self::Q4_0
                 | Self::Q4_1
+                | Self::Q5_0
+                | Self::Q5_1
+                | Self::Q2_K
+                | Self::Q3_K
                 | Self::Q4_K
+                | Self::Q5_K
                 | Self::Q6_K
         )
     }

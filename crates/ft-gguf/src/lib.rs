@@ -1,7 +1,8 @@
 //! `ft-gguf`: a pure-Rust reader for GGUF files (llama.cpp's format), with no Burn dependency.
 //!
 //! - [`GgufFile`]: header, metadata ([`Metadata`], [`MetadataValue`]), tensor infos, memory-mapped data.
-//! - [`dequantize`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K → f32, bit-exact with ggml.
+//! - [`dequantize`]: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K,
+//!   Q6_K → f32, bit-exact with ggml.
 //! - Llama-family files map to Hugging Face names and layout ([`GgufFile::hf_tensor_names`],
 //!   [`GgufFile::tensor_f32`], [`GgufFile::hf_config`]), with llama.cpp's q/k row permutation undone.
 //! - [`GgufFile::tokenizer`] rebuilds a `tokenizers::Tokenizer` from the tokenizer metadata.
