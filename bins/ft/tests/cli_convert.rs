@@ -83,12 +83,17 @@ fn converted_gguf_gives_the_hf_logits() {
     }
 }
 
-/// RoPE scaling survives the trip: `linear` as metadata keys, Llama 3.1's `llama3` as the
-/// `rope_freqs.weight` divisors llama.cpp uses; ft reads both back (f32, so 1e-4).
+/// RoPE scaling survives the trip: `linear` and `yarn` as metadata keys, Llama 3.1's `llama3` as
+/// the `rope_freqs.weight` divisors llama.cpp uses; ft reads them back (f32, so 1e-4). LongRoPE,
+/// which llama.cpp's files cannot hold, is refused by name.
 #[test]
 fn rope_scaling_round_trips_through_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    for model in ["models/llama-rope-linear", "models/llama-rope-llama3"] {
+    for model in [
+        "models/llama-rope-linear",
+        "models/llama-rope-llama3",
+        "models/llama-rope-yarn",
+    ] {
         let out = tmp.path().join(format!("{}.gguf", model.replace('/', "-")));
         let run = convert(&fixture(model), &out, "f32");
         assert!(run.status.success(), "{}", stderr(&run));
@@ -96,6 +101,13 @@ fn rope_scaling_round_trips_through_gguf() {
         eprintln!("{model}: max |Δlogit| = {diff:.2e}");
         assert!(diff <= 1e-4, "{model}: max |Δlogit| {diff}");
     }
+    let refused = convert(
+        &fixture("models/llama-rope-longrope"),
+        &tmp.path().join("long.gguf"),
+        "f32",
+    );
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("`longrope`"), "{}", stderr(&refused));
 }
 
 #[test]

@@ -97,10 +97,7 @@ fn q4_1_block(b: &[u8], y: &mut [f32]) {
 /// `qh`, element j+16 bit j+16.
 fn q5_high_bits(qh: &[u8], j: usize) -> (u8, u8) {
     let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
-    (
-        (((qh >> j) << 4) & 0x10) as u8,
-        ((qh >> (j + 12)) & 0x10) as u8,
-    )
+    ((((qh >> j) << 4) & 0x10) as u8, ((qh >> (j + 12)) & 0x10) as u8)
 }
 
 /// Q5_0: f16 `d`, 4 bytes `qh` (fifth bits), 16 bytes of nibbles (as in Q4_0);

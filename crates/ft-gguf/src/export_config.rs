@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use ft_io::rope::RopeScaling;
 use serde_json::Value;
 
 use crate::error::{GgufError, Result};
@@ -15,24 +16,6 @@ pub const SUPPORTED_ARCHITECTURES: &[(&str, &str)] = &[
     ("MistralForCausalLM", "llama"),
     ("Qwen2ForCausalLM", "qwen2"),
 ];
-
-/// RoPE scaling as llama.cpp stores it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RopeScaling {
-    /// None, or `rope_type: default`.
-    None,
-    /// Position interpolation: `rope.scaling.type linear` + `rope.scaling.factor`.
-    Linear { factor: f64 },
-    /// YaRN: type, factor and the original context length as keys.
-    Yarn { factor: f64, original: Option<u64> },
-    /// Llama 3.1: per-frequency factors in a `rope_freqs.weight` tensor.
-    Llama3 {
-        factor: f64,
-        low: f64,
-        high: f64,
-        original: f64,
-    },
-}
 
 /// The hyper-parameters of a Llama-family `config.json`.
 #[derive(Debug, Clone)]
@@ -119,7 +102,12 @@ impl HfHyperParams {
             .filter(|v| v.is_object())
             .or(rope_parameters);
         Ok(Self {
-            rope: rope_scaling(scaling, uint("max_position_embeddings")).map_err(err)?,
+            rope: exportable_rope(RopeScaling::from_json(
+                scaling,
+                uint("max_position_embeddings").unwrap_or(2048) as usize,
+                uint("original_max_position_embeddings").map(|o| o as usize),
+            ))
+            .map_err(err)?,
             hf_architecture,
             arch,
             hidden: need("hidden_size")?,
@@ -168,18 +156,24 @@ impl HfHyperParams {
         w.set(key("vocab_size"), u32v(self.vocab_size));
         w.set(key("rope.dimension_count"), u32v(self.rope_dim()));
         match &self.rope {
-            RopeScaling::None | RopeScaling::Llama3 { .. } => {}
             RopeScaling::Linear { factor } => {
                 w.set(key("rope.scaling.type"), MetadataValue::String("linear".into()));
                 w.set(key("rope.scaling.factor"), MetadataValue::F32(*factor as f32));
             }
-            RopeScaling::Yarn { factor, original } => {
+            RopeScaling::Yarn {
+                factor,
+                original_max_positions,
+                ..
+            } => {
                 w.set(key("rope.scaling.type"), MetadataValue::String("yarn".into()));
                 w.set(key("rope.scaling.factor"), MetadataValue::F32(*factor as f32));
-                if let Some(orig) = original {
-                    w.set(key("rope.scaling.original_context_length"), u32v(*orig));
-                }
+                w.set(
+                    key("rope.scaling.original_context_length"),
+                    u32v(*original_max_positions as u64),
+                );
             }
+            // Llama 3.1's travels as `rope_freqs.weight`; the rest are refused on reading.
+            _ => {}
         }
     }
 
@@ -188,13 +182,14 @@ impl HfHyperParams {
     pub fn rope_freqs(&self) -> Option<Vec<f32>> {
         let RopeScaling::Llama3 {
             factor,
-            low,
-            high,
-            original,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_positions,
         } = self.rope
         else {
             return None;
         };
+        let original = original_max_positions as f64;
         let dim = self.rope_dim() as usize;
         // All in f32, as torch evaluates llama.cpp's formula on f32 tensors.
         let (factor, low, high, original) = (factor as f32, low as f32, high as f32, original as f32);
@@ -218,37 +213,18 @@ impl HfHyperParams {
     }
 }
 
-fn rope_scaling(scaling: Option<&Value>, max_pos: Option<u64>) -> std::result::Result<RopeScaling, String> {
-    let Some(s) = scaling else {
-        return Ok(RopeScaling::None);
-    };
-    let kind = s
-        .get("rope_type")
-        .or_else(|| s.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let num = |k: &str| s.get(k).and_then(Value::as_f64);
-    let factor = || num("factor").ok_or_else(|| format!("rope scaling `{kind}` has no `factor`"));
-    Ok(match kind {
-        "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear { factor: factor()? },
-        "yarn" => RopeScaling::Yarn {
-            factor: factor()?,
-            original: s
-                .get("original_max_position_embeddings")
-                .and_then(Value::as_u64)
-                .or(max_pos),
-        },
-        "llama3" => RopeScaling::Llama3 {
-            factor: num("factor").unwrap_or(8.0),
-            low: num("low_freq_factor").unwrap_or(1.0),
-            high: num("high_freq_factor").unwrap_or(4.0),
-            original: num("original_max_position_embeddings").unwrap_or(8192.0),
-        },
-        other => {
-            return Err(format!(
-                "rope scaling type `{other}` cannot be exported (supported: default, linear, yarn, llama3)"
-            ));
-        }
-    })
+/// The scalings llama.cpp's files carry (`linear`, `yarn` as keys; `llama3` as a tensor).
+fn exportable_rope(
+    scaling: std::result::Result<RopeScaling, String>,
+) -> std::result::Result<RopeScaling, String> {
+    match scaling? {
+        s @ (RopeScaling::None
+        | RopeScaling::Linear { .. }
+        | RopeScaling::Yarn { .. }
+        | RopeScaling::Llama3 { .. }) => Ok(s),
+        other => Err(format!(
+            "rope scaling `{}` cannot be exported (supported: default, linear, yarn, llama3)",
+            other.kind()
+        )),
+    }
 }

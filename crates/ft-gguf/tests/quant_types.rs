@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use ft_gguf::GgufFile;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gguf")
+        .join(name)
 }
 
 #[test]
@@ -18,7 +20,10 @@ fn every_block_format_equals_gguf_py_bit_for_bit() {
     for info in file.tensors() {
         let (values, shape) = file.gguf_tensor_f32(&info.name).expect("dequantises");
         let view = golden.tensor(&info.name).unwrap();
-        assert_eq!(shape.iter().product::<usize>(), view.shape().iter().product::<usize>());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            view.shape().iter().product::<usize>()
+        );
         let want: Vec<f32> = view
             .data()
             .chunks_exact(4)
@@ -29,7 +34,11 @@ fn every_block_format_equals_gguf_py_bit_for_bit() {
             .zip(&want)
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
-        assert_eq!(differing, 0, "{}: {differing} values differ from gguf-py", info.name);
+        assert_eq!(
+            differing, 0,
+            "{}: {differing} values differ from gguf-py",
+            info.name
+        );
         checked.push(info.name.clone());
     }
     checked.sort();

@@ -22,10 +22,14 @@
 //! assert!(out.join("trainer_state.json").is_file());
 //! ```
 //!
+//! It also holds the one reading of `config.json`'s RoPE scaling ([`rope::RopeScaling`]) that
+//! the model, the GGUF exporter and the GGUF importer share.
+//!
 //! This crate has no Burn dependency.
 
 pub mod atomic;
 pub mod error;
+pub mod rope;
 pub mod staging;
 
 pub use atomic::{sync_parent, temporary_sibling, write_file_atomically};

@@ -81,6 +81,9 @@ pub struct HfConfig {
     /// Longest context.
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
+    /// The pre-training context, when stated outside the RoPE parameters (Phi-3 style).
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
     /// RMSNorm epsilon.
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
@@ -267,8 +270,26 @@ impl HfConfig {
                 _ => 1e4,
             });
         let scaling_source = self.rope_scaling.as_ref().or(params);
-        let rope_scaling =
-            RopeScaling::from_json(scaling_source, self.max_position_embeddings).map_err(err)?;
+        let rope_scaling = RopeScaling::from_json(
+            scaling_source,
+            self.max_position_embeddings,
+            self.original_max_position_embeddings,
+        )
+        .map_err(err)?;
+        if let RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            ..
+        } = &rope_scaling
+            && (short_factor.len() != head_dim / 2 || long_factor.len() != head_dim / 2)
+        {
+            return Err(err(format!(
+                "longrope `short_factor` / `long_factor` need {} values (head_dim / 2), found {} / {}",
+                head_dim / 2,
+                short_factor.len(),
+                long_factor.len()
+            )));
+        }
         let (qkv_bias, o_bias, mlp_bias) = match family {
             Family::Qwen2 => (true, false, false),
             Family::InternLm2 => {

@@ -1,69 +1,12 @@
 //! Rotary position embeddings in Hugging Face's rotate-half layout, with the `linear`,
-//! `dynamic` (NTK) and `llama3` frequency scalings.
+//! `dynamic` (NTK), `llama3`, `yarn` and `longrope` frequency scalings (read by
+//! `ft_io::rope::RopeScaling`).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ft_kernels::KernelBackend;
-use serde_json::Value;
 
-/// How RoPE frequencies are scaled for long contexts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RopeScaling {
-    /// Plain RoPE.
-    None,
-    /// Positions divided by `factor`.
-    Linear { factor: f64 },
-    /// NTK-aware base growth beyond the trained context.
-    Dynamic { factor: f64, max_positions: usize },
-    /// Llama 3.1's per-frequency scaling.
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_positions: usize,
-    },
-    /// Explicit divisors per frequency (llama.cpp's `rope_freqs.weight` in GGUF files, which is
-    /// how Llama 3.1 scaling travels there).
-    FreqFactors { factors: Vec<f64> },
-}
-
-impl RopeScaling {
-    /// Parses `rope_scaling` (4.x) or `rope_parameters` (5.x).
-    pub fn from_json(value: Option<&Value>, max_positions: usize) -> Result<Self, String> {
-        let Some(v) = value.filter(|v| !v.is_null()) else {
-            return Ok(RopeScaling::None);
-        };
-        let kind = v
-            .get("rope_type")
-            .or_else(|| v.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let num = |key: &str| -> Result<f64, String> {
-            v.get(key)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| format!("rope scaling `{kind}` needs `{key}`"))
-        };
-        match kind {
-            "default" => Ok(RopeScaling::None),
-            "linear" => Ok(RopeScaling::Linear {
-                factor: num("factor")?,
-            }),
-            "dynamic" => Ok(RopeScaling::Dynamic {
-                factor: num("factor")?,
-                max_positions,
-            }),
-            "llama3" => Ok(RopeScaling::Llama3 {
-                factor: num("factor")?,
-                low_freq_factor: num("low_freq_factor")?,
-                high_freq_factor: num("high_freq_factor")?,
-                original_max_positions: num("original_max_position_embeddings")? as usize,
-            }),
-            other => Err(format!(
-                "rope scaling type `{other}` is not supported (default, linear, dynamic, llama3)"
-            )),
-        }
-    }
-}
+pub use ft_io::rope::RopeScaling;
 
 /// Inverse frequencies `θ^(−2i/d)` after scaling, for a sequence of `seq_len` positions.
 pub fn inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling, seq_len: usize) -> Vec<f64> {
@@ -104,8 +47,69 @@ pub fn inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling, seq_len: usi
                 })
                 .collect()
         }
+        RopeScaling::Yarn {
+            factor,
+            original_max_positions,
+            beta_fast,
+            beta_slow,
+            truncate,
+            ..
+        } => {
+            let (low, high) = yarn_correction_range(
+                *beta_fast,
+                *beta_slow,
+                head_dim,
+                base,
+                *original_max_positions,
+                *truncate,
+            );
+            let high = if low == high { high + 0.001 } else { high };
+            freqs
+                .enumerate()
+                .map(|(i, f)| {
+                    // The share of the extrapolated (unscaled) frequency: 1 below `low`, 0 above
+                    // `high`, a linear ramp between.
+                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    let extrapolation = 1.0 - ramp;
+                    (f / factor) * (1.0 - extrapolation) + f * extrapolation
+                })
+                .collect()
+        }
+        RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            original_max_positions,
+            ..
+        } => {
+            let factors = if seq_len > *original_max_positions {
+                long_factor
+            } else {
+                short_factor
+            };
+            freqs.zip(factors).map(|(f, d)| f / d).collect()
+        }
         _ => freqs.collect(),
     }
+}
+
+/// YaRN's dimensions where the ramp from extrapolation to interpolation starts and ends.
+fn yarn_correction_range(
+    beta_fast: f64,
+    beta_slow: f64,
+    head_dim: usize,
+    base: f64,
+    original: usize,
+    truncate: bool,
+) -> (f64, f64) {
+    let dim = head_dim as f64;
+    let correction_dim = |rotations: f64| {
+        dim * (original as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
+    };
+    let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+    if truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    (low.max(0.0), high.min(dim - 1.0))
 }
 
 /// `cos` and `sin` tables `[positions, head_dim]` (`cat(freqs, freqs)` layout).
@@ -117,6 +121,8 @@ pub fn tables<B: Backend>(
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let inv = inv_freq(head_dim, theta, scaling, positions);
+    // YaRN and LongRoPE scale cos and sin (transformers: `emb.cos() * attention_scaling`, f32).
+    let attention = scaling.attention_factor() as f32;
     let half = head_dim / 2;
     let mut cos = Vec::with_capacity(positions * head_dim);
     let mut sin = Vec::with_capacity(positions * head_dim);
@@ -126,8 +132,8 @@ pub fn tables<B: Backend>(
             for f in &inv[..half] {
                 // transformers computes freqs in f32: position (f32) × inv_freq (f32).
                 let angle = (p as f32) * (*f as f32);
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos.push(angle.cos() * attention);
+                sin.push(angle.sin() * attention);
             }
         }
     }

@@ -87,6 +87,16 @@ fn llama_rope_dynamic_ntk_beyond_max_positions_matches_transformers() {
 }
 
 #[test]
+fn llama_rope_yarn_matches_transformers() {
+    check_family("llama-rope-yarn");
+}
+
+#[test]
+fn llama_rope_longrope_short_then_long_factors_match_transformers() {
+    check_family("llama-rope-longrope");
+}
+
+#[test]
 fn qwen2_with_biases_and_tied_embeddings_matches_transformers() {
     check_family("qwen2");
 }
