@@ -305,14 +305,16 @@ pub fn load_weights_as<B: Backend>(
         });
     }
     let device = model.embed.device();
-    // A progress bar for large checkpoints (hidden when stderr is not a terminal).
-    let progress = indicatif::ProgressBar::new(expected.len() as u64);
-    if expected.len() < 100 {
-        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    progress.set_message("loading weights");
-    for (name, shape) in &expected {
-        progress.inc(1);
+    // Progress goes to `tracing` (the binaries show it): every quarter of a large checkpoint.
+    let quarter = (expected.len() / 4).max(1);
+    for (k, (name, shape)) in expected.iter().enumerate() {
+        if expected.len() >= 100 && k > 0 && k % quarter == 0 {
+            tracing::info!(
+                "loading weights of {}: {k} of {} tensors",
+                source.origin().display(),
+                expected.len()
+            );
+        }
         let found = source.shape(name).unwrap_or_default();
         if &found != shape {
             return Err(ModelError::Shape {
