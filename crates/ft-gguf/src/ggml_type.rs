@@ -2,7 +2,7 @@
 
 /// A ggml tensor type, with the block geometry needed to size its data.
 ///
-/// Types this crate can size but not dequantise (e.g. `IQ2_XS`) still load, so a file opens and
+/// Types this crate can size but not dequantise (e.g. `Q8_1`) still load, so a file opens and
 /// lists them; [`GgmlType::can_dequantize`] says which ones [`crate::dequantize`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, missing_docs)]
