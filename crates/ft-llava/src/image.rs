@@ -129,13 +129,44 @@ impl ImageProcessor {
     }
 
     /// Pixel values `[3, height, width]` of a decoded picture, padded to a square first when
-    /// `pad` (XTuner's stage 2 and chat).
-    pub fn prepare(&self, image: &RgbImage, pad: bool) -> (Vec<f32>, [usize; 3]) {
-        if pad {
+    /// `pad` (XTuner's stage 2 and chat). A picture so elongated that its padded square or its
+    /// resized form would pass 192 MiB is an error (a 1 × 30,000 strip pads to 2.7 GB).
+    pub fn prepare(&self, image: &RgbImage, pad: bool) -> Result<(Vec<f32>, [usize; 3])> {
+        self.check_working_size(image.width(), image.height(), pad)?;
+        Ok(if pad {
             self.pixel_values(&pad_to_square(image, self.fill_colour()))
         } else {
             self.pixel_values(image)
+        })
+    }
+
+    /// The padded square and the resized picture of a `width` × `height` one stay within
+    /// [`MAX_DECODED_BYTES`].
+    fn check_working_size(&self, width: u32, height: u32, pad: bool) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(LlavaError::Input(format!("a {width}×{height} picture is empty")));
         }
+        let (w, h) = match pad {
+            true => (width.max(height), width.max(height)),
+            false => (width, height),
+        };
+        let bytes = |w: u32, h: u32| u64::from(w) * u64::from(h) * 3;
+        let resized = self.shortest_edge.map_or(0, |edge| {
+            let (rw, rh) = resized_size(w, h, edge);
+            bytes(rw, rh)
+        });
+        if bytes(w, h).max(resized) > MAX_DECODED_BYTES {
+            return Err(LlavaError::Input(format!(
+                "a {width}×{height} picture is too elongated: {} would take over {} MB",
+                if pad {
+                    "its padded square"
+                } else {
+                    "its resized form"
+                },
+                MAX_DECODED_BYTES / 1_000_000
+            )));
+        }
+        Ok(())
     }
 
     /// Pixel values `[3, height, width]` (row-major, CHW) of a decoded picture.
@@ -234,6 +265,10 @@ pub fn rgb_from_bytes(bytes: &[u8], origin: &Path) -> Result<RgbImage> {
     decode_rgb(std::io::Cursor::new(bytes), origin)
 }
 
+/// The largest decoded picture, padded square or resized picture handled (192 MiB: an 8K
+/// RGBA photo is 133 MB); processing holds a few such buffers at once.
+const MAX_DECODED_BYTES: u64 = 192 * 1024 * 1024;
+
 fn decode_rgb(reader: impl std::io::BufRead + std::io::Seek, origin: &Path) -> Result<RgbImage> {
     let bad = |message: String| LlavaError::Image {
         path: origin.to_path_buf(),
@@ -243,6 +278,16 @@ fn decode_rgb(reader: impl std::io::BufRead + std::io::Seek, origin: &Path) -> R
         .with_guessed_format()
         .map_err(|e| LlavaError::io(origin, e))?;
     let mut decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
+    // The decoded size comes from the header: a damaged or hostile one must not make us
+    // allocate gigabytes (image's own limit is not applied on this path).
+    if decoder.total_bytes() > MAX_DECODED_BYTES {
+        let (width, height) = decoder.dimensions();
+        return Err(bad(format!(
+            "{width}×{height} pixels would take {} MB decoded; at most {} MB are read",
+            decoder.total_bytes() / 1_000_000,
+            MAX_DECODED_BYTES / 1_000_000
+        )));
+    }
     let orientation = decoder.orientation().map_err(|e| bad(e.to_string()))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
     image.apply_orientation(orientation);
@@ -266,7 +311,12 @@ pub fn check_picture(path: &Path) -> Result<()> {
 /// A picture file as the vision tower takes it: decoded, padded to a square (when `pad`) and
 /// processed; `[3, height, width]`.
 pub fn load_pixels(path: &Path, processor: &ImageProcessor, pad: bool) -> Result<(Vec<f32>, [usize; 3])> {
-    Ok(processor.prepare(&load_rgb(path)?, pad))
+    processor
+        .prepare(&load_rgb(path)?, pad)
+        .map_err(|e| LlavaError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -278,6 +328,17 @@ mod tests {
         assert_eq!(resized_size(23, 17, 16), (21, 16));
         assert_eq!(resized_size(19, 30, 16), (16, 25));
         assert_eq!(resized_size(500, 375, 336), (448, 336));
+    }
+
+    #[test]
+    fn a_picture_too_elongated_to_pad_or_resize_is_an_error() {
+        let strip = RgbImage::from_pixel(1, 30_000, image::Rgb([9, 9, 9]));
+        let processor = ImageProcessor::clip(336);
+        for pad in [true, false] {
+            let err = processor.prepare(&strip, pad).unwrap_err().to_string();
+            assert!(err.contains("1×30000") && err.contains("elongated"), "{err}");
+        }
+        assert!(processor.prepare(&RgbImage::new(40, 30), true).is_ok());
     }
 
     #[test]

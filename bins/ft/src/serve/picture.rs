@@ -34,7 +34,9 @@ pub fn image_prompt(
     let origin = std::path::Path::new("image_url");
     let decoded = ft_llava::rgb_from_bytes(&bytes, origin)
         .map_err(|e| ApiError::invalid(format!("the picture cannot be decoded: {e}"), Some(&image.param)))?;
-    let (pixels, shape) = processor.prepare(&decoded, true);
+    let (pixels, shape) = processor
+        .prepare(&decoded, true)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some(&image.param)))?;
     let (ids, picture) = widen_placeholder(&ids, pixels, shape, rows)
         .map_err(|message| ApiError::invalid(message, Some("messages")))?;
     Ok(Prompt {

@@ -242,10 +242,23 @@ fn family_from_class(class: &str) -> TokenizerFamily {
 }
 
 fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
-    tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+    let bad = |message: String| DataError::Tokenizer {
         path: path.to_path_buf(),
-        message: format!("cannot load tokenizer.json: {e}"),
-    })
+        message: format!("cannot load tokenizer.json: {message}"),
+    };
+    // The `tokenizers` crate panics on some malformed files (e.g. a decoder object whose keys
+    // are not strings: `decoders/mod.rs` unwraps); that is bad input, reported as such.
+    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path)) {
+        Ok(loaded) => loaded.map_err(|e| bad(e.to_string())),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "malformed".into());
+            Err(bad(what))
+        }
+    }
 }
 
 /// The `legacy` flag, `added_tokens_decoder` and special-token strings become added tokens.

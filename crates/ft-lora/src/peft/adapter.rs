@@ -28,8 +28,8 @@ impl Adapter {
                 dir: dir.to_path_buf(),
             });
         }
-        let weights = AdapterWeights::read(&weights_path)?;
-        weights.validate(&config)?;
+        let weights = AdapterWeights::read(&weights_path).map_err(|e| e.within(&weights_path))?;
+        weights.validate(&config).map_err(|e| e.within(dir))?;
         let ft_meta = FtAdapterMeta::read(dir)?;
         Ok(Self {
             config,

@@ -91,6 +91,31 @@ pub enum PeftError {
     /// An adapted module the model does not have, or whose size differs.
     #[error("tensor `{key}`: {message}")]
     ModelMismatch { key: String, message: String },
+    /// One of the errors above, in the file or folder it was found in.
+    #[error("{path}: {source}")]
+    In {
+        path: PathBuf,
+        #[source]
+        source: Box<PeftError>,
+    },
+}
+
+impl PeftError {
+    /// The error, naming `path` when it does not name a file already.
+    pub fn within(self, path: &std::path::Path) -> Self {
+        match self {
+            PeftError::MissingTensor { .. }
+            | PeftError::UnsupportedDtype { .. }
+            | PeftError::BadShape { .. }
+            | PeftError::NotFinite { .. }
+            | PeftError::NotTargeted { .. }
+            | PeftError::ModelMismatch { .. } => PeftError::In {
+                path: path.to_path_buf(),
+                source: Box::new(self),
+            },
+            named => named,
+        }
+    }
 }
 
 /// `Result` with [`PeftError`].
