@@ -3,7 +3,7 @@
 //! files; AdamW with weight decay, global-norm clipping, the cosine schedule. The checkpoint
 //! after each step holds torch's tensors, under PEFT's and XTuner's keys.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -19,11 +19,10 @@ use ft_train::llava::LlavaTraining;
 use ft_train::trainer::{NoHooks, TrainSetup, train};
 use safetensors::SafeTensors;
 
-type A = Autodiff<Flex>;
+mod common;
+use common::{f32s, fixtures};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+type A = Autodiff<Flex>;
 
 #[derive(serde::Deserialize)]
 struct Batch {
@@ -35,15 +34,6 @@ struct Sample {
     input_ids: Vec<i32>,
     labels: Vec<i32>,
     image: Option<String>,
-}
-
-fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
-    st.tensor(key)
-        .unwrap_or_else(|e| panic!("{key}: {e}"))
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 /// The stage-2 LLaVA of `fixtures/llava/step/`, set up to train for two steps into `dir/out`.

@@ -2,7 +2,7 @@
 //! global-norm clipping active, torch.optim.AdamW with weight decay — for a PEFT LoRA adapter
 //! and for full fine-tuning.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -17,11 +17,10 @@ use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup, train};
 use safetensors::SafeTensors;
 
-type A = Autodiff<Flex>;
+mod common;
+use common::{f32s, fixtures};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+type A = Autodiff<Flex>;
 
 fn row(ids: &[i32], labels: &[i32]) -> PackedRow {
     PackedRow {
@@ -81,15 +80,6 @@ fn one_step(model: &str, lora: bool) -> (tempfile::TempDir, TrainOutcome) {
     };
     let out = train(setup, &mut NoHooks).unwrap();
     (dir, out)
-}
-
-fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
-    st.tensor(key)
-        .unwrap_or_else(|e| panic!("{key}: {e}"))
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 fn check_loss_and_norm(dir: &Path, out: &TrainOutcome, golden: &SafeTensors) {
