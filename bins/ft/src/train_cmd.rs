@@ -296,18 +296,20 @@ fn check_pictures(
             Err(e) => Err(e.context(format!("the picture of {}", sample.origin))),
         }
     };
-    let mut keep = Vec::with_capacity(prepared.train.len());
-    for &i in &prepared.train {
-        keep.push(readable(&prepared.samples[i])?);
-    }
-    let mut kept = keep.iter();
-    prepared
-        .rows
-        .retain(|_| *kept.next().expect("invariant: one row per training sample"));
-    let mut kept = keep.iter();
-    prepared
+    let keep: Vec<bool> = prepared
         .train
-        .retain(|_| *kept.next().expect("invariant: one row per training sample"));
+        .iter()
+        .map(|&i| readable(&prepared.samples[i]))
+        .collect::<anyhow::Result<_>>()?;
+    let rows = std::mem::take(&mut prepared.rows);
+    let train = std::mem::take(&mut prepared.train);
+    (prepared.rows, prepared.train) = rows
+        .into_iter()
+        .zip(train)
+        .zip(&keep)
+        .filter_map(|(pair, &kept)| kept.then_some(pair))
+        .unzip();
+    prepared.stats.rows = prepared.rows.len();
     let mut eval = Vec::with_capacity(prepared.eval.len());
     for &i in &prepared.eval {
         if readable(&prepared.samples[i])? {

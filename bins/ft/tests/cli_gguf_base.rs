@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ft, repo, run_ok, stderr, stdout};
+use common::{ft, read_json, repo, run_ok, stderr, stdout};
 use serde_json::Value;
 
 fn tensors(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -53,11 +53,8 @@ fn convert_hf_writes_gguf_pys_tensors_config_and_tokenizer() {
         assert!(worst < 1e-6, "{name}: max |Δ| {worst} against gguf-py");
     }
 
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo("fixtures/gguf/tiny_llama.json")).unwrap())
-            .unwrap();
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let expected: Value = read_json(&repo("fixtures/gguf/tiny_llama.json"));
+    let config: Value = read_json(&out.join("config.json"));
     for key in [
         "hidden_size",
         "num_hidden_layers",
@@ -78,8 +75,7 @@ fn convert_hf_writes_gguf_pys_tensors_config_and_tokenizer() {
         assert_eq!(got, ids, "{}", case["text"]);
     }
     assert!(tokenizer.chat_template().is_some(), "the chat template travels");
-    let generation: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("generation_config.json")).unwrap()).unwrap();
+    let generation: Value = read_json(&out.join("generation_config.json"));
     assert_eq!(generation["eos_token_id"], config["eos_token_id"]);
 
     // An existing OUT is kept unless --force; --dtype casts once.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ft, repo, run_ok, stderr, stdout};
+use common::{ft, read_json, repo, run_ok, stderr, stdout};
 use serde_json::Value;
 
 fn eval_args() -> Vec<String> {
@@ -273,10 +273,7 @@ fn stage_two_trains_lora_and_the_projector_into_xtuners_layout() {
     }
     let loss = losses(&dir.path().join("stage2/metrics.jsonl"));
     assert!(loss[5] < loss[0], "{loss:?}");
-    let peft: Value = serde_json::from_str(
-        &std::fs::read_to_string(final_dir.join("llm_adapter/adapter_config.json")).unwrap(),
-    )
-    .unwrap();
+    let peft: Value = read_json(&final_dir.join("llm_adapter/adapter_config.json"));
     assert_eq!(peft["peft_type"], "LORA");
     let trained = std::fs::read(final_dir.join("projector/model.safetensors")).unwrap();
     assert_ne!(
@@ -327,10 +324,7 @@ fn lora_on_clip_trains_into_visual_encoder_adapter_and_resumes_exactly() {
         stderr(&out)
     );
     let final_dir = dir.path().join("clip-lora/final");
-    let peft: Value = serde_json::from_str(
-        &std::fs::read_to_string(final_dir.join("visual_encoder_adapter/adapter_config.json")).unwrap(),
-    )
-    .unwrap();
+    let peft: Value = read_json(&final_dir.join("visual_encoder_adapter/adapter_config.json"));
     assert_eq!(peft["peft_type"], "LORA");
     let mut targets: Vec<&str> = peft["target_modules"]
         .as_array()
@@ -501,10 +495,7 @@ fn an_nf4_clip_trains_its_adapter_and_merges_on_its_round_trip() {
         stderr(&out)
     );
     let final_dir = dir.path().join("nf4-clip/final");
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(final_dir.join("visual_encoder_adapter/ft_adapter.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: Value = read_json(&final_dir.join("visual_encoder_adapter/ft_adapter.json"));
     assert_eq!(meta["quantization"], "nf4", "{meta}");
     let loss = losses(&dir.path().join("nf4-clip/metrics.jsonl"));
     assert!(loss[5] < loss[0], "{loss:?}");
@@ -604,9 +595,7 @@ fn llava_runs_answer_about_eval_images_and_hold_out_samples_with_their_pictures(
     // (the hook's sampling at temperature 0.1 picks the top token on this model).
     let answers = std::fs::read_to_string(out.join("eval_outputs_step_0.txt")).unwrap();
     assert!(answers.contains("wide_rgb.png"), "{answers}");
-    let chat: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo("fixtures/llava/llava_chat.json")).unwrap())
-            .unwrap();
+    let chat: Value = read_json(&repo("fixtures/llava/llava_chat.json"));
     assert!(
         answers.contains(&format!("→ {}", chat["text"].as_str().unwrap())),
         "{answers}"
@@ -708,9 +697,7 @@ fn sha256(path: &std::path::Path) -> String {
 
 #[test]
 fn the_llava_export_is_the_folder_transformers_read_with_fts_logits() {
-    let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo("fixtures/llava/export_golden.json")).unwrap())
-            .unwrap();
+    let golden: Value = read_json(&repo("fixtures/llava/export_golden.json"));
     assert!(golden["max_abs_logit_diff"].as_f64().unwrap() < 1e-4, "{golden}");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hf");
@@ -738,8 +725,7 @@ fn the_llava_export_is_the_folder_transformers_read_with_fts_logits() {
         golden["model_safetensors_sha256"].as_str().unwrap(),
         "ft writes the bytes transformers was checked on (fixtures/gen_llava_export.py)"
     );
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: Value = read_json(&out.join("config.json"));
     assert_eq!(config["architectures"][0], "LlavaForConditionalGeneration");
     assert_eq!(config["image_token_index"], golden["image_token_index"]);
     assert_eq!(

@@ -3,7 +3,7 @@
 //! must stop before step 1.
 
 mod common;
-use common::{assistant_config, ft, repo, run_ok, stderr, stdout};
+use common::{assistant_config, ft, read_json, repo, run_ok, stderr, stdout};
 
 use std::path::{Path, PathBuf};
 
@@ -46,10 +46,6 @@ fn merge_f32(base: &Path, adapter: &Path, out: &Path) {
             .arg(out)
             .args(["--dtype", "f32"]),
     );
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]

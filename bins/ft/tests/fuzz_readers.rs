@@ -37,8 +37,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() > REFUSED_BYTES {
             let message = b"fuzz: an allocation over 1 GiB was refused (see the case printed last)\n";
-            // SAFETY: writing a static buffer to stderr; no allocation.
-            unsafe { libc_write(message) };
+            report_refusal(message);
             return std::ptr::null_mut();
         }
         // SAFETY: same layout as asked.
@@ -57,9 +56,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-unsafe fn libc_write(bytes: &[u8]) {
+/// Writes to stderr from inside the allocator (unbuffered: nothing is allocated).
+fn report_refusal(message: &[u8]) {
     use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(bytes);
+    let _ = std::io::stderr().write_all(message);
 }
 
 #[global_allocator]

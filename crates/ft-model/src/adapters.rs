@@ -105,6 +105,7 @@ pub fn attach_peft_adapter<B: Backend>(
     adapter: &Adapter,
 ) -> Result<Vec<String>> {
     let device = model.embed.device();
+    // Checked before freezing, so a misfit leaves the model as it was.
     adapter
         .weights
         .check_against_model(&linear_shapes(model, config))?;

@@ -82,11 +82,6 @@ impl<B: TrainBackend> LlavaTraining<B> {
     /// `[patches, llm_hidden]` rows of one picture; CLIP runs without a graph unless it has
     /// adapters.
     fn picture_rows(&self, picture: &str) -> Result<Tensor<B, 2>> {
-        if self.picture_reader.folder.is_none() && !Path::new(picture).is_absolute() {
-            return Err(TrainError::Training(format!(
-                "a sample has the picture `{picture}`; set `[data] image_folder`"
-            )));
-        }
         let device = self.vision.clip.class_embedding.device();
         let rows = match self.visual_lora {
             Some(_) => self

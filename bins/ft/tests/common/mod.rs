@@ -34,6 +34,11 @@ pub fn assistant_config(dir: &Path, data: &Path, out: &Path, edit: impl Fn(Strin
     path
 }
 
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Runs `cmd`, failing the test with its stderr when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
