@@ -2,6 +2,10 @@
 //! tokenize → labels (`prepare`, packing off), single thread. `xtuner_encode.py` beside this file
 //! times XTuner's Python `encode_fn` on the same file for comparison.
 //!
+//! A second group times long pretraining texts cut to `max_length` 2048, where only the kept head
+//! goes through the tokenizer's model. For whole-corpus throughput beside Python `tokenizers`, see
+//! `benches/bench_tokenize.py` at the repository root.
+//!
 //! Run: `cargo bench -p ft-data --bench encode` (set `FT_BENCH_SAMPLES` for another size).
 
 use std::io::Write;
@@ -56,5 +60,56 @@ fn bench_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_encode);
+/// `n` texts of 1,500–6,000 words, far longer than 2048 tokens of the tiny tokenizer.
+fn write_long_texts(path: &Path, n: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("bench file"));
+    let words = [
+        "river",
+        "stone,",
+        "light",
+        "mountain.",
+        "42",
+        "north",
+        "Quiet",
+        "harbour",
+        "wind;",
+        "über",
+    ];
+    for i in 0..n {
+        let text: Vec<&str> = (0..1500 + (i * 977) % 4500)
+            .map(|j| words[(i + j * 7) % words.len()])
+            .collect();
+        writeln!(f, "{}", serde_json::json!({ "text": text.join(" ") })).expect("bench file");
+    }
+}
+
+fn bench_long_texts(c: &mut Criterion) {
+    let n = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("text.jsonl");
+    write_long_texts(&file, n);
+    let bytes = std::fs::metadata(&file).expect("bench file").len();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let tokenizer = FtTokenizer::from_dir(fixtures.join("tiny-base")).expect("fixture tokenizer");
+    let mut config = DataConfig::new(vec![file]);
+    config.format = Some("text".into());
+    config.max_length = 2048;
+    config.pack = false;
+    let template = resolve_template(&config, &tokenizer).expect("template");
+
+    let mut group = c.benchmark_group("encode");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(format!("text_{n}_long_max_length_2048"), |b| {
+        b.iter(|| {
+            prepare(&config, &tokenizer, &template)
+                .expect("prepare")
+                .stats
+                .tokens
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_long_texts);
 criterion_main!(benches);

@@ -72,13 +72,18 @@ pub fn conversation_segments(
 }
 
 /// Token ids and labels of `segments`, truncated (head kept) to `max_length`.
+///
+/// Text past `max_length + 1` ids (one more tells whether the sample was cut) is not run
+/// through the tokenizer's model: [`FtTokenizer::encode_head`] gives the same ids.
 pub fn encode_segments(
     segments: &[Segment],
     tokenizer: &FtTokenizer,
     max_length: usize,
 ) -> Result<EncodedSample> {
+    let limit = max_length.saturating_add(1);
     let mut sample = EncodedSample::default();
     for (i, segment) in segments.iter().enumerate() {
+        let room = limit.saturating_sub(sample.len());
         match segment {
             Segment::Bos => {
                 let next_text = segments.get(i + 1).and_then(segment_text).unwrap_or("");
@@ -87,12 +92,12 @@ pub fn encode_segments(
                 }
             }
             Segment::Prompt(text) | Segment::Sep(text) => {
-                for id in tokenizer.encode(text)? {
+                for id in tokenizer.encode_head(text, room)? {
                     sample.push(id as i32, IGNORE_INDEX);
                 }
             }
             Segment::Answer { text, loss } => {
-                for id in tokenizer.encode(text)? {
+                for id in tokenizer.encode_head(text, room)? {
                     let id = id as i32;
                     sample.push(id, if *loss { id } else { IGNORE_INDEX });
                 }

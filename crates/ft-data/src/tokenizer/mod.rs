@@ -7,6 +7,7 @@
 //! `config.json` ids.
 
 pub mod config;
+mod head;
 pub mod sentencepiece;
 
 use std::path::{Path, PathBuf};
@@ -149,14 +150,7 @@ impl FtTokenizer {
 
     /// Token ids of `text`, with no special tokens added (special-token strings map to their ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        if text.is_empty() {
-            return Ok(Vec::new());
-        }
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| DataError::Encode(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
+        self.encode_head(text, usize::MAX)
     }
 
     /// Text of `ids`; `skip_special` drops special tokens.
@@ -249,7 +243,16 @@ fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
     // The `tokenizers` crate panics on some malformed files (e.g. a decoder object whose keys
     // are not strings: `decoders/mod.rs` unwraps); that is bad input, reported as such.
     match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path)) {
-        Ok(loaded) => loaded.map_err(|e| bad(e.to_string())),
+        // transformers encodes with neither the file's truncation nor its padding
+        // (`set_truncation_and_padding` turns both off unless a call asks for them).
+        Ok(Ok(mut loaded)) => {
+            loaded
+                .with_truncation(None)
+                .map_err(|e| bad(e.to_string()))?
+                .with_padding(None);
+            Ok(loaded)
+        }
+        Ok(Err(e)) => Err(bad(e.to_string())),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
