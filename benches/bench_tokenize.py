@@ -1,16 +1,18 @@
 """Tokenisation throughput: a synthetic text corpus, and Python `tokenizers`' `encode_batch` on it.
 
 Write a corpus (JSON Lines, `{"text": ...}`, 300-1,500 words per record, Zipf-distributed
-pseudo-words with numbers, punctuation and paragraphs; the same seed gives the same bytes):
+pseudo-words with numbers, punctuation and paragraphs; the same seed gives the same bytes), and
+beside it `corpus.toml`, a config that tokenises it for the bundled tiny model (`format = "text"`,
+`max_length` 2048, packed):
 
-    python benches/bench_tokenize.py write corpus.jsonl --mb 50
+    python benches/bench_tokenize.py write /tmp/corpus.jsonl --mb 50
+    cargo run -q --release -p ft -- data prepare /tmp/corpus.toml --force   # prints MB/s
 
 Time the Python `tokenizers` library on the same file and tokenizer (encoding only, as
 `ft data prepare` reports its MB/s over the file's bytes):
 
     python benches/bench_tokenize.py time corpus.jsonl --tokenizer fixtures/tiny-base --threads 2
 
-Compare with `ft data prepare CONFIG` (`format = "text"`) on the same file; its summary prints MB/s.
 """
 
 import argparse
@@ -19,6 +21,7 @@ import os
 import random
 import sys
 import time
+from pathlib import Path
 
 SYLLABLES = [
     "ka", "lo", "re", "mi", "tan", "ber", "so", "ul", "qua", "ne", "dor", "vi", "el", "sha",
@@ -67,7 +70,27 @@ def write(path, megabytes, seed):
             line = json.dumps({"text": record_text(rng, words, weights)}, ensure_ascii=False) + "\n"
             f.write(line)
             written += len(line.encode("utf-8"))
-    print(f"wrote {path}: {written / 1e6:.1f} MB")
+    config = Path(path).with_suffix(".toml")
+    model = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-base"
+    config.write_text(
+        f"""[model]
+path = "{model}"
+dtype = "f32"
+
+[data]
+files = ["{Path(path).name}"]
+format = "text"
+max_length = 2048
+pack = true
+
+[train]
+output_dir = "{Path(path).with_suffix("")}-run"
+max_steps = 10
+batch_size = 1
+lr = 1e-4
+"""
+    )
+    print(f"wrote {path}: {written / 1e6:.1f} MB, and {config}")
 
 
 def time_encode(path, tokenizer_dir, threads, batch):
