@@ -75,7 +75,7 @@ pub enum ExportError {
     Adapter {
         dir: PathBuf,
         #[source]
-        source: ft_lora::peft::PeftError,
+        source: ft_io::peft::PeftError,
     },
     /// The adapter adapts a module whose weight the base does not have.
     #[error(
@@ -109,7 +109,7 @@ pub enum ExportError {
     Nf4 {
         name: String,
         #[source]
-        source: ft_lora::nf4::Nf4Error,
+        source: ft_io::nf4::Nf4Error,
     },
 }
 

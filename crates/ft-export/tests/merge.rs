@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ft_export::merge::{BaseQuantization, MergeOptions, merge, nf4_round_trip};
 use ft_export::{Dtype, ExportError, Overwrite, decode_to_f32, parse_size};
-use ft_lora::peft::{Adapter, AdapterDtype, PeftError};
+use ft_io::peft::{Adapter, AdapterDtype, PeftError};
 use safetensors::SafeTensors;
 use serde_json::{Value, json};
 

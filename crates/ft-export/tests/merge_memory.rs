@@ -11,7 +11,7 @@ use std::path::Path;
 use ft_export::merge::{MergeOptions, merge};
 use ft_export::safetensors_io::{TensorEntry, encode_header, pt_metadata};
 use ft_export::{Dtype, ExportSummary};
-use ft_lora::peft::{
+use ft_io::peft::{
     Adapter, AdapterConfig, AdapterDtype, AdapterWeights, LoraMatrix, LoraPair, TargetModules,
 };
 

@@ -22,13 +22,22 @@
 //! assert!(out.join("trainer_state.json").is_file());
 //! ```
 //!
-//! It also holds the one reading of `config.json`'s RoPE scaling ([`rope::RopeScaling`]) that
-//! the model, the GGUF exporter and the GGUF importer share.
+//! It also holds the file formats every other crate shares, in plain Rust:
+//! - the one reading of `config.json`'s RoPE scaling ([`rope::RopeScaling`]) that the model, the
+//!   GGUF exporter and the GGUF importer share;
+//! - the NF4 4-bit codec of bitsandbytes ([`nf4`]), which `ft-lora` wraps in a Burn module;
+//! - PEFT LoRA adapter folders ([`peft`]): `adapter_config.json`, `adapter_model.safetensors`.
 //!
-//! This crate has no Burn dependency.
+//! Errors: file operations fail with [`IoError`]; each format module keeps its own `thiserror`
+//! enum with what it checks ([`nf4::Nf4Error`], [`peft::PeftError`], which converts from
+//! [`IoError`]).
+//!
+//! This crate has no Burn dependency, and depends on no other `ft` crate.
 
 pub mod atomic;
 pub mod error;
+pub mod nf4;
+pub mod peft;
 pub mod rope;
 pub mod staging;
 

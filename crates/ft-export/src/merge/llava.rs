@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use ft_lora::linears::encoder_layer_name;
-use ft_lora::peft::Adapter;
+use ft_io::peft::encoder_layer_name;
+use ft_io::peft::Adapter;
 use serde_json::{Map, Value, json};
 
 use super::base_folder::{BaseFolder, read_json_object};

@@ -30,7 +30,7 @@ mod side_files;
 
 use std::path::Path;
 
-use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
+use ft_io::peft::{Adapter, PEFT_KEY_PREFIX};
 
 pub use base_folder::read_json_object;
 pub use delta::add_lora_delta;

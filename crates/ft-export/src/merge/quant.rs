@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use ft_lora::nf4::Nf4Tensor;
-use ft_lora::peft::FT_ADAPTER_FILE;
+use ft_io::nf4::Nf4Tensor;
+use ft_io::peft::FT_ADAPTER_FILE;
 use serde_json::Value;
 
 use crate::error::io_err;
