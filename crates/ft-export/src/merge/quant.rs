@@ -47,7 +47,7 @@ fn recorded_quantization(adapter_dir: &Path) -> Result<Option<bool>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("reading", &path)(e)),
     };
-    let json: Value = serde_json::from_str(&text).map_err(|e| ExportError::Json {
+    let json: Value = serde_json::from_str(&text).map_err(|e| ft_io::IoError::Json {
         path: path.clone(),
         message: e.to_string(),
     })?;

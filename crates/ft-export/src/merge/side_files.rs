@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::base_folder::read_json_object;
-use crate::dtype::torch_dtype_name;
+use ft_io::dtype::torch_dtype_name;
+use ft_io::json::read_json_object;
 use crate::error::io_err;
 use crate::{Dtype, Result};
 

@@ -118,21 +118,6 @@ impl PeftError {
     }
 }
 
-impl From<crate::IoError> for PeftError {
-    /// The same failure, in this module's words (writing a file never meets an existing output).
-    fn from(e: crate::IoError) -> Self {
-        let message = e.to_string();
-        match e {
-            crate::IoError::Io { path, action, source } => PeftError::Io { action, path, source },
-            crate::IoError::OutputExists { path } => PeftError::Io {
-                action: "writing",
-                path,
-                source: std::io::Error::other(message),
-            },
-        }
-    }
-}
-
 /// `Result` with [`PeftError`].
 pub type Result<T> = std::result::Result<T, PeftError>;
 

@@ -43,5 +43,12 @@ pub use weights::{
 
 /// Writes a whole file atomically (temporary sibling, fsync, rename: [`crate::write_file_atomically`]).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::write_file_atomically(path, bytes).map_err(PeftError::from)
+    crate::write_file_atomically(path, bytes).map_err(|e| match e {
+        crate::IoError::Io { path, action, source } => PeftError::Io { action, path, source },
+        other => PeftError::Io {
+            action: "writing",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
