@@ -3,7 +3,7 @@
 
 use ft_model::KernelBackend;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -203,7 +203,7 @@ impl EvalArgs {
     }
 }
 
-fn write_logits(path: &PathBuf, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> anyhow::Result<()> {
+fn write_logits(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> anyhow::Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::dtype::{Dtype, dtype_from_torch_name, extend_decoded_f32};
+use crate::dtype::{Dtype, extend_decoded_f32};
 use crate::error::{IoError, Result};
+use crate::hf_config::{CONFIG_FILE, HfConfig};
 use crate::json::read_json_object;
 use crate::safetensors::{SafetensorsHeader, TensorEntry, read_header};
 use crate::sharded::{INDEX_FILE_NAME, SINGLE_FILE_NAME};
@@ -67,8 +68,11 @@ pub struct HfFolder {
     pub files: Vec<WeightFile>,
     /// Tensor name → (file index, entry index).
     by_name: HashMap<String, (usize, usize)>,
-    /// `config.json`, when present.
+    /// `config.json`, when present, as it is (kept whole for writers that copy it through; typed
+    /// reads go through [`HfFolder::hf_config`]).
     pub config: Option<Map<String, Value>>,
+    /// The folder.
+    dir: PathBuf,
 }
 
 impl HfFolder {
@@ -127,7 +131,7 @@ impl HfFolder {
                 by_name.insert(entry.name.clone(), (f, e));
             }
         }
-        let config_path = dir.join("config.json");
+        let config_path = dir.join(CONFIG_FILE);
         let config = if config_path.exists() {
             Some(read_json_object(&config_path)?)
         } else {
@@ -137,6 +141,7 @@ impl HfFolder {
             files,
             by_name,
             config,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -146,13 +151,13 @@ impl HfFolder {
         Some(&self.files[f].header.entries[e])
     }
 
-    /// The dtype `config.json` declares (`dtype`, written by transformers 5, or `torch_dtype`),
-    /// when it names a float type.
-    pub fn config_dtype(&self) -> Option<Dtype> {
-        let config = self.config.as_ref()?;
-        ["dtype", "torch_dtype"]
-            .iter()
-            .find_map(|k| config.get(*k)?.as_str().and_then(dtype_from_torch_name))
+    /// `config.json` typed as a decoder LLM's ([`HfConfig`]), when present; an error names the
+    /// file and the key.
+    pub fn hf_config(&self) -> Result<Option<HfConfig>> {
+        self.config
+            .as_ref()
+            .map(|config| HfConfig::from_value(&self.dir.join(CONFIG_FILE), Value::Object(config.clone())))
+            .transpose()
     }
 
     /// The most common float dtype among the tensors (by element count), if any.

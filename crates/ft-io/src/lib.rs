@@ -28,6 +28,8 @@
 //!   sizes parsed like transformers by [`parse_size`]), and model folders opened tensor by tensor
 //!   ([`hf_folder::HfFolder`]);
 //! - safetensors dtypes and the f32 ↔ bf16/f16 casts that match torch bit for bit ([`dtype`]);
+//! - a decoder LLM's `config.json`, typed once ([`hf_config::HfConfig`]) for the model, the GGUF
+//!   exporter and the merge;
 //! - JSON side files ([`json::read_json_object`]);
 //! - the one reading of `config.json`'s RoPE scaling ([`rope::RopeScaling`]) that the model, the
 //!   GGUF exporter and the GGUF importer share;
@@ -43,6 +45,7 @@
 pub mod atomic;
 pub mod dtype;
 pub mod error;
+pub mod hf_config;
 pub mod hf_folder;
 pub mod json;
 pub mod nf4;

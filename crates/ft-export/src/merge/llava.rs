@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::side_files::{copy_tokenizer_files, write_generation_config};
 use super::{
     BaseQuantization, MergeOptions, MergePlan, Payload, check_adapter_against_base, is_clip_nf4_quantised,
-    is_nf4_quantised,
+    is_nf4_quantised, output_dtype,
 };
 use crate::error::io_err;
 use crate::{Dtype, ExportError, ExportSummary, Result, ShardedWriter};
@@ -68,22 +68,16 @@ pub fn merge_llava(
     if let Some(adapter) = &adapter {
         check_adapter_against_base(adapter, &llm)?;
     }
+    // Typed for the reads, kept whole to be copied into the LLaVA's `text_config`.
     let text_config = llm
         .config
         .clone()
         .ok_or_else(|| invalid(llm_dir, "config.json is missing"))?;
-    let vocab = text_config
-        .get("vocab_size")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| invalid(llm_dir, "config.json has no `vocab_size`"))? as usize;
-    let tied = text_config
-        .get("tie_word_embeddings")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let output_dtype = options
-        .dtype
-        .or_else(|| llm.config_dtype())
-        .or_else(|| llm.tensor_dtype());
+    let typed = llm
+        .hf_config()?
+        .expect("invariant: config.json is present (checked above)");
+    let (vocab, tied) = (typed.vocab_size, typed.tie_word_embeddings);
+    let output_dtype = output_dtype(options, &llm)?;
     let mut writer = ShardedWriter::with_overwrite(out_dir, options.max_shard_bytes, options.overwrite)?;
 
     let plan = MergePlan {

@@ -31,8 +31,8 @@ use std::path::Path;
 
 use ft_io::peft::{Adapter, PEFT_KEY_PREFIX};
 
-pub use ft_io::json::read_json_object;
 pub use delta::add_lora_delta;
+pub use ft_io::json::read_json_object;
 pub use llava::{LlavaMergeSummary, merge_llava};
 pub use quant::{BaseQuantization, is_clip_nf4_quantised, is_nf4_quantised, nf4_round_trip};
 pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config, write_generation_config};
@@ -123,10 +123,7 @@ pub fn merge(
         check_adapter_against_base(adapter, &base)?;
     }
     let nf4_base = options.base_quantization.resolve(adapter_dir)?;
-    let output_dtype = options
-        .dtype
-        .or_else(|| base.config_dtype())
-        .or_else(|| base.tensor_dtype());
+    let output_dtype = output_dtype(options, &base)?;
     let scale = adapter.as_ref().map_or(0.0, |a| a.scale() as f32);
 
     let mut writer = ShardedWriter::with_overwrite(out_dir, options.max_shard_bytes, options.overwrite)?;
@@ -244,6 +241,16 @@ impl MergePlan<'_> {
         }
         Ok(merged_tensors)
     }
+}
+
+/// The output dtype: the one asked for, else the one the base's `config.json` declares (typed:
+/// `dtype`, else `torch_dtype`), else the tensors' most common float dtype.
+pub(crate) fn output_dtype(options: &MergeOptions, base: &HfFolder) -> Result<Option<Dtype>> {
+    if options.dtype.is_some() {
+        return Ok(options.dtype);
+    }
+    let declared = base.hf_config()?.and_then(|config| config.storage_dtype());
+    Ok(declared.or_else(|| base.tensor_dtype()))
 }
 
 /// Every adapted module must have a float `<module>.weight` of shape `[out, in]` in the base.
