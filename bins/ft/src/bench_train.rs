@@ -200,8 +200,7 @@ fn bench_config(shape: Shape) -> ModelConfig {
             "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}),
     };
     let hf: ft_model::HfConfig = serde_json::from_value(json).expect("invariant: valid bench config");
-    hf.to_config(Path::new("bench"))
-        .expect("invariant: valid bench config")
+    ft_model::ModelConfig::from_hf(&hf, Path::new("bench")).expect("invariant: valid bench config")
 }
 
 /// Peak resident memory of this process in MB (Linux `VmHWM`).

@@ -3,7 +3,7 @@
 
 use ft_model::KernelBackend;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -203,7 +203,7 @@ impl EvalArgs {
     }
 }
 
-fn write_logits(path: &PathBuf, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> anyhow::Result<()> {
+fn write_logits(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> anyhow::Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
@@ -212,10 +212,8 @@ fn write_logits(path: &PathBuf, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> an
         })
         .collect::<Result<_, _>>()?;
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(metadata), &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let bytes = safetensors::serialize(views, Some(metadata))?;
+    ft_io::write_file_atomically(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::Dtype;
+use ft_io::dtype::Dtype;
 
 /// Everything that can go wrong while exporting.
 #[derive(Debug, thiserror::Error)]
@@ -15,67 +15,16 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
-    /// The output folder exists and overwriting was not asked for.
-    #[error("output {path} already exists; pass force (overwrite) to replace it")]
-    OutputExists { path: PathBuf },
-    /// A size string such as `"2GB"` could not be parsed.
-    #[error(
-        "size `{input}` is not in a valid format: use an integer followed by a unit, e.g. \"2GB\", \"500MB\", \
-         \"20KB\" (decimal), \"5GiB\", \"10MiB\", \"3KiB\" (binary), or a plain byte count"
-    )]
-    InvalidSize { input: String },
-    /// A shard limit of zero bytes.
-    #[error("max shard size must be at least 1 byte")]
-    ZeroShardSize,
-    /// The same tensor name was added twice.
-    #[error("tensor `{name}` was added twice")]
-    DuplicateTensor { name: String },
-    /// A tensor name that safetensors cannot hold.
-    #[error("tensor name `{name}` is invalid: {reason}")]
-    InvalidTensorName { name: String, reason: &'static str },
-    /// The byte length does not match dtype × shape.
-    #[error("tensor `{name}`: {dtype:?} {shape:?} needs {expected} bytes, got {found}")]
-    ByteLength {
-        name: String,
-        dtype: Dtype,
-        shape: Vec<usize>,
-        expected: usize,
-        found: usize,
-    },
-    /// f32 values can only be cast to float dtypes.
-    #[error("tensor `{name}`: cannot cast f32 values to {dtype:?} (float dtypes only: F64, F32, F16, BF16)")]
-    UnsupportedCast { name: String, dtype: Dtype },
-
-    /// A safetensors file that cannot be read as one.
-    #[error("{path}: not a valid safetensors file: {message}")]
-    Safetensors { path: PathBuf, message: String },
-    /// A JSON file (config, index, generation config) that cannot be parsed.
-    #[error("{path}: {message}")]
-    Json { path: PathBuf, message: String },
-    /// The base folder has neither `model.safetensors.index.json` nor `model.safetensors`.
-    #[error(
-        "{dir} has no model.safetensors.index.json or model.safetensors{hint}",
-        hint = if dir.join("pytorch_model.bin").exists() || dir.join("pytorch_model.bin.index.json").exists() {
-            " (it has pytorch_model*.bin torch pickles: re-save the model with safetensors, e.g. \
-             transformers `save_pretrained(..., safe_serialization=True)`)"
-        } else {
-            ""
-        }
-    )]
-    NoWeights { dir: PathBuf },
-    /// The shard index names a tensor that its shard does not hold.
-    #[error("{index}: tensor `{name}` is mapped to {shard}, which does not contain it")]
-    IndexMismatch {
-        index: PathBuf,
-        name: String,
-        shard: String,
-    },
+    /// Reading the base folder or writing the output failed (`ft-io`: safetensors files, shard
+    /// sizes, JSON files, the staging folder).
+    #[error(transparent)]
+    Files(ft_io::IoError),
     /// The adapter folder could not be read.
     #[error("reading the adapter {dir}")]
     Adapter {
         dir: PathBuf,
         #[source]
-        source: ft_lora::peft::PeftError,
+        source: ft_io::peft::PeftError,
     },
     /// The adapter adapts a module whose weight the base does not have.
     #[error(
@@ -109,24 +58,24 @@ pub enum ExportError {
     Nf4 {
         name: String,
         #[source]
-        source: ft_lora::nf4::Nf4Error,
+        source: ft_io::nf4::Nf4Error,
     },
 }
 
 /// `Result` with [`ExportError`].
 pub type Result<T> = std::result::Result<T, ExportError>;
 
-/// Attaches an action and a path to an `io::Error`.
-/// Staging folders and atomic writes (ft-io) report in this crate's terms.
+/// `ft-io`'s errors; a failed file operation reads as this crate's own ([`ExportError::Io`]).
 impl From<ft_io::IoError> for ExportError {
     fn from(e: ft_io::IoError) -> Self {
         match e {
             ft_io::IoError::Io { path, action, source } => ExportError::Io { action, path, source },
-            ft_io::IoError::OutputExists { path } => ExportError::OutputExists { path },
+            other => ExportError::Files(other),
         }
     }
 }
 
+/// Attaches an action and a path to an `io::Error`.
 pub(crate) fn io_err(
     action: &'static str,
     path: impl Into<PathBuf>,

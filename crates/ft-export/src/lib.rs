@@ -1,9 +1,13 @@
 //! # ft-export
 //!
-//! Writing what `ft` produces: safetensors checkpoints in the layout transformers reads
+//! LoRA adapters merged into their base model ([`merge`]), for plain LLMs and LLaVA folders, with
+//! the merged model written as safetensors checkpoints in the layout transformers reads
 //! (`model.safetensors`, or `model-0000k-of-0000N.safetensors` shards plus
-//! `model.safetensors.index.json`), LoRA adapters merged into their base ([`merge`]), f32 → bf16/f16 casts that match torch bit for bit, shard-size
-//! strings parsed like transformers, and output folders that appear only when complete.
+//! `model.safetensors.index.json`) into output folders that appear only when complete.
+//!
+//! The file layer is `ft-io`'s (the sharded writer, f32 → bf16/f16 casts that match torch bit for
+//! bit, shard-size strings parsed like transformers, staging folders); it is re-exported here so
+//! exporters need one import.
 //!
 //! ```
 //! use ft_export::{Dtype, ShardedWriter, parse_size};
@@ -18,18 +22,12 @@
 //! assert!(dir.path().join("merged/model.safetensors.index.json").exists());
 //! ```
 
-mod dtype;
 mod error;
 pub mod merge;
-pub mod safetensors_io;
-mod sharded_writer;
-mod size;
 
-pub use dtype::{
-    BF16_CANONICAL_NAN, Dtype, cast_f32_into, decode_to_f32, dtype_from_torch_name, extend_decoded_f32,
-    f32_to_bf16_bits, f32_to_f16_bits, torch_dtype_name,
-};
 pub use error::{ExportError, Result};
-pub use ft_io::{Overwrite, StagingDir};
-pub use sharded_writer::{ExportSummary, INDEX_FILE_NAME, SINGLE_FILE_NAME, ShardedWriter};
-pub use size::parse_size;
+pub use ft_io::{
+    BF16_CANONICAL_NAN, Dtype, ExportSummary, INDEX_FILE_NAME, Overwrite, SINGLE_FILE_NAME, ShardedWriter,
+    StagingDir, cast_f32_into, decode_to_f32, dtype_from_torch_name, extend_decoded_f32, f32_to_bf16_bits,
+    f32_to_f16_bits, parse_size, torch_dtype_name,
+};

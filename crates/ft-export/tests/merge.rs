@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use ft_export::merge::{BaseQuantization, MergeOptions, merge, nf4_round_trip};
 use ft_export::{Dtype, ExportError, Overwrite, decode_to_f32, parse_size};
-use ft_lora::peft::{Adapter, AdapterDtype, PeftError};
+use ft_io::IoError;
+use ft_io::peft::{Adapter, AdapterDtype, PeftError};
 use safetensors::SafeTensors;
 use serde_json::{Value, json};
 
@@ -559,7 +560,10 @@ fn missing_adapter_config_is_refused() {
 fn base_without_weights_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let err = merge(tmp.path(), None, &tmp.path().join("out"), &opts()).unwrap_err();
-    assert!(matches!(err, ExportError::NoWeights { .. }), "{err:?}");
+    assert!(
+        matches!(err, ExportError::Files(IoError::NoWeights { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -569,7 +573,10 @@ fn existing_output_needs_force() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "old").unwrap();
     let err = merge(&fixture("base-f32"), Some(&fixture("rslora")), &out, &opts()).unwrap_err();
-    assert!(matches!(err, ExportError::OutputExists { .. }), "{err:?}");
+    assert!(
+        matches!(err, ExportError::Files(IoError::OutputExists { .. })),
+        "{err:?}"
+    );
     assert!(out.join("keep.txt").exists(), "untouched");
     let options = MergeOptions {
         overwrite: Overwrite::Replace,
@@ -607,7 +614,10 @@ fn a_merge_failing_midway_leaves_no_output() {
         ..opts()
     };
     let err = merge(&base, None, &tmp.path().join("out"), &options).unwrap_err();
-    assert!(matches!(err, ExportError::DuplicateTensor { .. }), "{err:?}");
+    assert!(
+        matches!(err, ExportError::Files(IoError::DuplicateTensor { .. })),
+        "{err:?}"
+    );
     assert_nothing_written(tmp.path(), &["base"]);
 }
 

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::path::Path;
 
 use ft_export::merge::{MergeOptions, merge};
-use ft_export::safetensors_io::{TensorEntry, encode_header, pt_metadata};
 use ft_export::{Dtype, ExportSummary};
-use ft_lora::peft::{
+use ft_io::peft::{
     Adapter, AdapterConfig, AdapterDtype, AdapterWeights, LoraMatrix, LoraPair, TargetModules,
 };
+use ft_io::safetensors::{TensorEntry, encode_header, pt_metadata};
 
 const SHARDS: usize = 4;
 const PER_SHARD: usize = 4;

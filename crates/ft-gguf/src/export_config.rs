@@ -1,8 +1,11 @@
-//! A Hugging Face `config.json` read for GGUF export: architecture and hyper-parameters, written
-//! as llama.cpp's `{arch}.*` keys (the same keys and types as `convert_hf_to_gguf.py`).
+//! A Hugging Face `config.json` ([`HfConfig`], read by `ft-io`) resolved for GGUF export:
+//! architecture and hyper-parameters, written as llama.cpp's `{arch}.*` keys (the same keys and
+//! types as `convert_hf_to_gguf.py`).
 
 use std::path::Path;
 
+use ft_io::IoError;
+use ft_io::hf_config::{CONFIG_FILE, HfConfig};
 use ft_io::rope::RopeScaling;
 use serde_json::Value;
 
@@ -40,21 +43,26 @@ pub(crate) struct HfHyperParams {
 }
 
 impl HfHyperParams {
-    /// Reads `dir/config.json`.
+    /// Reads `dir/config.json` (the typed [`HfConfig`] of `ft-io`).
     pub fn read(dir: &Path) -> Result<Self> {
-        let file = dir.join("config.json");
-        let text = std::fs::read_to_string(&file).map_err(|source| GgufError::Io {
-            file: file.clone(),
-            source,
+        let file = dir.join(CONFIG_FILE);
+        let config = HfConfig::read_file(&file).map_err(|e| match e {
+            IoError::Io { source, .. } => GgufError::Io {
+                file: file.clone(),
+                source,
+            },
+            other => GgufError::Export {
+                file: file.clone(),
+                what: match other {
+                    IoError::Json { message, .. } => message,
+                    other => other.to_string(),
+                },
+            },
         })?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| GgufError::Export {
-            file: file.clone(),
-            what: format!("invalid JSON: {e}"),
-        })?;
-        Self::from_json(&file, &json)
+        Self::from_config(&file, &config)
     }
 
-    fn from_json(file: &Path, json: &Value) -> Result<Self> {
+    fn from_config(file: &Path, config: &HfConfig) -> Result<Self> {
         let err = |what: String| GgufError::Export {
             file: file.to_path_buf(),
             what,
@@ -63,17 +71,16 @@ impl HfHyperParams {
             let names: Vec<&str> = SUPPORTED_ARCHITECTURES.iter().map(|(hf, _)| *hf).collect();
             names.join(", ")
         };
-        let hf_architecture = json
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(Value::as_str)
+        let hf_architecture = config
+            .architectures
+            .first()
             .ok_or_else(|| {
                 err(format!(
                     "key `architectures` is missing (supported: {})",
                     supported()
                 ))
             })?
-            .to_string();
+            .clone();
         let &(_, arch) = SUPPORTED_ARCHITECTURES
             .iter()
             .find(|(hf, _)| *hf == hf_architecture)
@@ -83,47 +90,41 @@ impl HfHyperParams {
                     supported()
                 ))
             })?;
-        let uint = |key: &str| json.get(key).and_then(Value::as_u64);
-        let need =
-            |key: &str| uint(key).ok_or_else(|| err(format!("key `{key}` is missing or not an integer")));
-        let heads = need("num_attention_heads")?;
-        let rope_parameters = json.get("rope_parameters").filter(|v| v.is_object());
-        let rope_theta = json
-            .get("rope_theta")
-            .and_then(Value::as_f64)
+        let heads = config.num_attention_heads as u64;
+        let rope_parameters = config.rope_parameters.as_ref().filter(|v| v.is_object());
+        let rope_theta = config
+            .rope_theta
             .or_else(|| {
                 rope_parameters
                     .and_then(|r| r.get("rope_theta"))
                     .and_then(Value::as_f64)
             })
             .unwrap_or(10000.0);
-        let scaling = json
-            .get("rope_scaling")
+        let scaling = config
+            .rope_scaling
+            .as_ref()
             .filter(|v| v.is_object())
             .or(rope_parameters);
         Ok(Self {
             rope: exportable_rope(RopeScaling::from_json(
                 scaling,
-                uint("max_position_embeddings").unwrap_or(2048) as usize,
-                uint("original_max_position_embeddings").map(|o| o as usize),
+                config.max_positions(),
+                config.original_max_position_embeddings,
             ))
             .map_err(err)?,
             hf_architecture,
             arch,
-            hidden: need("hidden_size")?,
-            intermediate: need("intermediate_size")?,
-            layers: need("num_hidden_layers")?,
+            hidden: config.hidden_size as u64,
+            intermediate: config.intermediate_size as u64,
+            layers: config.num_hidden_layers as u64,
             heads,
-            kv_heads: uint("num_key_value_heads").unwrap_or(heads),
-            head_dim: uint("head_dim"),
-            rms_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            kv_heads: config.num_key_value_heads.map_or(heads, |k| k as u64),
+            head_dim: config.head_dim.map(|d| d as u64),
+            rms_eps: config.rms_norm_eps,
             rope_theta,
-            context: uint("max_position_embeddings"),
-            vocab_size: need("vocab_size")?,
-            tie_word_embeddings: json
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            context: config.max_position_embeddings.map(|c| c as u64),
+            vocab_size: config.vocab_size as u64,
+            tie_word_embeddings: config.tie_word_embeddings,
         })
     }
 

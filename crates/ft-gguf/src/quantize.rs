@@ -16,16 +16,18 @@ pub const Q8_0_BLOCK: usize = 32;
 /// - output: `values.len() / block · bytes_per_block` bytes
 pub fn quantize(ggml_type: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
     match ggml_type {
-        GgmlType::F32 => Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        GgmlType::F16 => Some(
-            values
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
-        ),
+        GgmlType::F32 => Some(cast(values, ft_io::Dtype::F32)),
+        GgmlType::F16 => Some(cast(values, ft_io::Dtype::F16)),
         GgmlType::Q8_0 if values.len().is_multiple_of(Q8_0_BLOCK) => Some(quantize_q8_0(values)),
         _ => None,
     }
+}
+
+/// `values` as little-endian F32 or F16 (round to nearest even): `ft-io`'s torch-exact casts.
+fn cast(values: &[f32], dtype: ft_io::Dtype) -> Vec<u8> {
+    let mut out = Vec::new();
+    ft_io::cast_f32_into(values, dtype, &mut out).expect("invariant: a float dtype");
+    out
 }
 
 /// Q8_0: per block of 32, `d = max|x| / 127` (stored as f16), `q = round(x / d)` as i8, with

@@ -8,10 +8,10 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use ft_lora::linear::{FtLinear, LoraSpec};
-use ft_lora::linears::{
-    Linears, LinearsMut, attach_adapter, attach_new_loras, encoder_layer_name, lora_weights,
+use ft_lora::linears::{Linears, LinearsMut, attach_adapter, attach_new_loras, lora_weights};
+use ft_lora::peft::{
+    Adapter, AdapterConfig, AdapterWeights, FtAdapterMeta, TargetModules, encoder_layer_name, resolve_targets,
 };
-use ft_lora::peft::{Adapter, AdapterConfig, AdapterWeights, FtAdapterMeta, TargetModules, resolve_targets};
 
 use crate::clip::{ClipLayer, ClipVision};
 use crate::error::{LlavaError, Result};

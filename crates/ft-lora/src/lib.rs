@@ -1,8 +1,9 @@
 //! # ft-lora
 //!
 //! Linear layers for parameter-efficient fine-tuning: LoRA adapters and the NF4 4-bit base weights of
-//! QLoRA. The [`nf4`] codec works on plain slices (no Burn), bit-exact with bitsandbytes' CUDA kernels.
-//! The [`peft`] module reads and writes PEFT LoRA adapter folders (plain Rust, no Burn).
+//! QLoRA, as Burn modules. The Burn-free parts live in `ft-io` and are re-exported here: the [`nf4`]
+//! codec (plain slices, bit-exact with bitsandbytes' CUDA kernels, `ft_io::nf4`) and the [`peft`]
+//! adapter folder format (`ft_io::peft`).
 //!
 //! ```
 //! use ft_lora::nf4::Nf4Tensor;
@@ -15,5 +16,5 @@
 mod base;
 pub mod linear;
 pub mod linears;
-pub mod nf4;
-pub mod peft;
+
+pub use ft_io::{nf4, peft};

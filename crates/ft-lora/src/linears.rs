@@ -195,10 +195,3 @@ fn to_matrix<B: Backend>(t: Tensor<B, 2>) -> LoraMatrix {
         .expect("invariant: converted to f32");
     LoraMatrix { shape, data }
 }
-
-/// A vision-tower layer's name without the prefix its container adds (`vision_model.`,
-/// `vision_tower.`, `base_model.model.`, …): the part from `encoder.layers.` on. CLIP adapters
-/// name their layers with whatever prefix the tower had where they were made.
-pub fn encoder_layer_name(name: &str) -> Option<&str> {
-    name.find("encoder.layers.").map(|at| &name[at..])
-}

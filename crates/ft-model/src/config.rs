@@ -1,10 +1,9 @@
-//! `config.json` as transformers writes it (4.x and 5.x spellings), resolved into the runtime
-//! [`ModelConfig`].
+//! `config.json` as transformers writes it (4.x and 5.x spellings; typed once, in
+//! [`ft_io::hf_config`]) resolved into the runtime [`ModelConfig`].
 
 use std::path::Path;
 
-use serde::Deserialize;
-use serde_json::Value;
+pub use ft_io::hf_config::{HfConfig, TokenIds, is_llava};
 
 use crate::error::{ModelError, Result};
 use crate::rope::RopeScaling;
@@ -35,116 +34,6 @@ impl Family {
             _ => None,
         }
     }
-}
-
-/// An id or a list of ids (`eos_token_id` in Llama-3 configs).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum TokenIds {
-    /// One id.
-    One(u32),
-    /// Several ids.
-    Many(Vec<u32>),
-}
-
-impl TokenIds {
-    /// All ids.
-    pub fn to_vec(&self) -> Vec<u32> {
-        match self {
-            TokenIds::One(id) => vec![*id],
-            TokenIds::Many(ids) => ids.clone(),
-        }
-    }
-}
-
-/// `config.json`, with transformers' defaults for missing keys.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HfConfig {
-    /// `llama`, `mistral`, `qwen2`, `internlm2`.
-    pub model_type: String,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// MLP size.
-    pub intermediate_size: usize,
-    /// Decoder layers.
-    pub num_hidden_layers: usize,
-    /// Query heads.
-    pub num_attention_heads: usize,
-    /// Key/value heads (absent: = query heads).
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Head size (absent: hidden / heads).
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Longest context.
-    #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
-    /// The pre-training context, when stated outside the RoPE parameters (Phi-3 style).
-    #[serde(default)]
-    pub original_max_position_embeddings: Option<usize>,
-    /// RMSNorm epsilon.
-    #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
-    /// RoPE base (4.x).
-    #[serde(default)]
-    pub rope_theta: Option<f64>,
-    /// RoPE scaling (4.x).
-    #[serde(default)]
-    pub rope_scaling: Option<Value>,
-    /// RoPE parameters (5.x: `rope_theta`, `rope_type`, scaling keys).
-    #[serde(default)]
-    pub rope_parameters: Option<Value>,
-    /// LM head shares the embedding.
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-    /// Llama: biases on q/k/v/o.
-    #[serde(default)]
-    pub attention_bias: bool,
-    /// Llama: biases on the MLP.
-    #[serde(default)]
-    pub mlp_bias: bool,
-    /// InternLM2: biases on every linear.
-    #[serde(default)]
-    pub bias: Option<bool>,
-    /// Activation; only `silu` is supported.
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-    /// Storage dtype (4.x).
-    #[serde(default)]
-    pub torch_dtype: Option<String>,
-    /// Storage dtype (5.x).
-    #[serde(default)]
-    pub dtype: Option<String>,
-    /// BOS id(s).
-    #[serde(default)]
-    pub bos_token_id: Option<TokenIds>,
-    /// EOS id(s).
-    #[serde(default)]
-    pub eos_token_id: Option<TokenIds>,
-    /// Mistral, Qwen2: attention window in tokens (`null` = full attention).
-    #[serde(default)]
-    pub sliding_window: Option<usize>,
-    /// Qwen2: whether `sliding_window` applies at all (default false).
-    #[serde(default)]
-    pub use_sliding_window: Option<bool>,
-    /// Qwen2: layers from this index on use the window (default 28).
-    #[serde(default)]
-    pub max_window_layers: Option<usize>,
-    /// Qwen2 (transformers 5.x): `full_attention` / `sliding_attention` per layer.
-    #[serde(default)]
-    pub layer_types: Option<Vec<String>>,
-}
-
-fn default_max_positions() -> usize {
-    2048
-}
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_act() -> String {
-    "silu".into()
 }
 
 /// The runtime configuration of a decoder LLM.
@@ -191,89 +80,72 @@ pub struct ModelConfig {
     pub sliding_windows: Vec<Option<usize>>,
 }
 
-impl HfConfig {
-    /// Reads `config.json` from a model folder; in a Hugging Face LLaVA folder
-    /// (`LlavaForConditionalGeneration`), its language model's `text_config`.
-    pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        let invalid = |e: serde_json::Error| ModelError::Config {
-            path: path.clone(),
-            message: format!("invalid config.json: {e}"),
-        };
-        let mut json: Value = serde_json::from_str(&text).map_err(invalid)?;
-        if is_llava(&json)
-            && let Some(text_config) = json.get_mut("text_config")
-        {
-            json = text_config.take();
-        }
-        serde_json::from_value(json).map_err(invalid)
-    }
-
-    /// Resolves the runtime configuration; `path` names the file in errors.
-    pub fn to_config(&self, path: &Path) -> Result<ModelConfig> {
-        let family =
-            Family::from_model_type(&self.model_type).ok_or_else(|| ModelError::UnsupportedModel {
-                path: path.to_path_buf(),
-                model_type: self.model_type.clone(),
-                supported: SUPPORTED.into(),
-            })?;
+impl ModelConfig {
+    /// Resolves the runtime configuration of `hf`; `path` names the file in errors.
+    pub fn from_hf(hf: &HfConfig, path: &Path) -> Result<Self> {
+        let model_type = hf.model_type.as_deref().ok_or_else(|| ModelError::Config {
+            path: path.to_path_buf(),
+            message: "invalid config.json: missing field `model_type`".into(),
+        })?;
+        let family = Family::from_model_type(model_type).ok_or_else(|| ModelError::UnsupportedModel {
+            path: path.to_path_buf(),
+            model_type: model_type.to_owned(),
+            supported: SUPPORTED.into(),
+        })?;
         let err = |message: String| ModelError::Config {
             path: path.to_path_buf(),
             message,
         };
-        if self.hidden_act != "silu" {
+        if hf.hidden_act != "silu" {
             return Err(err(format!(
                 "hidden_act `{}` is not supported (only silu)",
-                self.hidden_act
+                hf.hidden_act
             )));
         }
         for (key, value) in [
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_attention_heads", self.num_attention_heads),
-            ("vocab_size", self.vocab_size),
-            ("head_dim", self.head_dim.unwrap_or(1)),
+            ("hidden_size", hf.hidden_size),
+            ("intermediate_size", hf.intermediate_size),
+            ("num_attention_heads", hf.num_attention_heads),
+            ("vocab_size", hf.vocab_size),
+            ("head_dim", hf.head_dim.unwrap_or(1)),
         ] {
             if value == 0 {
                 return Err(err(format!("`{key}` must be at least 1, found 0")));
             }
         }
-        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+        if !(hf.rms_norm_eps.is_finite() && hf.rms_norm_eps > 0.0) {
             return Err(err(format!(
                 "`rms_norm_eps` must be a positive number, found {}",
-                self.rms_norm_eps
+                hf.rms_norm_eps
             )));
         }
-        let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if num_kv_heads == 0 || !self.num_attention_heads.is_multiple_of(num_kv_heads) {
+        let num_kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
+        if num_kv_heads == 0 || !hf.num_attention_heads.is_multiple_of(num_kv_heads) {
             return Err(err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
-                self.num_attention_heads
+                hf.num_attention_heads
             )));
         }
-        let head_dim = self
-            .head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads);
+        let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads);
         if head_dim == 0 {
             return Err(err(format!(
                 "`hidden_size` {} gives no dimension to each of {} heads",
-                self.hidden_size, self.num_attention_heads
+                hf.hidden_size, hf.num_attention_heads
             )));
         }
-        let params = self.rope_parameters.as_ref();
-        let rope_theta = self
+        let params = hf.rope_parameters.as_ref();
+        let rope_theta = hf
             .rope_theta
             .or_else(|| params.and_then(|p| p.get("rope_theta")?.as_f64()))
             .unwrap_or(match family {
                 Family::Qwen2 | Family::InternLm2 => 1e6,
                 _ => 1e4,
             });
-        let scaling_source = self.rope_scaling.as_ref().or(params);
+        let scaling_source = hf.rope_scaling.as_ref().or(params);
         let rope_scaling = RopeScaling::from_json(
             scaling_source,
-            self.max_position_embeddings,
-            self.original_max_position_embeddings,
+            hf.max_positions(),
+            hf.original_max_position_embeddings,
         )
         .map_err(err)?;
         if let RopeScaling::LongRope {
@@ -293,76 +165,35 @@ impl HfConfig {
         let (qkv_bias, o_bias, mlp_bias) = match family {
             Family::Qwen2 => (true, false, false),
             Family::InternLm2 => {
-                let b = self.bias.unwrap_or(false);
+                let b = hf.bias.unwrap_or(false);
                 (b, b, b)
             }
-            _ => (self.attention_bias, self.attention_bias, self.mlp_bias),
+            _ => (hf.attention_bias, hf.attention_bias, hf.mlp_bias),
         };
-        let sliding_windows = self.sliding_windows(family).map_err(err)?;
+        let sliding_windows = sliding_windows(hf, family).map_err(err)?;
         Ok(ModelConfig {
             family,
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_layers: self.num_hidden_layers,
-            num_heads: self.num_attention_heads,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_layers: hf.num_hidden_layers,
+            num_heads: hf.num_attention_heads,
             num_kv_heads,
             head_dim,
-            vocab_size: self.vocab_size,
-            max_position_embeddings: self.max_position_embeddings,
-            rms_norm_eps: self.rms_norm_eps,
+            vocab_size: hf.vocab_size,
+            max_position_embeddings: hf.max_positions(),
+            rms_norm_eps: hf.rms_norm_eps,
             rope_theta,
             rope_scaling,
-            tie_word_embeddings: self.tie_word_embeddings,
+            tie_word_embeddings: hf.tie_word_embeddings,
             qkv_bias,
             o_bias,
             mlp_bias,
-            eos_token_ids: self
-                .eos_token_id
-                .as_ref()
-                .map(TokenIds::to_vec)
-                .unwrap_or_default(),
-            dtype: self.torch_dtype.clone().or_else(|| self.dtype.clone()),
+            eos_token_ids: hf.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
+            dtype: hf.torch_dtype.clone().or_else(|| hf.dtype.clone()),
             sliding_windows,
         })
     }
 
-    /// The attention window of each layer, as transformers 5.x resolves it: Mistral windows
-    /// every layer; Qwen2 only with `use_sliding_window`, on the layers `layer_types` marks
-    /// `sliding_attention` (or, without it, those from `max_window_layers` on).
-    fn sliding_windows(&self, family: Family) -> std::result::Result<Vec<Option<usize>>, String> {
-        let layers = self.num_hidden_layers;
-        if self.sliding_window == Some(0) {
-            return Err("sliding_window must be at least 1".into());
-        }
-        Ok(match family {
-            Family::Mistral => vec![self.sliding_window; layers],
-            Family::Qwen2 => {
-                let window = self
-                    .sliding_window
-                    .filter(|_| self.use_sliding_window == Some(true));
-                match &self.layer_types {
-                    Some(types) if types.len() == layers => types
-                        .iter()
-                        .map(|t| window.filter(|_| t == "sliding_attention"))
-                        .collect(),
-                    Some(types) => {
-                        return Err(format!(
-                            "layer_types has {} entries for {layers} layers",
-                            types.len()
-                        ));
-                    }
-                    None => {
-                        let first = self.max_window_layers.unwrap_or(28);
-                        (0..layers).map(|i| window.filter(|_| i >= first)).collect()
-                    }
-                }
-            }
-            Family::Llama | Family::InternLm2 => vec![None; layers],
-        })
-    }
-}
-
-impl ModelConfig {
     /// The attention window of layer `layer` (`None` = full causal attention): its query sees
     /// itself and the `window - 1` keys before it.
     pub fn sliding_window(&self, layer: usize) -> Option<usize> {
@@ -371,24 +202,58 @@ impl ModelConfig {
 
     /// Reads and resolves `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        HfConfig::read(dir)?.to_config(&dir.join("config.json"))
+        let hf = HfConfig::read(dir).map_err(|e| match e {
+            ft_io::IoError::Io { path, source, .. } => ModelError::io(path, source),
+            other => ModelError::Config {
+                path: dir.join("config.json"),
+                message: match other {
+                    ft_io::IoError::Json { message, .. } => message,
+                    other => other.to_string(),
+                },
+            },
+        })?;
+        Self::from_hf(&hf, &dir.join("config.json"))
     }
 }
 
-/// Whether a `config.json` is a Hugging Face LLaVA's (its language model is `text_config`, its
-/// tensors `language_model.*`).
-pub fn is_llava(config: &Value) -> bool {
-    config
-        .get("model_type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| t == "llava")
+/// The attention window of each layer, as transformers 5.x resolves it: Mistral windows
+/// every layer; Qwen2 only with `use_sliding_window`, on the layers `layer_types` marks
+/// `sliding_attention` (or, without it, those from `max_window_layers` on).
+fn sliding_windows(hf: &HfConfig, family: Family) -> std::result::Result<Vec<Option<usize>>, String> {
+    let layers = hf.num_hidden_layers;
+    if hf.sliding_window == Some(0) {
+        return Err("sliding_window must be at least 1".into());
+    }
+    Ok(match family {
+        Family::Mistral => vec![hf.sliding_window; layers],
+        Family::Qwen2 => {
+            let window = hf.sliding_window.filter(|_| hf.use_sliding_window == Some(true));
+            match &hf.layer_types {
+                Some(types) if types.len() == layers => types
+                    .iter()
+                    .map(|t| window.filter(|_| t == "sliding_attention"))
+                    .collect(),
+                Some(types) => {
+                    return Err(format!(
+                        "layer_types has {} entries for {layers} layers",
+                        types.len()
+                    ));
+                }
+                None => {
+                    let first = hf.max_window_layers.unwrap_or(28);
+                    (0..layers).map(|i| window.filter(|_| i >= first)).collect()
+                }
+            }
+        }
+        Family::Llama | Family::InternLm2 => vec![None; layers],
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn windows(extra: Value) -> std::result::Result<Vec<Option<usize>>, String> {
+    fn windows(extra: serde_json::Value) -> std::result::Result<Vec<Option<usize>>, String> {
         let mut json = serde_json::json!({"model_type": "qwen2", "hidden_size": 8,
             "intermediate_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
             "vocab_size": 10});
@@ -396,8 +261,8 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         let hf: HfConfig = serde_json::from_value(json).unwrap();
-        let family = Family::from_model_type(&hf.model_type).unwrap();
-        hf.sliding_windows(family)
+        let family = Family::from_model_type(hf.model_type.as_deref().unwrap()).unwrap();
+        sliding_windows(&hf, family)
     }
 
     #[test]

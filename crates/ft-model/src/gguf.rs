@@ -50,7 +50,7 @@ impl GgufSource {
             path: self.path.clone(),
             message: format!("GGUF metadata does not describe a supported model: {e}"),
         })?;
-        let mut config = hf.to_config(&self.path)?;
+        let mut config = ModelConfig::from_hf(&hf, &self.path)?;
         let factors = self
             .file
             .rope_freq_factors()

@@ -161,10 +161,8 @@ mod tests {
         let json = r#"{"model_type":"qwen2","hidden_size":8,"intermediate_size":16,"num_hidden_layers":2,
             "num_attention_heads":2,"num_key_value_heads":1,"vocab_size":12,"rms_norm_eps":1e-6,
             "tie_word_embeddings":false}"#;
-        serde_json::from_str::<HfConfig>(json)
-            .unwrap()
-            .to_config(std::path::Path::new("config.json"))
-            .unwrap()
+        let hf = serde_json::from_str::<HfConfig>(json).unwrap();
+        ModelConfig::from_hf(&hf, std::path::Path::new("config.json")).unwrap()
     }
 
     #[test]

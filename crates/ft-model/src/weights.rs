@@ -174,9 +174,10 @@ impl TensorSource for SafetensorsSource {
         let shard = &self.shards[*shard];
         let bytes = &shard.mmap[shard.data_start + begin..shard.data_start + end];
         let numel: usize = shape.iter().product();
-        let width = match dtype {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
+        let float = match dtype {
+            Dtype::F32 => ft_io::Dtype::F32,
+            Dtype::F16 => ft_io::Dtype::F16,
+            Dtype::BF16 => ft_io::Dtype::BF16,
             other => {
                 return Err(ModelError::Dtype {
                     path: shard.path.clone(),
@@ -185,26 +186,13 @@ impl TensorSource for SafetensorsSource {
                 });
             }
         };
-        if bytes.len() != numel * width {
+        if bytes.len() != numel * float.size_bytes() {
             return Err(ModelError::Corrupt {
                 path: shard.path.clone(),
                 message: format!("tensor `{name}` has {} bytes for shape {shape:?}", bytes.len()),
             });
         }
-        let data: Vec<f32> = match dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        };
+        let data = ft_io::decode_to_f32(bytes, float).expect("invariant: a float dtype");
         Ok(HostTensor {
             shape: shape.clone(),
             data,

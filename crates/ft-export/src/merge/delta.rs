@@ -1,6 +1,6 @@
 //! The LoRA delta `scale · (B @ A)` added to a base weight in f32.
 
-use ft_lora::peft::LoraPair;
+use ft_io::peft::LoraPair;
 
 /// Adds `scale · (B @ A)` to `w` in place, in f32, rounding exactly as PEFT on torch's CPU does:
 /// for each output row `o`, `d = Σₖ B[o,k]·A[k,:]` accumulated with fused multiply-adds, k

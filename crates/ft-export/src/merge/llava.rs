@@ -7,15 +7,15 @@
 
 use std::path::Path;
 
-use ft_lora::linears::encoder_layer_name;
-use ft_lora::peft::Adapter;
+use ft_io::hf_folder::HfFolder;
+use ft_io::json::read_json_object;
+use ft_io::peft::{Adapter, encoder_layer_name};
 use serde_json::{Map, Value, json};
 
-use super::base_folder::{BaseFolder, read_json_object};
 use super::side_files::{copy_tokenizer_files, write_generation_config};
 use super::{
     BaseQuantization, MergeOptions, MergePlan, Payload, check_adapter_against_base, is_clip_nf4_quantised,
-    is_nf4_quantised,
+    is_nf4_quantised, output_dtype,
 };
 use crate::error::io_err;
 use crate::{Dtype, ExportError, ExportSummary, Result, ShardedWriter};
@@ -52,9 +52,9 @@ pub fn merge_llava(
     select_layer: i64,
     options: &MergeOptions,
 ) -> Result<LlavaMergeSummary> {
-    let llm = BaseFolder::open(llm_dir)?;
-    let clip = BaseFolder::open(clip_dir)?;
-    let projector = BaseFolder::open(&llava_dir.join("projector"))?;
+    let llm = HfFolder::open(llm_dir)?;
+    let clip = HfFolder::open(clip_dir)?;
+    let projector = HfFolder::open(&llava_dir.join("projector"))?;
     let adapter_dir = llava_dir.join("llm_adapter");
     let adapter = adapter_dir
         .is_dir()
@@ -68,22 +68,16 @@ pub fn merge_llava(
     if let Some(adapter) = &adapter {
         check_adapter_against_base(adapter, &llm)?;
     }
+    // Typed for the reads, kept whole to be copied into the LLaVA's `text_config`.
     let text_config = llm
         .config
         .clone()
         .ok_or_else(|| invalid(llm_dir, "config.json is missing"))?;
-    let vocab = text_config
-        .get("vocab_size")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| invalid(llm_dir, "config.json has no `vocab_size`"))? as usize;
-    let tied = text_config
-        .get("tie_word_embeddings")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let output_dtype = options
-        .dtype
-        .or_else(|| llm.config_dtype())
-        .or_else(|| llm.tensor_dtype());
+    let typed = llm
+        .hf_config()?
+        .expect("invariant: config.json is present (checked above)");
+    let (vocab, tied) = (typed.vocab_size, typed.tie_word_embeddings);
+    let output_dtype = output_dtype(options, &llm)?;
     let mut writer = ShardedWriter::with_overwrite(out_dir, options.max_shard_bytes, options.overwrite)?;
 
     let plan = MergePlan {
@@ -104,14 +98,14 @@ pub fn merge_llava(
         };
         if !grows {
             return match payload {
-                Payload::Raw(bytes) => writer.add(&name, dtype, &entry.shape, &bytes),
-                Payload::Values(values) => writer.add_f32(&name, &entry.shape, &values, dtype),
+                Payload::Raw(bytes) => Ok(writer.add(&name, dtype, &entry.shape, &bytes)?),
+                Payload::Values(values) => Ok(writer.add_f32(&name, &entry.shape, &values, dtype)?),
             };
         }
         let values = match payload {
             Payload::Values(values) => values,
             Payload::Raw(bytes) => {
-                crate::dtype::decode_to_f32(&bytes, entry.dtype).ok_or_else(|| ExportError::NotFloat {
+                ft_io::dtype::decode_to_f32(&bytes, entry.dtype).ok_or_else(|| ExportError::NotFloat {
                     name: entry.name.clone(),
                     dtype: entry.dtype,
                 })?
@@ -192,7 +186,7 @@ fn with_mean_row(values: &[f32], shape: &[usize]) -> (Vec<f32>, Vec<usize>) {
 
 /// The LLaVA folder's `visual_encoder_adapter/`, its layers named as the CLIP folder's tensors
 /// (adapters name them with whatever prefix their tower had), checked against them.
-fn clip_adapter(llava_dir: &Path, clip: &BaseFolder) -> Result<Option<Adapter>> {
+fn clip_adapter(llava_dir: &Path, clip: &HfFolder) -> Result<Option<Adapter>> {
     let dir = llava_dir.join("visual_encoder_adapter");
     if !dir.is_dir() {
         return Ok(None);
@@ -225,7 +219,7 @@ fn clip_adapter(llava_dir: &Path, clip: &BaseFolder) -> Result<Option<Adapter>> 
 /// The vision tower's tensors under `vision_tower.` (CLIP's text side dropped), with its adapter
 /// folded in; returns the tensors it changed.
 fn copy_vision_tower(
-    clip: &BaseFolder,
+    clip: &HfFolder,
     llava_dir: &Path,
     adapter: Option<&Adapter>,
     writer: &mut ShardedWriter,
@@ -253,14 +247,14 @@ fn copy_vision_tower(
         }
         let name = format!("vision_tower.{name}");
         match payload {
-            Payload::Raw(bytes) => writer.add(&name, dtype, &entry.shape, &bytes),
-            Payload::Values(values) => writer.add_f32(&name, &entry.shape, &values, dtype),
+            Payload::Raw(bytes) => Ok(writer.add(&name, dtype, &entry.shape, &bytes)?),
+            Payload::Values(values) => Ok(writer.add_f32(&name, &entry.shape, &values, dtype)?),
         }
     })
 }
 
 /// XTuner's `model.0.*` / `model.2.*` as `multi_modal_projector.linear_1.*` / `linear_2.*`.
-fn copy_projector(projector: &BaseFolder, llava_dir: &Path, writer: &mut ShardedWriter) -> Result<()> {
+fn copy_projector(projector: &HfFolder, llava_dir: &Path, writer: &mut ShardedWriter) -> Result<()> {
     let depth = projector
         .config
         .as_ref()
@@ -385,7 +379,7 @@ fn write_config(
         "image_seq_length": patches,
         "tie_word_embeddings": tied,
     });
-    if let Some(name) = dtype.and_then(crate::dtype::torch_dtype_name) {
+    if let Some(name) = dtype.and_then(ft_io::dtype::torch_dtype_name) {
         config["dtype"] = Value::from(name);
     }
     write_json(

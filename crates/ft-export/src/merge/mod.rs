@@ -22,7 +22,6 @@
 //! # Ok::<(), ft_export::ExportError>(())
 //! ```
 
-mod base_folder;
 mod delta;
 mod llava;
 mod quant;
@@ -30,17 +29,17 @@ mod side_files;
 
 use std::path::Path;
 
-use ft_lora::peft::{Adapter, PEFT_KEY_PREFIX};
+use ft_io::peft::{Adapter, PEFT_KEY_PREFIX};
 
-pub use base_folder::read_json_object;
 pub use delta::add_lora_delta;
+pub use ft_io::json::read_json_object;
 pub use llava::{LlavaMergeSummary, merge_llava};
 pub use quant::{BaseQuantization, is_clip_nf4_quantised, is_nf4_quantised, nf4_round_trip};
 pub use side_files::{TOKENIZER_FILES, copy_tokenizer_files, write_config, write_generation_config};
 
 use crate::error::io_err;
 use crate::{Dtype, ExportError, ExportSummary, Overwrite, Result, ShardedWriter};
-use base_folder::BaseFolder;
+use ft_io::hf_folder::HfFolder;
 
 /// transformers' and XTuner's default shard size, `"2GB"`.
 pub const DEFAULT_MAX_SHARD_BYTES: u64 = 2_000_000_000;
@@ -111,7 +110,7 @@ pub fn merge(
     {
         return Err(ExportError::UnsupportedOutputDtype { dtype });
     }
-    let base = BaseFolder::open(base_dir)?;
+    let base = HfFolder::open(base_dir)?;
     let adapter = adapter_dir
         .map(|dir| {
             Adapter::read(dir).map_err(|source| ExportError::Adapter {
@@ -124,10 +123,7 @@ pub fn merge(
         check_adapter_against_base(adapter, &base)?;
     }
     let nf4_base = options.base_quantization.resolve(adapter_dir)?;
-    let output_dtype = options
-        .dtype
-        .or_else(|| base.config_dtype())
-        .or_else(|| base.tensor_dtype());
+    let output_dtype = output_dtype(options, &base)?;
     let scale = adapter.as_ref().map_or(0.0, |a| a.scale() as f32);
 
     let mut writer = ShardedWriter::with_overwrite(out_dir, options.max_shard_bytes, options.overwrite)?;
@@ -139,8 +135,8 @@ pub fn merge(
         scale,
     };
     let merged_tensors = plan.for_each_tensor(&base, |entry, dtype, payload| match payload {
-        Payload::Raw(bytes) => writer.add(&entry.name, dtype, &entry.shape, &bytes),
-        Payload::Values(values) => writer.add_f32(&entry.name, &entry.shape, &values, dtype),
+        Payload::Raw(bytes) => Ok(writer.add(&entry.name, dtype, &entry.shape, &bytes)?),
+        Payload::Values(values) => Ok(writer.add_f32(&entry.name, &entry.shape, &values, dtype)?),
     })?;
 
     let staging = writer.staging_dir().to_path_buf();
@@ -201,8 +197,8 @@ impl MergePlan<'_> {
     /// dtype; returns the names of the tensors an adapter changed.
     pub(crate) fn for_each_tensor(
         &self,
-        base: &BaseFolder,
-        mut emit: impl FnMut(&crate::safetensors_io::TensorEntry, Dtype, Payload) -> Result<()>,
+        base: &HfFolder,
+        mut emit: impl FnMut(&ft_io::safetensors::TensorEntry, Dtype, Payload) -> Result<()>,
     ) -> Result<Vec<String>> {
         let mut merged_tensors = Vec::new();
         for file in &base.files {
@@ -247,8 +243,18 @@ impl MergePlan<'_> {
     }
 }
 
+/// The output dtype: the one asked for, else the one the base's `config.json` declares (typed:
+/// `dtype`, else `torch_dtype`), else the tensors' most common float dtype.
+pub(crate) fn output_dtype(options: &MergeOptions, base: &HfFolder) -> Result<Option<Dtype>> {
+    if options.dtype.is_some() {
+        return Ok(options.dtype);
+    }
+    let declared = base.hf_config()?.and_then(|config| config.storage_dtype());
+    Ok(declared.or_else(|| base.tensor_dtype()))
+}
+
 /// Every adapted module must have a float `<module>.weight` of shape `[out, in]` in the base.
-pub(crate) fn check_adapter_against_base(adapter: &Adapter, base: &BaseFolder) -> Result<()> {
+pub(crate) fn check_adapter_against_base(adapter: &Adapter, base: &HfFolder) -> Result<()> {
     for (module, pair) in &adapter.weights.modules {
         let tensor = format!("{module}.weight");
         let Some(entry) = base.entry(&tensor) else {

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use ft_lora::nf4::Nf4Tensor;
-use ft_lora::peft::FT_ADAPTER_FILE;
+use ft_io::nf4::Nf4Tensor;
+use ft_io::peft::FT_ADAPTER_FILE;
 use serde_json::Value;
 
 use crate::error::io_err;
@@ -47,7 +47,7 @@ fn recorded_quantization(adapter_dir: &Path) -> Result<Option<bool>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("reading", &path)(e)),
     };
-    let json: Value = serde_json::from_str(&text).map_err(|e| ExportError::Json {
+    let json: Value = serde_json::from_str(&text).map_err(|e| ft_io::IoError::Json {
         path: path.clone(),
         message: e.to_string(),
     })?;

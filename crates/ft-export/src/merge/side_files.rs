@@ -5,10 +5,10 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::base_folder::read_json_object;
-use crate::dtype::torch_dtype_name;
 use crate::error::io_err;
 use crate::{Dtype, Result};
+use ft_io::dtype::torch_dtype_name;
+use ft_io::json::read_json_object;
 
 /// Tokenizer and processor files copied as they are (plus every `*.py` remote-code file).
 pub const TOKENIZER_FILES: &[&str] = &[

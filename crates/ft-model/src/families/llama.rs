@@ -1,6 +1,6 @@
 //! Llama 1/2/3, Mistral and Qwen2 (`LlamaForCausalLM`, `MistralForCausalLM`,
 //! `Qwen2ForCausalLM` in transformers): one layout; Qwen2 adds q/k/v biases (see
-//! `HfConfig::to_config`), Llama 3.x adds `rope_scaling` llama3.
+//! `ModelConfig::from_hf`), Llama 3.x adds `rope_scaling` llama3.
 
 use super::{FamilyNames, LinearRole};
 

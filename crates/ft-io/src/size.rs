@@ -1,6 +1,6 @@
 //! Shard-size strings, parsed as transformers' `convert_file_size_to_int` does.
 
-use crate::{ExportError, Result};
+use crate::error::{IoError, Result};
 
 /// Parses `"2GB"`, `"500MB"`, `"20KB"` (decimal: ×10⁹, ×10⁶, ×10³), `"5GiB"`, `"10MiB"`, `"3KiB"`
 /// (binary), case-insensitively, like transformers. As there, a unit ending in a lower-case `b`
@@ -8,12 +8,12 @@ use crate::{ExportError, Result};
 /// only accepts that as an `int`, not a string).
 ///
 /// ```
-/// use ft_export::parse_size;
+/// use ft_io::parse_size;
 /// assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
 /// assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
 /// ```
 pub fn parse_size(input: &str) -> Result<u64> {
-    let invalid = || ExportError::InvalidSize {
+    let invalid = || IoError::InvalidSize {
         input: input.to_string(),
     };
     let s = input.trim();

@@ -1,6 +1,6 @@
 //! Shard-size strings against transformers 5.24's `convert_file_size_to_int`.
 
-use ft_export::{ExportError, parse_size};
+use ft_io::{IoError, parse_size};
 
 #[test]
 fn sizes_match_transformers() {
@@ -30,7 +30,7 @@ fn plain_numbers_are_bytes_and_garbage_is_refused() {
         "99999999999999999999GB",
     ] {
         let err = parse_size(bad).unwrap_err();
-        assert!(matches!(err, ExportError::InvalidSize { .. }), "{bad}: {err}");
+        assert!(matches!(err, IoError::InvalidSize { .. }), "{bad}: {err}");
         assert!(
             err.to_string().contains("\"2GB\""),
             "the message shows the accepted forms"

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ft_lora::peft::{
+use ft_io::peft::{
     Adapter, AdapterConfig, AdapterDtype, AdapterWeights, FtAdapterMeta, PeftError, TargetModules,
 };
 use safetensors::SafeTensors;

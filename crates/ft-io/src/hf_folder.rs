@@ -1,4 +1,7 @@
-//! The base model folder: its weight files (sharded or single), their headers, and `config.json`.
+//! A Hugging Face model folder opened for streaming: its safetensors weight files (sharded with
+//! `model.safetensors.index.json`, or a single `model.safetensors`), their checked headers, and
+//! `config.json`. Tensors are read one at a time with positioned reads (no mmap), so a merge or an
+//! export holds one tensor, never the whole model.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -6,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::dtype::{dtype_from_torch_name, extend_decoded_f32};
-use crate::error::io_err;
-use crate::safetensors_io::{SafetensorsHeader, TensorEntry, read_header};
-use crate::{Dtype, ExportError, INDEX_FILE_NAME, Result, SINGLE_FILE_NAME};
+use crate::dtype::{Dtype, extend_decoded_f32};
+use crate::error::{IoError, Result};
+use crate::hf_config::{CONFIG_FILE, HfConfig};
+use crate::json::read_json_object;
+use crate::safetensors::{SafetensorsHeader, TensorEntry, read_header};
+use crate::sharded::{INDEX_FILE_NAME, SINGLE_FILE_NAME};
 
 /// One weight file and its header.
 #[derive(Debug)]
@@ -24,9 +29,9 @@ impl WeightFile {
         let (begin, end) = entry.data_offsets;
         let mut bytes = vec![0u8; end - begin];
         file.seek(SeekFrom::Start(self.header.data_start + begin as u64))
-            .map_err(io_err("seeking in", &self.path))?;
+            .map_err(IoError::at("seeking in", &self.path))?;
         file.read_exact(&mut bytes)
-            .map_err(io_err("reading", &self.path))?;
+            .map_err(IoError::at("reading", &self.path))?;
         Ok(bytes)
     }
 
@@ -38,14 +43,14 @@ impl WeightFile {
         }
         let (begin, end) = entry.data_offsets;
         file.seek(SeekFrom::Start(self.header.data_start + begin as u64))
-            .map_err(io_err("seeking in", &self.path))?;
+            .map_err(IoError::at("seeking in", &self.path))?;
         let mut values = Vec::with_capacity((end - begin) / entry.dtype.size_bytes());
         let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(end - begin)];
         let mut left = end - begin;
         while left > 0 {
             let n = left.min(chunk.len());
             file.read_exact(&mut chunk[..n])
-                .map_err(io_err("reading", &self.path))?;
+                .map_err(IoError::at("reading", &self.path))?;
             extend_decoded_f32(&chunk[..n], entry.dtype, &mut values).expect("invariant: float dtype");
             left -= n;
         }
@@ -56,18 +61,21 @@ impl WeightFile {
 /// Chunk size of [`WeightFile::read_tensor_f32`] (a multiple of every element size).
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
-/// A Hugging Face model folder opened for merging: only headers are read up front.
+/// A Hugging Face model folder opened for merging or export: only headers are read up front.
 #[derive(Debug)]
-pub struct BaseFolder {
+pub struct HfFolder {
     /// Weight files in order (shard 1, 2, …).
     pub files: Vec<WeightFile>,
     /// Tensor name → (file index, entry index).
     by_name: HashMap<String, (usize, usize)>,
-    /// `config.json`, when present.
+    /// `config.json`, when present, as it is (kept whole for writers that copy it through; typed
+    /// reads go through [`HfFolder::hf_config`]).
     pub config: Option<Map<String, Value>>,
+    /// The folder.
+    dir: PathBuf,
 }
 
-impl BaseFolder {
+impl HfFolder {
     /// Opens `dir`: `model.safetensors.index.json` and the shards it names, or `model.safetensors`.
     pub fn open(dir: &Path) -> Result<Self> {
         let index_path = dir.join(INDEX_FILE_NAME);
@@ -76,13 +84,13 @@ impl BaseFolder {
             let weight_map = index
                 .get("weight_map")
                 .and_then(Value::as_object)
-                .ok_or_else(|| ExportError::Json {
+                .ok_or_else(|| IoError::Json {
                     path: index_path.clone(),
                     message: "no `weight_map` object".into(),
                 })?;
             let mut shard_names: Vec<String> = Vec::new();
             for (name, shard) in weight_map {
-                let shard = shard.as_str().ok_or_else(|| ExportError::Json {
+                let shard = shard.as_str().ok_or_else(|| IoError::Json {
                     path: index_path.clone(),
                     message: format!("weight_map[`{name}`] is not a file name"),
                 })?;
@@ -102,7 +110,7 @@ impl BaseFolder {
                     .position(|s| s == shard)
                     .expect("invariant: listed");
                 if !files[k].header.entries.iter().any(|e| &e.name == name) {
-                    return Err(ExportError::IndexMismatch {
+                    return Err(IoError::IndexMismatch {
                         index: index_path.clone(),
                         name: name.clone(),
                         shard: shard.to_string(),
@@ -113,7 +121,7 @@ impl BaseFolder {
         } else if dir.join(SINGLE_FILE_NAME).exists() {
             vec![open_weight_file(&dir.join(SINGLE_FILE_NAME))?]
         } else {
-            return Err(ExportError::NoWeights {
+            return Err(IoError::NoWeights {
                 dir: dir.to_path_buf(),
             });
         };
@@ -123,7 +131,7 @@ impl BaseFolder {
                 by_name.insert(entry.name.clone(), (f, e));
             }
         }
-        let config_path = dir.join("config.json");
+        let config_path = dir.join(CONFIG_FILE);
         let config = if config_path.exists() {
             Some(read_json_object(&config_path)?)
         } else {
@@ -133,6 +141,7 @@ impl BaseFolder {
             files,
             by_name,
             config,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -142,13 +151,13 @@ impl BaseFolder {
         Some(&self.files[f].header.entries[e])
     }
 
-    /// The dtype `config.json` declares (`dtype`, written by transformers 5, or `torch_dtype`),
-    /// when it names a float type.
-    pub fn config_dtype(&self) -> Option<Dtype> {
-        let config = self.config.as_ref()?;
-        ["dtype", "torch_dtype"]
-            .iter()
-            .find_map(|k| config.get(*k)?.as_str().and_then(dtype_from_torch_name))
+    /// `config.json` typed as a decoder LLM's ([`HfConfig`]), when present; an error names the
+    /// file and the key.
+    pub fn hf_config(&self) -> Result<Option<HfConfig>> {
+        self.config
+            .as_ref()
+            .map(|config| HfConfig::from_value(&self.dir.join(CONFIG_FILE), Value::Object(config.clone())))
+            .transpose()
     }
 
     /// The most common float dtype among the tensors (by element count), if any.
@@ -167,14 +176,5 @@ fn open_weight_file(path: &Path) -> Result<WeightFile> {
     Ok(WeightFile {
         path: path.to_path_buf(),
         header: read_header(path)?,
-    })
-}
-
-/// Reads a JSON file that must hold an object.
-pub fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
-    let text = std::fs::read_to_string(path).map_err(io_err("reading", path))?;
-    serde_json::from_str(&text).map_err(|e| ExportError::Json {
-        path: path.to_path_buf(),
-        message: e.to_string(),
     })
 }

@@ -1,7 +1,7 @@
 //! f32 → bf16 / f16 casts against torch 2.15's CPU casts (fixtures/gen_peft.py: ties, overflow,
 //! subnormals, NaN payloads, plus 1000 random values over the whole exponent range).
 
-use ft_export::{BF16_CANONICAL_NAN, Dtype, cast_f32_into, f32_to_bf16_bits, f32_to_f16_bits};
+use ft_io::{BF16_CANONICAL_NAN, Dtype, cast_f32_into, f32_to_bf16_bits, f32_to_f16_bits};
 use safetensors::SafeTensors;
 
 fn fixture() -> Vec<u8> {

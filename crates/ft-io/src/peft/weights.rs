@@ -282,19 +282,10 @@ fn to_matrix(key: &str, view: &TensorView<'_>) -> Result<LoraMatrix> {
         });
     };
     let bytes = view.data();
-    let data: Vec<f32> = match view.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+    let dtype = match view.dtype() {
+        Dtype::F32 => crate::dtype::Dtype::F32,
+        Dtype::F16 => crate::dtype::Dtype::F16,
+        Dtype::BF16 => crate::dtype::Dtype::BF16,
         other => {
             return Err(PeftError::UnsupportedDtype {
                 key: key.to_string(),
@@ -302,6 +293,7 @@ fn to_matrix(key: &str, view: &TensorView<'_>) -> Result<LoraMatrix> {
             });
         }
     };
+    let data = crate::dtype::decode_to_f32(bytes, dtype).expect("invariant: a float dtype");
     if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(PeftError::NotFinite {
             key: key.to_string(),
@@ -315,23 +307,14 @@ fn to_matrix(key: &str, view: &TensorView<'_>) -> Result<LoraMatrix> {
     })
 }
 
+/// The torch-exact casts of [`crate::dtype`] (bf16 NaN → `0x7FC0`, like torch's scalar cast).
 fn encode(values: &[f32], dtype: AdapterDtype) -> Vec<u8> {
-    match dtype {
-        AdapterDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        // NaN → 0x7FC0 like torch's scalar cast (half would keep the sign bit).
-        AdapterDtype::BF16 => values
-            .iter()
-            .flat_map(|&v| {
-                if v.is_nan() {
-                    0x7FC0u16.to_le_bytes()
-                } else {
-                    half::bf16::from_f32(v).to_le_bytes()
-                }
-            })
-            .collect(),
-        AdapterDtype::F16 => values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-    }
+    let dtype = match dtype {
+        AdapterDtype::F32 => crate::dtype::Dtype::F32,
+        AdapterDtype::BF16 => crate::dtype::Dtype::BF16,
+        AdapterDtype::F16 => crate::dtype::Dtype::F16,
+    };
+    let mut out = Vec::new();
+    crate::dtype::cast_f32_into(values, dtype, &mut out).expect("invariant: a float dtype");
+    out
 }

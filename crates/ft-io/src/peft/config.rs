@@ -27,7 +27,7 @@ pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 /// not implement (see [`super::SUPPORTED_PEFT`]).
 ///
 /// ```
-/// use ft_lora::peft::{AdapterConfig, TargetModules};
+/// use ft_io::peft::{AdapterConfig, TargetModules};
 /// let cfg = AdapterConfig::new(4, 8.0, TargetModules::names(&["q_proj", "v_proj"]));
 /// assert_eq!(cfg.scale(), 2.0);
 /// let back = AdapterConfig::from_json_str(&cfg.to_json_string()).unwrap();

@@ -1,6 +1,6 @@
 //! NF4 codec properties: packing, error bounds, idempotence, streaming ranges, memory accounting.
 
-use ft_lora::nf4::{
+use ft_io::nf4::{
     DYNAMIC_SIGNED_MAP, DoubleQuantAbsmax, NF4_CODE, Nf4Absmax, Nf4Error, Nf4Tensor, nf4_storage_bytes,
     pack_indices, quantize_nf4, unpack_indices,
 };

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::error::io_err;
-use crate::{Dtype, ExportError, Result};
+use crate::dtype::Dtype;
+use crate::error::{IoError, Result};
 
 /// One tensor's header entry: where its bytes sit in the data section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub fn check_tensor_name(name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(ExportError::InvalidTensorName {
+    Err(IoError::InvalidTensorName {
         name: name.to_string(),
         reason,
     })
@@ -94,17 +94,17 @@ pub fn write_safetensors_file(
         data_len, described,
         "invariant: data chunks tile the described data section"
     );
-    let file = std::fs::File::create(path).map_err(io_err("creating", path))?;
+    let file = std::fs::File::create(path).map_err(IoError::at("creating", path))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     w.write_all(&encode_header(entries, metadata))
-        .map_err(io_err("writing", path))?;
+        .map_err(IoError::at("writing", path))?;
     for chunk in chunks {
-        w.write_all(chunk).map_err(io_err("writing", path))?;
+        w.write_all(chunk).map_err(IoError::at("writing", path))?;
     }
     let file = w
         .into_inner()
-        .map_err(|e| io_err("writing", path)(e.into_error()))?;
-    file.sync_all().map_err(io_err("syncing", path))?;
+        .map_err(|e| IoError::at("writing", path)(e.into_error()))?;
+    file.sync_all().map_err(IoError::at("syncing", path))?;
     Ok(())
 }
 
@@ -131,14 +131,14 @@ struct RawEntry {
 /// that ends where the file ends.
 pub fn read_header(path: &Path) -> Result<SafetensorsHeader> {
     use std::io::Read;
-    let bad = |message: String| ExportError::Safetensors {
+    let bad = |message: String| IoError::Safetensors {
         path: path.to_path_buf(),
         message,
     };
-    let mut file = std::fs::File::open(path).map_err(io_err("opening", path))?;
+    let mut file = std::fs::File::open(path).map_err(IoError::at("opening", path))?;
     let file_len = file
         .metadata()
-        .map_err(io_err("reading metadata of", path))?
+        .map_err(IoError::at("reading metadata of", path))?
         .len();
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes)
@@ -150,7 +150,7 @@ pub fn read_header(path: &Path) -> Result<SafetensorsHeader> {
         )));
     }
     let mut json = vec![0u8; header_len as usize];
-    file.read_exact(&mut json).map_err(io_err("reading", path))?;
+    file.read_exact(&mut json).map_err(IoError::at("reading", path))?;
     let mut map: Map<String, Value> =
         serde_json::from_slice(&json).map_err(|e| bad(format!("header JSON: {e}")))?;
     let metadata = match map.remove("__metadata__") {

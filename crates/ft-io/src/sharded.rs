@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::io_err;
-use crate::safetensors_io::{
+use crate::dtype::{Dtype, cast_f32_into};
+use crate::error::{IoError, Result};
+use crate::safetensors::{
     TensorEntry, check_tensor_name, pt_metadata, tensor_byte_len, write_safetensors_file,
 };
-use crate::{Dtype, ExportError, Result, cast_f32_into};
-use ft_io::{Overwrite, StagingDir};
+use crate::staging::{Overwrite, StagingDir};
 
 /// File name of an unsharded checkpoint.
 pub const SINGLE_FILE_NAME: &str = "model.safetensors";
@@ -31,7 +31,7 @@ pub const INDEX_FILE_NAME: &str = "model.safetensors.index.json";
 /// (config, tokenizer) can be written into [`ShardedWriter::staging_dir`] before `finish`.
 ///
 /// ```
-/// use ft_export::{Dtype, ShardedWriter};
+/// use ft_io::{Dtype, ShardedWriter};
 /// let dir = tempfile::tempdir().unwrap();
 /// let mut w = ShardedWriter::new(dir.path().join("out"), 2_000_000_000).unwrap();
 /// w.add_f32("model.norm.weight", &[4], &[1.0; 4], Dtype::BF16).unwrap();
@@ -94,7 +94,7 @@ impl ShardedWriter {
         overwrite: Overwrite,
     ) -> Result<Self> {
         if max_shard_bytes == 0 {
-            return Err(ExportError::ZeroShardSize);
+            return Err(IoError::ZeroShardSize);
         }
         Ok(Self {
             staging: StagingDir::new(out_dir, overwrite)?,
@@ -119,7 +119,7 @@ impl ShardedWriter {
     pub fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<()> {
         let len = self.check_new(name, dtype, shape)?;
         if len != bytes.len() {
-            return Err(ExportError::ByteLength {
+            return Err(IoError::ByteLength {
                 name: name.to_string(),
                 dtype,
                 shape: shape.to_vec(),
@@ -136,7 +136,7 @@ impl ShardedWriter {
     /// - `values.len()` must equal `shape.iter().product()`.
     pub fn add_f32(&mut self, name: &str, shape: &[usize], values: &[f32], dtype: Dtype) -> Result<()> {
         if !dtype.is_float() {
-            return Err(ExportError::UnsupportedCast {
+            return Err(IoError::UnsupportedCast {
                 name: name.to_string(),
                 dtype,
             });
@@ -144,7 +144,7 @@ impl ShardedWriter {
         let len = self.check_new(name, dtype, shape)?;
         let found = values.len() * dtype.size_bytes();
         if len != found {
-            return Err(ExportError::ByteLength {
+            return Err(IoError::ByteLength {
                 name: name.to_string(),
                 dtype,
                 shape: shape.to_vec(),
@@ -172,7 +172,7 @@ impl ShardedWriter {
         };
         for (k, final_name) in shard_files.iter().enumerate() {
             let from = dir.join(temp_shard_name(k + 1));
-            std::fs::rename(&from, dir.join(final_name)).map_err(io_err("renaming", &from))?;
+            std::fs::rename(&from, dir.join(final_name)).map_err(IoError::at("renaming", &from))?;
         }
         if n > 1 {
             let weight_map = self
@@ -191,7 +191,7 @@ impl ShardedWriter {
             let mut json = serde_json::to_string_pretty(&index).expect("invariant: index serialises");
             json.push('\n');
             let path = dir.join(INDEX_FILE_NAME);
-            std::fs::write(&path, json).map_err(io_err("writing", &path))?;
+            std::fs::write(&path, json).map_err(IoError::at("writing", &path))?;
         }
         let out_dir = self.staging.commit()?;
         Ok(ExportSummary {
@@ -205,11 +205,11 @@ impl ShardedWriter {
     fn check_new(&mut self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<usize> {
         check_tensor_name(name)?;
         if self.names.contains(name) {
-            return Err(ExportError::DuplicateTensor {
+            return Err(IoError::DuplicateTensor {
                 name: name.to_string(),
             });
         }
-        tensor_byte_len(dtype, shape).ok_or_else(|| ExportError::ByteLength {
+        tensor_byte_len(dtype, shape).ok_or_else(|| IoError::ByteLength {
             name: name.to_string(),
             dtype,
             shape: shape.to_vec(),

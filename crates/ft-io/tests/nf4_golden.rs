@@ -3,7 +3,7 @@
 
 mod nf4_common;
 
-use ft_lora::nf4::{
+use ft_io::nf4::{
     DYNAMIC_SIGNED_MAP, DoubleQuantAbsmax, NF4_CODE, NF4_THRESHOLDS, Nf4Absmax, Nf4Tensor, dynamic_index,
     nf4_index, quantize_dynamic_blockwise, unpack_indices,
 };

@@ -120,7 +120,7 @@ impl<'de> Deserialize<'de> for TargetModules {
 /// the model's linear layers by distinct last component (`q_proj, k_proj, …, lm_head`).
 ///
 /// ```
-/// use ft_lora::peft::{TargetModules, resolve_targets};
+/// use ft_io::peft::{TargetModules, resolve_targets};
 /// let names: Vec<String> = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj", "lm_head"]
 ///     .map(String::from).to_vec();
 /// let picked = resolve_targets(&TargetModules::names(&["q_proj"]), &names, "lm_head").unwrap();
@@ -204,4 +204,11 @@ fn short_names(names: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// A vision-tower layer's name without the prefix its container adds (`vision_model.`,
+/// `vision_tower.`, `base_model.model.`, …): the part from `encoder.layers.` on. CLIP adapters
+/// name their layers with whatever prefix the tower had where they were made.
+pub fn encoder_layer_name(name: &str) -> Option<&str> {
+    name.find("encoder.layers.").map(|at| &name[at..])
 }

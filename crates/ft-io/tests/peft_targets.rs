@@ -1,6 +1,6 @@
 //! `target_modules` matching against what PEFT 0.21 actually wrapped (fixtures/peft/matching.json).
 
-use ft_lora::peft::{PeftError, TargetModules, resolve_targets};
+use ft_io::peft::{PeftError, TargetModules, resolve_targets};
 use serde_json::Value;
 
 fn fixture() -> Value {

@@ -7,7 +7,7 @@
 //! the transposes (`a [in, r]`, `b [r, out]`).
 //!
 //! ```
-//! use ft_lora::peft::{Adapter, AdapterConfig, AdapterDtype, AdapterWeights, LoraMatrix, LoraPair, TargetModules};
+//! use ft_io::peft::{Adapter, AdapterConfig, AdapterDtype, AdapterWeights, LoraMatrix, LoraPair, TargetModules};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let pair = LoraPair {
@@ -36,15 +36,15 @@ pub use adapter::Adapter;
 pub use config::{ADAPTER_CONFIG_FILE, AdapterConfig, FT_TEMPLATE_KEY};
 pub use error::{PeftError, Result, SUPPORTED_PEFT};
 pub use ft_meta::{FT_ADAPTER_FILE, FtAdapterMeta};
-pub use targets::{ALL_LINEAR_EXCLUDED_HEADS, TargetModules, resolve_targets};
+pub use targets::{ALL_LINEAR_EXCLUDED_HEADS, TargetModules, encoder_layer_name, resolve_targets};
 pub use weights::{
     ADAPTER_WEIGHTS_FILE, AdapterDtype, AdapterWeights, Half, LoraMatrix, LoraPair, PEFT_KEY_PREFIX,
 };
 
-/// Writes a whole file atomically (temporary sibling, fsync, rename: `ft_io`).
+/// Writes a whole file atomically (temporary sibling, fsync, rename: [`crate::write_file_atomically`]).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    ft_io::write_file_atomically(path, bytes).map_err(|e| match e {
-        ft_io::IoError::Io { path, action, source } => PeftError::Io { action, path, source },
+    crate::write_file_atomically(path, bytes).map_err(|e| match e {
+        crate::IoError::Io { path, action, source } => PeftError::Io { action, path, source },
         other => PeftError::Io {
             action: "writing",
             path: path.to_path_buf(),

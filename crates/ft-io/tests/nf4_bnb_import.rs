@@ -3,7 +3,7 @@
 
 mod nf4_common;
 
-use ft_lora::nf4::{
+use ft_io::nf4::{
     BnbAbsmax, BnbNf4Parts, DoubleQuantAbsmax, NF4_CODE, Nf4Absmax, Nf4Error, Nf4Tensor, nf4_from_bnb,
 };
 use nf4_common::{Fixture, assert_bits_eq};

@@ -13,7 +13,7 @@
 //! signed dynamic map of bitsandbytes ([`DYNAMIC_SIGNED_MAP`]).
 //!
 //! ```
-//! use ft_lora::nf4::{NF4_CODE, Nf4Tensor, pack_indices};
+//! use ft_io::nf4::{NF4_CODE, Nf4Tensor, pack_indices};
 //!
 //! assert_eq!(pack_indices(&[0, 1]), vec![1]);
 //! let w = vec![0.5_f32, -1.0, 0.25, 0.0];

@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ft_lora::nf4::Nf4Tensor;
+use ft_io::nf4::Nf4Tensor;
 
 const ROWS: usize = 4096;
 const COLS: usize = 4096;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ft_lora::peft::{AdapterConfig, FtAdapterMeta, PeftError, TargetModules};
+use ft_io::peft::{AdapterConfig, FtAdapterMeta, PeftError, TargetModules};
 use serde_json::{Map, Value, json};
 
 const CLASSIC_KEYS: [&str; 21] = [

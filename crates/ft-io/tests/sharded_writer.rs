@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ft_export::{Dtype, ExportError, Overwrite, ShardedWriter, f32_to_bf16_bits, parse_size};
+use ft_io::{Dtype, IoError, Overwrite, ShardedWriter, f32_to_bf16_bits, parse_size};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
@@ -232,7 +232,7 @@ fn an_existing_output_is_refused_unless_replacing() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("old.txt"), "old").unwrap();
     let err = ShardedWriter::new(&out, 100).unwrap_err();
-    assert!(matches!(err, ExportError::OutputExists { .. }), "{err}");
+    assert!(matches!(err, IoError::OutputExists { .. }), "{err}");
     assert!(err.to_string().contains("force"));
 
     let mut w = ShardedWriter::with_overwrite(&out, 100, Overwrite::Replace).unwrap();
@@ -254,25 +254,25 @@ fn bad_tensors_are_refused_with_their_name() {
     let mut w = ShardedWriter::new(dir.path().join("bad"), 100).unwrap();
     w.add_f32("x", &[2], &[1.0, 2.0], Dtype::F32).unwrap();
     let dup = w.add_f32("x", &[2], &[1.0, 2.0], Dtype::F32).unwrap_err();
-    assert!(matches!(dup, ExportError::DuplicateTensor { ref name } if name == "x"));
+    assert!(matches!(dup, IoError::DuplicateTensor { ref name } if name == "x"));
     let len = w.add("y", Dtype::BF16, &[3], &[0; 4]).unwrap_err();
     assert_eq!(len.to_string(), "tensor `y`: BF16 [3] needs 6 bytes, got 4");
     let len = w.add_f32("z", &[3], &[1.0; 2], Dtype::F16).unwrap_err();
     assert!(len.to_string().starts_with("tensor `z`"));
     assert!(matches!(
         w.add("__metadata__", Dtype::U8, &[1], &[0]),
-        Err(ExportError::InvalidTensorName { .. })
+        Err(IoError::InvalidTensorName { .. })
     ));
     assert!(matches!(
         w.add("", Dtype::U8, &[1], &[0]),
-        Err(ExportError::InvalidTensorName { .. })
+        Err(IoError::InvalidTensorName { .. })
     ));
     assert!(matches!(
         w.add_f32("i", &[1], &[1.0], Dtype::I32),
-        Err(ExportError::UnsupportedCast { .. })
+        Err(IoError::UnsupportedCast { .. })
     ));
     assert!(matches!(
         ShardedWriter::new(dir.path().join("zero"), 0),
-        Err(ExportError::ZeroShardSize)
+        Err(IoError::ZeroShardSize)
     ));
 }
