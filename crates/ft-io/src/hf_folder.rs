@@ -78,36 +78,19 @@ pub struct HfFolder {
 impl HfFolder {
     /// Opens `dir`: `model.safetensors.index.json` and the shards it names, or `model.safetensors`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let index_path = dir.join(INDEX_FILE_NAME);
-        let files = if index_path.exists() {
-            let index = read_json_object(&index_path)?;
-            let weight_map = index
-                .get("weight_map")
-                .and_then(Value::as_object)
-                .ok_or_else(|| IoError::Json {
-                    path: index_path.clone(),
-                    message: "no `weight_map` object".into(),
-                })?;
-            let mut shard_names: Vec<String> = Vec::new();
+        let listed = WeightFiles::of(dir)?;
+        let files: Vec<WeightFile> = listed
+            .paths
+            .iter()
+            .map(|p| open_weight_file(p))
+            .collect::<Result<_>>()?;
+        if let Some((index_path, weight_map)) = &listed.index {
             for (name, shard) in weight_map {
-                let shard = shard.as_str().ok_or_else(|| IoError::Json {
-                    path: index_path.clone(),
-                    message: format!("weight_map[`{name}`] is not a file name"),
-                })?;
-                if !shard_names.iter().any(|s| s == shard) {
-                    shard_names.push(shard.to_string());
-                }
-            }
-            shard_names.sort();
-            let files: Vec<WeightFile> = shard_names
-                .iter()
-                .map(|s| open_weight_file(&dir.join(s)))
-                .collect::<Result<_>>()?;
-            for (name, shard) in weight_map {
-                let shard = shard.as_str().expect("invariant: checked above");
-                let k = shard_names
+                let shard = shard.as_str().expect("invariant: checked by WeightFiles::of");
+                let k = listed
+                    .paths
                     .iter()
-                    .position(|s| s == shard)
+                    .position(|p| p == &dir.join(shard))
                     .expect("invariant: listed");
                 if !files[k].header.entries.iter().any(|e| &e.name == name) {
                     return Err(IoError::IndexMismatch {
@@ -117,14 +100,7 @@ impl HfFolder {
                     });
                 }
             }
-            files
-        } else if dir.join(SINGLE_FILE_NAME).exists() {
-            vec![open_weight_file(&dir.join(SINGLE_FILE_NAME))?]
-        } else {
-            return Err(IoError::NoWeights {
-                dir: dir.to_path_buf(),
-            });
-        };
+        }
         let mut by_name = HashMap::new();
         for (f, file) in files.iter().enumerate() {
             for (e, entry) in file.header.entries.iter().enumerate() {
@@ -177,4 +153,57 @@ fn open_weight_file(path: &Path) -> Result<WeightFile> {
         path: path.to_path_buf(),
         header: read_header(path)?,
     })
+}
+
+/// Which files hold a model folder's weights: the one place that decides it for every reader.
+#[derive(Debug)]
+pub struct WeightFiles {
+    /// The weight files: the shards `model.safetensors.index.json` names, sorted, or
+    /// `model.safetensors`.
+    pub paths: Vec<PathBuf>,
+    /// The index file and its `weight_map` (tensor name → shard file name), for sharded folders.
+    pub index: Option<(PathBuf, Map<String, Value>)>,
+}
+
+impl WeightFiles {
+    /// Lists the weight files of `dir`; an index whose `weight_map` is missing or names a shard
+    /// with a non-string is an error naming the index.
+    pub fn of(dir: &Path) -> Result<Self> {
+        let index_path = dir.join(INDEX_FILE_NAME);
+        if !index_path.exists() {
+            let single = dir.join(SINGLE_FILE_NAME);
+            if !single.exists() {
+                return Err(IoError::NoWeights {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            return Ok(Self {
+                paths: vec![single],
+                index: None,
+            });
+        }
+        let mut index = read_json_object(&index_path)?;
+        let Some(Value::Object(weight_map)) = index.remove("weight_map") else {
+            return Err(IoError::Json {
+                path: index_path,
+                message: "no `weight_map` object".into(),
+            });
+        };
+        let mut shard_names: Vec<&str> = Vec::new();
+        for (name, shard) in &weight_map {
+            let shard = shard.as_str().ok_or_else(|| IoError::Json {
+                path: index_path.clone(),
+                message: format!("weight_map[`{name}`] is not a file name"),
+            })?;
+            if !shard_names.contains(&shard) {
+                shard_names.push(shard);
+            }
+        }
+        shard_names.sort_unstable();
+        let paths = shard_names.iter().map(|s| dir.join(s)).collect();
+        Ok(Self {
+            paths,
+            index: Some((index_path, weight_map)),
+        })
+    }
 }

@@ -55,6 +55,9 @@ pub enum ModelError {
     /// Invalid input to the model.
     #[error("{0}")]
     Input(String),
+    /// A model folder's files (which weight files it has, their index).
+    #[error(transparent)]
+    Files(#[from] ft_io::IoError),
 }
 
 /// Result alias for the crate.

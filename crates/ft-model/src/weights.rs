@@ -57,30 +57,7 @@ pub struct SafetensorsSource {
 impl SafetensorsSource {
     /// Opens the weights of a model folder.
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-            let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
-                path: index_path.clone(),
-                message: format!("invalid index: {e}"),
-            })?;
-            let map = index
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::Corrupt {
-                    path: index_path.clone(),
-                    message: "no `weight_map`".into(),
-                })?;
-            let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
-            names.into_iter().map(|n| dir.join(n)).collect()
-        } else if dir.join("model.safetensors").exists() {
-            vec![dir.join("model.safetensors")]
-        } else {
-            return Err(ModelError::Tensors {
-                path: dir.to_path_buf(),
-                message: "no model.safetensors or model.safetensors.index.json".into(),
-            });
-        };
+        let files = ft_io::hf_folder::WeightFiles::of(dir)?.paths;
         Self::open_files(dir, &files)
     }
 
