@@ -19,6 +19,24 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// The dtype of a `safetensors` crate header entry, if ft reads it.
+    pub fn from_safetensors(dtype: ::safetensors::Dtype) -> Option<Self> {
+        use ::safetensors::Dtype as St;
+        Some(match dtype {
+            St::F64 => Dtype::F64,
+            St::F32 => Dtype::F32,
+            St::F16 => Dtype::F16,
+            St::BF16 => Dtype::BF16,
+            St::I64 => Dtype::I64,
+            St::I32 => Dtype::I32,
+            St::I16 => Dtype::I16,
+            St::I8 => Dtype::I8,
+            St::U8 => Dtype::U8,
+            St::BOOL => Dtype::BOOL,
+            _ => return None,
+        })
+    }
+
     /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {

@@ -2,7 +2,9 @@
 //! padded with spaces so the data starts 8-byte aligned, then the tensors' bytes back to back.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -119,84 +121,83 @@ pub struct SafetensorsHeader {
     pub metadata: Map<String, Value>,
 }
 
-#[derive(serde::Deserialize)]
-struct RawEntry {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data_offsets: [usize; 2],
+/// A safetensors file mapped into memory with its checked header: the one reader of safetensors
+/// files (the model's loader and merge's header reads both go through it).
+pub struct MappedSafetensors {
+    /// The file.
+    pub path: PathBuf,
+    /// Its bytes (read-only map).
+    pub bytes: Mmap,
+    /// Its header.
+    pub header: SafetensorsHeader,
 }
 
-/// Reads only the header of the safetensors file at `path` and checks it: known dtypes, byte
-/// lengths matching dtype × shape, tensors tiling the data section exactly, and a data section
-/// that ends where the file ends.
+impl std::fmt::Debug for MappedSafetensors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedSafetensors")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MappedSafetensors {
+    /// Maps the file at `path` and checks its header (see [`read_header`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(IoError::at("opening", path))?;
+        // SAFETY: the map is read-only, and ft never writes a weights file while reading it
+        // (its writers write to a temporary name and rename).
+        let bytes = unsafe { Mmap::map(&file) }.map_err(IoError::at("mapping", path))?;
+        let header = parse_header(path, &bytes)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes,
+            header,
+        })
+    }
+
+    /// The bytes of `entry` (one of this file's header entries).
+    pub fn tensor_bytes(&self, entry: &TensorEntry) -> &[u8] {
+        let start = self.header.data_start as usize;
+        &self.bytes[start + entry.data_offsets.0..start + entry.data_offsets.1]
+    }
+}
+
+/// Reads the header of the safetensors file at `path` and checks it: known dtypes, byte lengths
+/// matching dtype × shape, tensors tiling the data section exactly, and a data section that ends
+/// where the file ends. The file is mapped, not read.
 pub fn read_header(path: &Path) -> Result<SafetensorsHeader> {
-    use std::io::Read;
+    Ok(MappedSafetensors::open(path)?.header)
+}
+
+/// The header of `bytes` (the whole file), checked by the `safetensors` crate.
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
     let bad = |message: String| IoError::Safetensors {
         path: path.to_path_buf(),
         message,
     };
-    let mut file = std::fs::File::open(path).map_err(IoError::at("opening", path))?;
-    let file_len = file
-        .metadata()
-        .map_err(IoError::at("reading metadata of", path))?
-        .len();
-    let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| bad("shorter than the 8-byte header length".into()))?;
-    let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > 100_000_000 || 8 + header_len > file_len {
-        return Err(bad(format!(
-            "header length {header_len} does not fit the file ({file_len} bytes)"
-        )));
-    }
-    let mut json = vec![0u8; header_len as usize];
-    file.read_exact(&mut json).map_err(IoError::at("reading", path))?;
-    let mut map: Map<String, Value> =
-        serde_json::from_slice(&json).map_err(|e| bad(format!("header JSON: {e}")))?;
-    let metadata = match map.remove("__metadata__") {
-        Some(Value::Object(m)) => m,
-        Some(other) => return Err(bad(format!("__metadata__ is not an object: {other}"))),
-        None => Map::new(),
-    };
-    let mut entries = Vec::with_capacity(map.len());
-    for (name, value) in map {
-        let raw: RawEntry =
-            serde_json::from_value(value).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        let [begin, end] = raw.data_offsets;
-        let expected = tensor_byte_len(raw.dtype, &raw.shape);
-        if end < begin || Some(end - begin) != expected {
-            return Err(bad(format!(
-                "tensor `{name}`: {:?} {:?} needs {expected:?} bytes, data_offsets say [{begin}, {end})",
-                raw.dtype, raw.shape
-            )));
-        }
+    let (header_len, metadata) = ::safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("truncated or corrupt ({e})")))?;
+    let tensors = metadata.tensors();
+    let mut entries = Vec::with_capacity(tensors.len());
+    for (name, info) in tensors {
+        let dtype = Dtype::from_safetensors(info.dtype)
+            .ok_or_else(|| bad(format!("tensor `{name}` has unsupported dtype {:?}", info.dtype)))?;
         entries.push(TensorEntry {
             name,
-            dtype: raw.dtype,
-            shape: raw.shape,
-            data_offsets: (begin, end),
+            dtype,
+            shape: info.shape.clone(),
+            data_offsets: info.data_offsets,
         });
     }
     entries.sort_by_key(|e| e.data_offsets);
-    let mut at = 0;
-    for e in &entries {
-        if e.data_offsets.0 != at {
-            return Err(bad(format!(
-                "tensor `{}` starts at {} but the previous tensor ends at {at}: tensors must tile the data",
-                e.name, e.data_offsets.0
-            )));
-        }
-        at = e.data_offsets.1;
-    }
-    let data_start = 8 + header_len;
-    if data_start + at as u64 != file_len {
-        return Err(bad(format!(
-            "the tensors cover {at} data bytes but the file holds {}",
-            file_len - data_start
-        )));
-    }
+    let metadata = metadata
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+        .unwrap_or_default();
     Ok(SafetensorsHeader {
-        data_start,
+        data_start: 8 + header_len as u64,
         entries,
         metadata,
     })

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ft_lora::linear::{LinearBase, Nf4Weight};
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use ft_io::Dtype;
+use ft_io::safetensors::{MappedSafetensors, TensorEntry};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -38,19 +38,13 @@ pub trait TensorSource {
     fn origin(&self) -> &Path;
 }
 
-/// Where a tensor lives: shard index, dtype, shape, byte range within the data section.
-type TensorLocation = (usize, Dtype, Vec<usize>, (usize, usize));
-
-struct Shard {
-    path: PathBuf,
-    mmap: Mmap,
-    data_start: usize,
-}
+/// Where a tensor lives: its shard and header entry.
+type TensorLocation = (usize, TensorEntry);
 
 /// A safetensors checkpoint: one file or shards listed in `model.safetensors.index.json`.
 pub struct SafetensorsSource {
     origin: PathBuf,
-    shards: Vec<Shard>,
+    shards: Vec<MappedSafetensors>,
     index: BTreeMap<String, TensorLocation>,
 }
 
@@ -87,32 +81,11 @@ impl SafetensorsSource {
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
         for (i, path) in files.iter().enumerate() {
-            let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-            // SAFETY: the file is opened read-only and not modified while mapped (model files are
-            // not written by ft while loading).
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-            let (header_len, metadata) =
-                SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Corrupt {
-                    path: path.clone(),
-                    message: format!("not a valid safetensors file (truncated or corrupt): {e}"),
-                })?;
-            let data_start = 8 + header_len;
-            let data_len = mmap.len().saturating_sub(data_start);
-            for (name, info) in metadata.tensors() {
-                let (begin, end) = info.data_offsets;
-                if end > data_len || begin > end {
-                    return Err(ModelError::Corrupt {
-                        path: path.clone(),
-                        message: format!("tensor `{name}` lies outside the file (truncated?)"),
-                    });
-                }
-                index.insert(name, (i, info.dtype, info.shape.clone(), (begin, end)));
+            let shard = MappedSafetensors::open(path)?;
+            for entry in &shard.header.entries {
+                index.insert(entry.name.clone(), (i, entry.clone()));
             }
-            shards.push(Shard {
-                path: path.clone(),
-                mmap,
-                data_start,
-            });
+            shards.push(shard);
         }
         Ok(Self {
             origin: origin.to_path_buf(),
@@ -139,39 +112,26 @@ impl TensorSource for SafetensorsSource {
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.index.get(name).map(|(_, _, shape, _)| shape.clone())
+        self.index.get(name).map(|(_, entry)| entry.shape.clone())
     }
 
     fn read(&self, name: &str) -> Result<HostTensor> {
-        let (shard, dtype, shape, (begin, end)) =
-            self.index.get(name).ok_or_else(|| ModelError::Tensors {
-                path: self.origin.clone(),
-                message: format!("missing tensor `{name}`"),
-            })?;
+        let (shard, entry) = self.index.get(name).ok_or_else(|| ModelError::Tensors {
+            path: self.origin.clone(),
+            message: format!("missing tensor `{name}`"),
+        })?;
         let shard = &self.shards[*shard];
-        let bytes = &shard.mmap[shard.data_start + begin..shard.data_start + end];
-        let numel: usize = shape.iter().product();
-        let float = match dtype {
-            Dtype::F32 => ft_io::Dtype::F32,
-            Dtype::F16 => ft_io::Dtype::F16,
-            Dtype::BF16 => ft_io::Dtype::BF16,
-            other => {
-                return Err(ModelError::Dtype {
-                    path: shard.path.clone(),
-                    name: name.to_owned(),
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        if bytes.len() != numel * float.size_bytes() {
-            return Err(ModelError::Corrupt {
+        if !matches!(entry.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(ModelError::Dtype {
                 path: shard.path.clone(),
-                message: format!("tensor `{name}` has {} bytes for shape {shape:?}", bytes.len()),
+                name: name.to_owned(),
+                dtype: entry.dtype.as_str().to_owned(),
             });
         }
-        let data = ft_io::decode_to_f32(bytes, float).expect("invariant: a float dtype");
+        let data = ft_io::decode_to_f32(shard.tensor_bytes(entry), entry.dtype)
+            .expect("invariant: a float dtype");
         Ok(HostTensor {
-            shape: shape.clone(),
+            shape: entry.shape.clone(),
             data,
         })
     }
