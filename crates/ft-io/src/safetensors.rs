@@ -194,7 +194,11 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
     let metadata = metadata
         .metadata()
         .as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(SafetensorsHeader {
         data_start: 8 + header_len as u64,

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ft_lora::linear::{LinearBase, Nf4Weight};
 use ft_io::Dtype;
 use ft_io::safetensors::{MappedSafetensors, TensorEntry};
+use ft_lora::linear::{LinearBase, Nf4Weight};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -128,8 +128,8 @@ impl TensorSource for SafetensorsSource {
                 dtype: entry.dtype.as_str().to_owned(),
             });
         }
-        let data = ft_io::decode_to_f32(shard.tensor_bytes(entry), entry.dtype)
-            .expect("invariant: a float dtype");
+        let data =
+            ft_io::decode_to_f32(shard.tensor_bytes(entry), entry.dtype).expect("invariant: a float dtype");
         Ok(HostTensor {
             shape: entry.shape.clone(),
             data,
