@@ -37,27 +37,15 @@ fn bench_encode(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("alpaca.jsonl");
     write_alpaca(&file, n);
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-    let tokenizer =
-        FtTokenizer::from_dir(fixtures.join("tokenizers/tiny-chatml")).expect("fixture tokenizer");
     let mut config = DataConfig::new(vec![file]);
     config.template = Some("qwen_chat".into());
-    config.max_length = 2048;
-    config.pack = false;
-    let template = resolve_template(&config, &tokenizer).expect("template");
-
-    let mut group = c.benchmark_group("encode");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(n as u64));
-    group.bench_function(format!("alpaca_{n}_qwen_chat"), |b| {
-        b.iter(|| {
-            prepare(&config, &tokenizer, &template)
-                .expect("prepare")
-                .stats
-                .samples
-        })
-    });
-    group.finish();
+    bench_prepare(
+        c,
+        format!("alpaca_{n}_qwen_chat"),
+        Throughput::Elements(n as u64),
+        "tokenizers/tiny-chatml",
+        config,
+    );
 }
 
 /// `n` texts of 1,500–6,000 words, far longer than 2048 tokens of the tiny tokenizer.
@@ -89,18 +77,34 @@ fn bench_long_texts(c: &mut Criterion) {
     let file = dir.path().join("text.jsonl");
     write_long_texts(&file, n);
     let bytes = std::fs::metadata(&file).expect("bench file").len();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-    let tokenizer = FtTokenizer::from_dir(fixtures.join("tiny-base")).expect("fixture tokenizer");
     let mut config = DataConfig::new(vec![file]);
     config.format = Some("text".into());
+    bench_prepare(
+        c,
+        format!("text_{n}_long_max_length_2048"),
+        Throughput::Bytes(bytes),
+        "tiny-base",
+        config,
+    );
+}
+
+/// Times `prepare` of `config` (cut to 2048, unpacked) with the fixture tokenizer in `tokenizer_dir`.
+fn bench_prepare(
+    c: &mut Criterion,
+    name: String,
+    throughput: Throughput,
+    tokenizer_dir: &str,
+    mut config: DataConfig,
+) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let tokenizer = FtTokenizer::from_dir(fixtures.join(tokenizer_dir)).expect("fixture tokenizer");
     config.max_length = 2048;
     config.pack = false;
     let template = resolve_template(&config, &tokenizer).expect("template");
-
     let mut group = c.benchmark_group("encode");
     group.sample_size(10);
-    group.throughput(Throughput::Bytes(bytes));
-    group.bench_function(format!("text_{n}_long_max_length_2048"), |b| {
+    group.throughput(throughput);
+    group.bench_function(name, |b| {
         b.iter(|| {
             prepare(&config, &tokenizer, &template)
                 .expect("prepare")
