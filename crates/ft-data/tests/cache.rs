@@ -227,6 +227,30 @@ impl Fixture {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn the_same_files_reached_by_another_path_are_a_hit() {
+    // `ft data prepare /abs/run.toml` then `ft train run.toml` from the config's folder: the
+    // files are spelled differently but are the same files.
+    let f = fixture();
+    let folder = f.data.parent().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("run");
+    std::os::unix::fs::symlink(folder, &link).unwrap();
+    let mut config = f.config.clone();
+    config.files = vec![link.join(f.data.file_name().unwrap())];
+    assert_ne!(config.files, f.config.files);
+    let (_, status) = open_or_build(&f.cache_dir, &config, &f.tok, &f.template, false, &mut |_| {}).unwrap();
+    assert_eq!(status, CacheStatus::Hit);
+    // Another file is still a change.
+    let other = text_corpus(folder, "b.jsonl", 20, 30);
+    config.files = vec![other];
+    let reason = check_cache(&f.cache_dir, &config, &f.tok, &f.template)
+        .unwrap()
+        .expect_err("another file");
+    assert!(reason.contains("data.files"), "{reason}");
+}
+
 #[test]
 fn a_valid_cache_is_a_hit_even_after_touching_its_sources() {
     let f = fixture();

@@ -155,12 +155,26 @@ impl Manifest {
     }
 }
 
+/// Whether two file lists name the same files in the same order. The same config reached by
+/// another path (`ft data prepare /abs/run.toml`, then `ft train run.toml` from its folder)
+/// names its files differently; what counts is the file each one resolves to.
+fn same_files(old: &[std::path::PathBuf], new: &[std::path::PathBuf]) -> bool {
+    let same = |a: &std::path::PathBuf, b: &std::path::PathBuf| {
+        a == b
+            || matches!(
+                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    old.len() == new.len() && old.iter().zip(new).all(|(a, b)| same(a, b))
+}
+
 /// The first `[data]` key that changes the cache's contents, described for the user. Keys that
 /// only choose and order samples (`pack`, `shuffle_before_pack`, `seed`, `weights`,
 /// `eval_split`, `cache_dir`) are applied when reading and need no rebuild.
 fn key_change(old: &DataConfig, new: &DataConfig) -> Option<String> {
     let changed = |key: &str, a: String, b: String| Some(format!("`data.{key}` changed ({a} → {b})"));
-    if old.files != new.files {
+    if !same_files(&old.files, &new.files) {
         return changed("files", format!("{:?}", old.files), format!("{:?}", new.files));
     }
     if old.format != new.format {
