@@ -16,6 +16,17 @@ for dtype in f32 bf16; do
   gpu=$("$ft" chat fixtures/tiny-base --prompt "What is 3 plus 4?" --temperature 0 --device cuda --dtype $dtype 2>"$out/chat-$dtype.err")
   [ "$gpu" = "$cpu" ] && row "chat cuda $dtype = cpu" "ok ($gpu)" || row "chat cuda $dtype = cpu" "FAIL: '$gpu' vs '$cpu'"
 done
+# 1b. Eval loss of the tiny model on CUDA against the CPU's: f32 within 1e-4 (relative), bf16 within
+#     2e-2; NF4 (QLoRA's base, dequantised on the device) within 1e-4.
+printf '%s\n' '{"messages": [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "2 plus 2 is 4."}]}' > "$out/eval.jsonl"
+eval_loss() { "$ft" eval fixtures/tiny-base --data "$out/eval.jsonl" --json "$@" 2>>"$out/eval.err" | grep -o '"loss":[0-9.e-]*' | cut -d: -f2; }
+close() { awk -v a="$1" -v b="$2" -v tol="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= tol * (b < 0 ? -b : b)) }'; }
+for case in "f32 --dtype f32:1e-4" "bf16 --dtype bf16:2e-2" "nf4 --quantization nf4:1e-4"; do
+  name=${case%% *}; flags=${case#* }; flags=${flags%%:*}; tol=${case##*:}
+  cpu_loss=$(eval_loss --device cpu $flags); gpu_loss=$(eval_loss --device cuda $flags)
+  close "$gpu_loss" "$cpu_loss" "$tol" && row "eval loss cuda $name = cpu" "ok ($gpu_loss vs $cpu_loss)" \
+    || row "eval loss cuda $name = cpu" "FAIL: '$gpu_loss' vs '$cpu_loss' (tol $tol)"
+done
 # 2. Benches (tokens/s).
 for dtype in f32 bf16; do
   "$ft" bench forward --device cuda --dtype $dtype --batch 8 --seq 256 --json > "$out/fwd-$dtype.json" 2>>"$out/bench.err" \
@@ -23,13 +34,20 @@ for dtype in f32 bf16; do
   "$ft" bench generate --device cuda --dtype $dtype --json > "$out/gen-$dtype.json" 2>>"$out/bench.err" \
     && row "generate tiny $dtype" "$(grep -o '"tokens_per_s":[0-9.]*' "$out/gen-$dtype.json")"
 done
-# 3. LoRA training step benches: benches/bench_peft.py's shape in f32, a 1B-class shape in bf16 with MFU
-#    (989 TFLOP/s = H100/H200 dense bf16 peak).
+# 3. Training step benches: benches/bench_peft.py's shape in f32; a 1B-class LoRA step in bf16 with
+#    MFU (989 TFLOP/s = H100/H200 dense bf16 peak); QLoRA on the Llama-7B shape (r 64, all linears,
+#    seq 2048, batch 1) with its peak device memory.
+pick() { grep -o '"tokens_per_s":[0-9.]*\|"mfu":[0-9.]*\|"peak_device_mb":[0-9.]*' "$1" | tr '\n' ' '; }
 "$ft" bench train --device cuda --json > "$out/train-small.json" 2>>"$out/bench.err" \
-  && row "train step bench-torch f32" "$(grep -o '"tokens_per_s":[0-9.]*' "$out/train-small.json")"
-timeout 300 "$ft" bench train --device cuda --shape 1b --dtype bf16 --batch 4 --seq 1024 --steps 3 \
-  --peak-tflops 989 --json > "$out/train-1b.json" 2>>"$out/bench.err" \
-  && row "train step 1b bf16 b4 s1024" "$(grep -o '"tokens_per_s":[0-9.]*\|"mfu":[0-9.]*' "$out/train-1b.json" | tr '\n' ' ')"
+  && row "train step bench-torch f32" "$(pick "$out/train-small.json")"
+timeout 300 "$ft" bench train --device cuda --shape 1b --dtype bf16 --batch 1 --seq 2048 --steps 3 \
+  --rank 64 --peak-tflops 989 --json > "$out/train-1b.json" 2>>"$out/bench.err" \
+  && row "LoRA step 1b bf16 b1 s2048 r64" "$(pick "$out/train-1b.json")" \
+  || row "LoRA step 1b bf16 b1 s2048 r64" "FAIL (see bench.err)"
+timeout 420 "$ft" bench train --device cuda --shape 7b --dtype bf16 --quantization nf4 --batch 1 --seq 2048 \
+  --steps 2 --rank 64 --peak-tflops 989 --json > "$out/train-7b-qlora.json" 2>>"$out/bench.err" \
+  && row "QLoRA step 7b nf4 b1 s2048 r64" "$(pick "$out/train-7b-qlora.json")" \
+  || row "QLoRA step 7b nf4 b1 s2048 r64" "FAIL (see bench.err)"
 # 4. A short LoRA training run on the GPU.
 if [ -f runs/assistant/assistant.toml ]; then
   timeout 300 "$ft" train runs/assistant/assistant.toml --device cuda > "$out/train.log" 2>&1 \

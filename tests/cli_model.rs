@@ -116,6 +116,30 @@ fn bench_train_profile_splits_a_step_into_its_phases() {
 }
 
 #[test]
+fn bench_train_runs_a_qlora_step_over_an_nf4_base() {
+    let out = ft()
+        .args(["bench", "train", "--steps", "1", "--batch", "1", "--seq", "16"])
+        .args([
+            "--quantization",
+            "nf4",
+            "--rank",
+            "4",
+            "--json",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["quantization"], "qlora nf4", "{report}");
+    assert_eq!(report["rank"], 4, "{report}");
+    assert!(report["tokens_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    // The CPU's memory is the process's: no device pool to report.
+    assert!(report["peak_device_mb"].is_null(), "{report}");
+}
+
+#[test]
 fn missing_model_folder_is_a_clear_error() {
     let out = ft()
         .args(["chat", "/nonexistent/model", "--prompt", "hi"])

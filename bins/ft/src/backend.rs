@@ -91,6 +91,27 @@ fn resolve(kind: DeviceKind) -> anyhow::Result<DeviceKind> {
     }
 }
 
+/// The bytes the backend's memory pool has reserved on `device` now (what
+/// `torch.cuda.memory_reserved` reports: live tensors plus the pool's free pages, which it keeps);
+/// `None` on the CPU, whose memory is the process's RSS.
+pub fn device_memory_reserved<D: 'static>(device: &D) -> Option<u64> {
+    let device = device as &dyn std::any::Any;
+    #[cfg(feature = "cuda")]
+    if let Some(cuda) = device.downcast_ref::<burn::backend::cuda::CudaDevice>() {
+        use burn::cubecl::Runtime;
+        let client = burn::cubecl::cuda::CudaRuntime::client(cuda);
+        return client.memory_usage().ok().map(|usage| usage.bytes_reserved);
+    }
+    #[cfg(feature = "wgpu")]
+    if let Some(wgpu) = device.downcast_ref::<burn::backend::wgpu::WgpuDevice>() {
+        use burn::cubecl::Runtime;
+        let client = burn::backend::wgpu::WgpuRuntime::client(wgpu);
+        return client.memory_usage().ok().map(|usage| usage.bytes_reserved);
+    }
+    let _ = device;
+    None
+}
+
 /// Whether an NVIDIA GPU is visible (driver device nodes present).
 fn gpu_answers() -> bool {
     std::path::Path::new("/dev/nvidiactl").exists() || std::path::Path::new("/dev/nvidia0").exists()

@@ -50,8 +50,9 @@ enum BenchKind {
         /// Timed steps (after warm-up).
         #[arg(long, default_value_t = 5)]
         steps: usize,
-        /// Model shape: `bench-torch` (hidden 256, 4 layers: benches/bench_peft.py's) or `1b` (TinyLlama-1.1B:
-        /// hidden 2048, 22 layers, 32 heads / 4 kv heads, intermediate 5632, vocab 32000).
+        /// Model shape: `bench-torch` (hidden 256, 4 layers: benches/bench_peft.py's), `135m`
+        /// (SmolLM2-135M), `1b` (TinyLlama-1.1B: hidden 2048, 22 layers, 32 heads / 4 kv heads,
+        /// intermediate 5632, vocab 32000) or `7b` (Llama-2-7B: hidden 4096, 32 layers).
         #[arg(long, value_enum, default_value_t = crate::bench_train::Shape::BenchTorch)]
         shape: crate::bench_train::Shape,
         /// Rows per step.
@@ -67,7 +68,13 @@ enum BenchKind {
         /// bf16).
         #[arg(long)]
         peak_tflops: Option<f64>,
-        /// Print `{"tokens_per_s": .., "peak_rss_mb": ..}`.
+        /// LoRA rank (alpha 16) on q,k,v,o,gate,up,down.
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// `nf4`: a QLoRA step over an NF4 base (double-quantised absmax) held on the device.
+        #[arg(long, value_enum, default_value_t = crate::model_load::Quantization::None)]
+        quantization: crate::model_load::Quantization,
+        /// Print `{"tokens_per_s": .., "peak_rss_mb": .., "peak_device_mb": ..}`.
         #[arg(long)]
         json: bool,
         /// A LLaVA stage-2 step: one picture per row through a frozen CLIP of this shape, the
@@ -124,6 +131,14 @@ impl Common {
     }
 }
 
+/// The `--quantization` value as printed in results.
+fn spec_quantization(quantization: crate::model_load::Quantization) -> &'static str {
+    match quantization {
+        crate::model_load::Quantization::None => "lora",
+        crate::model_load::Quantization::Nf4 => "qlora nf4",
+    }
+}
+
 fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
@@ -162,17 +177,32 @@ impl BackendTask for BenchArgs {
                 peak_tflops,
                 profile,
                 llava,
+                rank,
+                quantization,
                 ..
             } => {
-                let run = crate::bench_train::run::<B>(device, *steps, *shape, *batch, *seq, *llava)?;
+                let spec = crate::bench_train::BenchSpec {
+                    steps: *steps,
+                    shape: *shape,
+                    batch: *batch,
+                    seq: *seq,
+                    rank: *rank,
+                    nf4: *quantization == crate::model_load::Quantization::Nf4,
+                    llava: *llava,
+                };
+                let probe_device = device.clone();
+                let device_bytes = Box::new(move || crate::backend::device_memory_reserved(&probe_device));
+                let run = crate::bench_train::run::<B>(device, spec, device_bytes)?;
                 let peak = crate::bench_train::peak_rss_mb();
+                let peak_device_mb = run.peak_device_bytes.map(|b| b as f64 / (1024.0 * 1024.0));
                 let achieved_tflops = run.flops_per_step / run.median_step_s / 1e12;
                 let mfu = peak_tflops.map(|p| achieved_tflops / p);
                 let p = run.phases;
                 if *json {
                     let mut report = serde_json::json!({"tokens_per_s": run.tokens_per_s, "peak_rss_mb": peak,
                         "median_step_s": run.median_step_s, "device": label, "shape": shape.name(),
-                        "achieved_tflops": achieved_tflops, "mfu": mfu});
+                        "achieved_tflops": achieved_tflops, "mfu": mfu, "peak_device_mb": peak_device_mb,
+                        "quantization": spec_quantization(*quantization), "rank": rank});
                     if *profile {
                         report["phases"] = serde_json::json!({"forward_s": p.forward_s,
                             "backward_s": p.backward_s, "optimizer_s": p.optimizer_s});
@@ -193,9 +223,13 @@ impl BackendTask for BenchArgs {
                     let mfu = mfu
                         .map(|m| format!(", MFU {:.1}%", m * 100.0))
                         .unwrap_or_default();
+                    let device_peak = peak_device_mb
+                        .map(|mb| format!(", peak device memory {mb:.0} MB"))
+                        .unwrap_or_default();
                     println!(
-                        "train step ({}) on {label}: {:.0} tokens/s (median {:.4} s), {achieved_tflops:.3} TFLOP/s{mfu}, peak RSS {peak:.0} MB",
+                        "train step ({}, {}, r {rank}) on {label}: {:.0} tokens/s (median {:.4} s), {achieved_tflops:.3} TFLOP/s{mfu}, peak RSS {peak:.0} MB{device_peak}",
                         shape.name(),
+                        spec_quantization(*quantization),
                         run.tokens_per_s,
                         run.median_step_s
                     );

@@ -1,7 +1,9 @@
-//! `ft bench train`: tokens/s and peak memory of a LoRA training step, on the shape of
-//! PyTorch + PEFT's bench shape (Llama hidden 256, 4 layers, 4 heads, intermediate 688, vocab
-//! 4096, batch 4 × seq 256, fp32, LoRA r 8 / alpha 16 on q,k,v,o,gate,up,down), or a 1B-class
-//! shape for GPUs (`--shape 1b --dtype bf16 --peak-tflops 989` reports MFU).
+//! `ft bench train`: tokens/s and peak memory of a LoRA (or, with `--quantization nf4`, QLoRA)
+//! training step, on the shape of PyTorch + PEFT's bench shape (Llama hidden 256, 4 layers, 4
+//! heads, intermediate 688, vocab 4096, batch 4 × seq 256, fp32, LoRA r 8 / alpha 16 on
+//! q,k,v,o,gate,up,down), SmolLM2-135M's, or 1B- and 7B-class shapes for GPUs
+//! (`--shape 1b --dtype bf16 --peak-tflops 989` reports MFU; on a GPU the peak device memory the
+//! backend reserved is reported too).
 
 use ft_model::{KernelBackend, TrainBackend};
 use std::path::{Path, PathBuf};
@@ -16,8 +18,8 @@ use ft_lora::linear::LoraSpec;
 use ft_lora::peft::TargetModules;
 use ft_model::adapters::attach_new_lora;
 use ft_model::families::linear_names;
-use ft_model::weights::{HostTensor, TensorSource, expected_tensors, load_weights};
-use ft_model::{CausalLm, ModelConfig, ModelError};
+use ft_model::weights::{HostTensor, TensorSource, expected_tensors, load_weights_as};
+use ft_model::{CausalLm, LinearStorage, ModelConfig, ModelError};
 use ft_train::config::TrainConfig;
 use ft_train::metrics::StepMetrics;
 use ft_train::trainer::{StepTimes, TrainHooks, TrainSetup, train};
@@ -60,6 +62,9 @@ struct Timer {
     last: Option<Instant>,
     steps: Vec<f64>,
     phases: Vec<StepTimes>,
+    /// Reads the bytes the device's memory pool holds now (`None` on the CPU).
+    device_bytes: Box<dyn Fn() -> Option<u64>>,
+    peak_device_bytes: Option<u64>,
 }
 
 impl<B: TrainBackend> TrainHooks<B> for Timer {
@@ -68,6 +73,9 @@ impl<B: TrainBackend> TrainHooks<B> for Timer {
     }
 
     fn on_step(&mut self, _m: &StepMetrics, _total: usize) {
+        if let Some(bytes) = (self.device_bytes)() {
+            self.peak_device_bytes = Some(self.peak_device_bytes.unwrap_or(0).max(bytes));
+        }
         let now = Instant::now();
         if let Some(last) = self.last {
             self.steps.push((now - last).as_secs_f64());
@@ -81,9 +89,16 @@ impl<B: TrainBackend> TrainHooks<B> for Timer {
 pub enum Shape {
     /// benches/bench_peft.py's Llama: hidden 256, 4 layers, 4 heads, intermediate 688, vocab 4096.
     BenchTorch,
+    /// SmolLM2-135M's shape: hidden 576, 30 layers, 9 heads / 3 kv heads, intermediate 1536,
+    /// vocab 49152, tied head.
+    #[value(name = "135m")]
+    Smollm135m,
     /// A 1B-class Llama (TinyLlama-1.1B's shape).
     #[value(name = "1b")]
     OneB,
+    /// Llama-2-7B's shape: hidden 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000.
+    #[value(name = "7b")]
+    SevenB,
 }
 
 impl Shape {
@@ -91,7 +106,9 @@ impl Shape {
     pub fn name(self) -> &'static str {
         match self {
             Shape::BenchTorch => "bench-torch",
+            Shape::Smollm135m => "135m",
             Shape::OneB => "1b",
+            Shape::SevenB => "7b",
         }
     }
 }
@@ -174,6 +191,9 @@ pub struct TrainBench {
     pub phases: StepTimes,
     /// Steps run, warm-up included (what per-op totals are divided by).
     pub steps_run: usize,
+    /// The most device memory the backend's pool held at the end of a step, in bytes (as
+    /// `torch.cuda.max_memory_reserved`); `None` on the CPU.
+    pub peak_device_bytes: Option<u64>,
 }
 
 /// The median of each phase over `steps`.
@@ -195,9 +215,16 @@ fn bench_config(shape: Shape) -> ModelConfig {
         Shape::BenchTorch => serde_json::json!({"model_type": "llama", "hidden_size": 256,
             "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4,
             "num_key_value_heads": 4, "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6}),
+        Shape::Smollm135m => serde_json::json!({"model_type": "llama", "hidden_size": 576,
+            "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+            "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "rope_theta": 100000.0}),
         Shape::OneB => serde_json::json!({"model_type": "llama", "hidden_size": 2048,
             "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
             "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}),
+        Shape::SevenB => serde_json::json!({"model_type": "llama", "hidden_size": 4096,
+            "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}),
     };
     let hf: ft_model::HfConfig = serde_json::from_value(json).expect("invariant: valid bench config");
     ft_model::ModelConfig::from_hf(&hf, Path::new("bench")).expect("invariant: valid bench config")
@@ -235,27 +262,58 @@ fn lora_step_flops(config: &ModelConfig, batch: usize, seq: usize) -> f64 {
     linear + attention
 }
 
-/// Runs the benchmark on backend `B` (trained through `Autodiff<B>`).
+/// What one `ft bench train` run trains.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSpec {
+    /// Timed steps (after warm-up).
+    pub steps: usize,
+    /// Model shape.
+    pub shape: Shape,
+    /// Rows per step.
+    pub batch: usize,
+    /// Tokens per row.
+    pub seq: usize,
+    /// LoRA rank (alpha 16).
+    pub rank: usize,
+    /// An NF4 base (QLoRA, double-quantised absmax) instead of a dense one.
+    pub nf4: bool,
+    /// A LLaVA stage-2 step through a CLIP of this shape.
+    pub llava: Option<ClipShape>,
+}
+
+/// Runs the benchmark on backend `B` (trained through `Autodiff<B>`); `device_bytes` reads the
+/// device memory the backend holds (see [`TrainBench::peak_device_bytes`]).
 pub fn run<B: KernelBackend>(
     device: B::Device,
-    steps: usize,
-    shape: Shape,
-    batch: usize,
-    seq: usize,
-    llava: Option<ClipShape>,
+    spec: BenchSpec,
+    device_bytes: Box<dyn Fn() -> Option<u64>>,
 ) -> anyhow::Result<TrainBench> {
     type A<B> = Autodiff<B>;
+    let BenchSpec {
+        steps,
+        shape,
+        batch,
+        seq,
+        rank,
+        nf4,
+        llava,
+    } = spec;
     let config = bench_config(shape);
     let vocab = config.vocab_size;
-    let mut model = CausalLm::<A<B>>::init(&config, &device);
+    let storage = if nf4 {
+        LinearStorage::Nf4 { double_quant: true }
+    } else {
+        LinearStorage::Dense
+    };
+    let mut model = CausalLm::<A<B>>::init_as(&config, &device, storage);
     let source = RandomWeights {
         shapes: expected_tensors(&config),
         origin: PathBuf::from("random"),
     };
-    load_weights(&mut model, &config, &source)?;
+    load_weights_as(&mut model, &config, &source, storage)?;
     A::<B>::seed(&device, 0);
     let spec = LoraSpec {
-        r: 8,
+        r: rank,
         alpha: 16.0,
         dropout: 0.0,
         use_rslora: false,
@@ -302,8 +360,9 @@ pub fn run<B: KernelBackend>(
     // Rows the LLM runs: each picture's patches replace its one placeholder.
     let llm_seq = seq + llava.map_or(0, |c| c.config().patches() - 1);
     std::fs::write(dir.join("d.jsonl"), "{\"text\": \"x\"}\n")?;
+    let quantization = if nf4 { "nf4" } else { "none" };
     let toml = format!(
-        "[model]\npath = \"random\"\ndtype = \"f32\"\n[data]\nfiles = [\"d.jsonl\"]\n[lora]\nr = 8\nalpha = 16\ndropout = 0.0\n\
+        "[model]\npath = \"random\"\ndtype = \"f32\"\nquantization = \"{quantization}\"\n[data]\nfiles = [\"d.jsonl\"]\n[lora]\nr = {rank}\nalpha = 16\ndropout = 0.0\n\
          [train]\noutput_dir = \"out\"\nmax_steps = {}\nbatch_size = {batch}\nlr = 1e-4\nsave_steps = 0\n",
         steps + 2
     );
@@ -329,6 +388,8 @@ pub fn run<B: KernelBackend>(
         last: None,
         steps: Vec::new(),
         phases: Vec::new(),
+        device_bytes,
+        peak_device_bytes: None,
     };
     train(setup, &mut timer)?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -341,6 +402,7 @@ pub fn run<B: KernelBackend>(
         flops_per_step: lora_step_flops(&model_config_for_flops, batch, llm_seq),
         phases: median_phases(timer.phases.get(1..).unwrap_or_default()),
         steps_run: timer.phases.len(),
+        peak_device_bytes: timer.peak_device_bytes,
     })
 }
 

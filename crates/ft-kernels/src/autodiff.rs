@@ -7,7 +7,9 @@ use burn::tensor::ops::FloatTensor;
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, cross_entropy, lora, rms_norm, rope, swiglu};
+use crate::nf4::Nf4Primitive;
+use crate::{attention, cross_entropy, lora, nf4, rms_norm, rope, swiglu};
+use burn::tensor::DType;
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
     fn fused_attention(
@@ -51,5 +53,19 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         targets: &[u32],
     ) -> FloatTensor<Self> {
         cross_entropy::autodiff::linear_cross_entropy::<B, C>(hidden, weight, targets)
+    }
+
+    fn nf4_dequantize_as(weight: Nf4Primitive<Self>, dtype: DType) -> FloatTensor<Self> {
+        nf4::autodiff::dequantize::<B, C>(weight, dtype)
+    }
+
+    fn fused_nf4_linear(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weight: Nf4Primitive<Self>,
+        adapter: Option<[FloatTensor<Self>; 2]>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        nf4::autodiff::nf4_linear::<B, C>(x, x_adapter, weight, adapter, scale)
     }
 }

@@ -4,10 +4,11 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::attention::composite;
 use crate::mask::AttentionMask;
+use crate::nf4::{self, Nf4Primitive};
 use crate::{cross_entropy, lora, rms_norm, rope, swiglu};
 
 /// A Burn backend with ft's fused ops.
@@ -253,6 +254,39 @@ pub trait KernelBackend: Backend {
         scale: f32,
     ) -> FloatTensor<Self> {
         Self::fused_lora_linear_forward(x, x_adapter, weights, scale).0
+    }
+
+    /// The dense weight of an NF4 weight, computed in f32 and cast to `dtype`.
+    ///
+    /// # Shapes
+    /// - output: `weight.shape`
+    fn nf4_dequantize_as(weight: Nf4Primitive<Self>, dtype: DType) -> FloatTensor<Self> {
+        let device = Self::int_device(&weight.codes);
+        nf4::composite::dequantize::<Self>(weight, dtype, &device)
+            .into_primitive()
+            .tensor()
+    }
+
+    /// `x · Wᵀ` for an NF4 `W`, plus `scale · (x_adapter · Aᵀ) · Bᵀ` with an adapter `[A, B]`.
+    ///
+    /// # Shapes
+    /// - x, x_adapter: `[rows, in]`; weight `[out, in]`; A `[r, in]`, B `[out, r]`
+    /// - output: `[rows, out]`
+    fn fused_nf4_linear(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weight: Nf4Primitive<Self>,
+        adapter: Option<[FloatTensor<Self>; 2]>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let dense = Self::nf4_dequantize_as(weight, x.dtype());
+        match adapter {
+            Some([a, b]) => Self::fused_lora_linear(x, x_adapter, [dense, a, b], scale),
+            None => float::<Self, 2>(x)
+                .matmul(float::<Self, 2>(dense).transpose())
+                .into_primitive()
+                .tensor(),
+        }
     }
 
     /// The LoRA product and the adapter's intermediate `x_adapter · Aᵀ`, kept for backward.

@@ -8,9 +8,15 @@ use burn_flex::{Flex, FlexTensor};
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
-use crate::{attention, cross_entropy, lora, rms_norm, rope, swiglu};
+use crate::nf4::Nf4Primitive;
+use crate::{attention, cross_entropy, lora, nf4, rms_norm, rope, swiglu};
 
 impl KernelBackend for Flex {
+    fn nf4_dequantize_as(weight: Nf4Primitive<Self>, dtype: DType) -> FloatTensor<Self> {
+        let _span = tracing::trace_span!("nf4_dequantize").entered();
+        nf4::cpu::dequantize(weight, dtype)
+    }
+
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

@@ -16,6 +16,8 @@
 //!   the angle tables, shared by every layer.
 //! - [`lora_linear`]: a LoRA layer's `x · Wᵀ + s · (x_a · Aᵀ) · Bᵀ` as one node; every product
 //!   on all cores, and no gradient for a frozen base.
+//! - [`nf4_linear`]: QLoRA's NF4 base on the device, dequantised by a kernel in forward and
+//!   again in backward (the dense weight is never kept).
 //! - [`linear_cross_entropy`]: the LM head and the cross-entropy in chunks of rows, never the
 //!   whole batch's `[rows, vocab]` logits; training keeps the rows and one log-sum-exp per row.
 
@@ -26,6 +28,7 @@ pub mod cross_entropy;
 mod flex;
 pub mod lora;
 pub mod mask;
+pub mod nf4;
 mod par;
 pub mod rms_norm;
 pub mod rope;
@@ -37,6 +40,7 @@ pub use backend::{KernelBackend, TrainBackend};
 pub use cross_entropy::linear_cross_entropy;
 pub use lora::{LoraWeights, lora_linear};
 pub use mask::AttentionMask;
+pub use nf4::{Nf4Device, nf4_dequantize, nf4_linear};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use swiglu::swiglu;

@@ -256,7 +256,10 @@ pub fn save_projector<B: Backend>(
     std::fs::create_dir_all(dir).map_err(|e| LlavaError::io(dir, e))?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (i, layer) in projector.layers.iter().enumerate() {
-        let weight = layer.base_weight(&layer_device(layer));
+        let weight = layer
+            .dense_weight()
+            .expect("invariant: a projector's layers are dense")
+            .val();
         tensors.push(host_bytes(format!("model.{}.weight", 2 * i), weight));
         if let Some(bias) = &layer.bias {
             tensors.push(host_bytes(format!("model.{}.bias", 2 * i), bias.val()));
@@ -284,13 +287,6 @@ pub fn save_projector<B: Backend>(
     let text = serde_json::to_string_pretty(&json).expect("invariant: JSON serialises");
     ft_io::write_file_atomically(&dir.join("config.json"), text.as_bytes())?;
     Ok(())
-}
-
-fn layer_device<B: Backend>(layer: &FtLinear<B>) -> B::Device {
-    match &layer.bias {
-        Some(bias) => bias.device(),
-        None => layer.dense_weight().map(|w| w.device()).unwrap_or_default(),
-    }
 }
 
 fn host_bytes<B: Backend, const D: usize>(

@@ -206,7 +206,7 @@ fn a_saved_projector_loads_back_in_xtuners_layout() {
     let fresh = Projector::<B>::init(&config, 7, &device);
     let again = Projector::<B>::init(&config, 7, &device);
     let other = Projector::<B>::init(&config, 8, &device);
-    let weight = |p: &Projector<B>| host(p.layers[0].base_weight(&device));
+    let weight = |p: &Projector<B>| host(p.layers[0].base_weight());
     assert_eq!(weight(&fresh), weight(&again), "seeded");
     assert_ne!(weight(&fresh), weight(&other));
     let bound = 1.0 / (32f32).sqrt();

@@ -10,7 +10,7 @@ use crate::nf4::Nf4Error;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ft_kernels::{KernelBackend, LoraWeights, lora_linear};
+use ft_kernels::{KernelBackend, LoraWeights, lora_linear, nf4_linear};
 
 /// A LoRA adapter: `A [r, in]`, `B [out, r]` (PEFT's `lora_A` / `lora_B` layout), scaled by
 /// `alpha / r` (or `alpha / √r` with rsLoRA).
@@ -72,7 +72,7 @@ impl<B: Backend> FtLinear<B> {
     }
 
     /// A layer over an NF4 base weight (frozen by construction) and an optional bias `[out]`.
-    pub fn from_nf4(weight: Nf4Weight, bias: Option<Tensor<B, 1>>) -> Self {
+    pub fn from_nf4(weight: Nf4Weight<B>, bias: Option<Tensor<B, 1>>) -> Self {
         Self {
             base: LinearBase::Nf4(weight),
             bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
@@ -107,19 +107,11 @@ impl<B: Backend> FtLinear<B> {
     }
 
     /// The NF4 base, `None` for a dense base.
-    pub fn nf4_weight(&self) -> Option<&Nf4Weight> {
+    pub fn nf4_weight(&self) -> Option<&Nf4Weight<B>> {
         match &self.base {
             LinearBase::Dense(_) => None,
             LinearBase::Nf4(w) => Some(w),
         }
-    }
-
-    /// The base weight as a tensor on `device` (dequantised for NF4): for merging or comparing.
-    ///
-    /// # Shapes
-    /// - output: `[out, in]`
-    pub fn base_weight(&self, device: &B::Device) -> Tensor<B, 2> {
-        self.base.value(device)
     }
 
     /// Freezes the base weight and bias (they get no gradient).
@@ -143,7 +135,8 @@ impl<B: Backend> FtLinear<B> {
                 .convert::<f32>()
                 .into_vec::<f32>()
                 .expect("invariant: converted to f32");
-            self.base = LinearBase::Nf4(Nf4Weight::quantize(&values, out, d_in, double_quant)?);
+            let device = w.val().device();
+            self.base = LinearBase::Nf4(Nf4Weight::quantize(&values, [out, d_in], double_quant, &device)?);
             self.bias = self.bias.take().map(|b| b.set_require_grad(false));
         }
         Ok(())
@@ -187,8 +180,17 @@ impl<B: Backend> FtLinear<B> {
 }
 
 impl<B: KernelBackend> FtLinear<B> {
+    /// The base weight as a tensor (dequantised for NF4): for merging or comparing.
+    ///
+    /// # Shapes
+    /// - output: `[out, in]`
+    pub fn base_weight(&self) -> Tensor<B, 2> {
+        self.base.value()
+    }
+
     /// Applies the layer to the last dimension. With an adapter, the base and adapter products
-    /// are one fused op (`ft_kernels::lora_linear`, hand-written backward).
+    /// are one fused op (`ft_kernels::lora_linear`, hand-written backward); an NF4 base is one op
+    /// too (`ft_kernels::nf4_linear`), which never keeps the dense weight.
     ///
     /// # Shapes
     /// - input: `[..., in]`
@@ -198,19 +200,25 @@ impl<B: KernelBackend> FtLinear<B> {
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
         let x: Tensor<B, 2> = input.reshape([rows, d_in]);
-        let weight = self.base.value(&x.device());
-        let mut y = match &self.lora {
-            Some(lora) => {
-                let x_adapter = lora.dropout.forward(x.clone());
+        let x_adapter = match &self.lora {
+            Some(lora) => lora.dropout.forward(x.clone()),
+            None => x.clone(),
+        };
+        let mut y = match (&self.base, &self.lora) {
+            (LinearBase::Nf4(weight), lora) => {
+                let adapter = lora.as_ref().map(|l| (l.a.val(), l.b.val(), l.scale as f32));
+                nf4_linear(x, x_adapter, weight, adapter)
+            }
+            (LinearBase::Dense(weight), Some(lora)) => {
                 let weights = LoraWeights {
-                    weight,
+                    weight: weight.val(),
                     a: lora.a.val(),
                     b: lora.b.val(),
                     scale: lora.scale as f32,
                 };
                 lora_linear(x, x_adapter, weights)
             }
-            None => x.matmul(weight.transpose()),
+            (LinearBase::Dense(weight), None) => x.matmul(weight.val().transpose()),
         };
         if let Some(bias) = &self.bias {
             y = y + bias.val().unsqueeze_dim(0);

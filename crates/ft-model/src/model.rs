@@ -72,7 +72,7 @@ pub enum LinearStorage {
     /// Dense f32 parameters.
     #[default]
     Dense,
-    /// NF4 on the host (QLoRA), optionally with double-quantised absmax.
+    /// NF4 codes on the device (QLoRA), optionally with double-quantised absmax.
     Nf4 {
         /// Quantise the per-block absmax to 8 bits too.
         double_quant: bool,
@@ -96,7 +96,7 @@ impl<B: Backend> CausalLm<B> {
             let linear = |d_in, d_out, bias: bool| match storage {
                 LinearStorage::Dense => FtLinear::zeros(d_in, d_out, bias, device),
                 LinearStorage::Nf4 { double_quant } => FtLinear::from_nf4(
-                    Nf4Weight::zeros(d_out, d_in, double_quant),
+                    Nf4Weight::zeros([d_out, d_in], double_quant, device),
                     bias.then(|| Tensor::zeros([d_out], device)),
                 ),
             };

@@ -38,6 +38,6 @@ pub fn nf4_footprint<B: Backend>(model: &CausalLm<B>, config: &ModelConfig) -> (
         .iter()
         .filter_map(|name| linear(model, config, name)?.nf4_weight())
         .fold((0, 0), |(bytes, params), w| {
-            (bytes + w.storage_bytes(), params + w.nf4().numel())
+            (bytes + w.device_bytes(), params + w.numel())
         })
 }

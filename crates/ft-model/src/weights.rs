@@ -284,7 +284,8 @@ fn assign<B: Backend>(
         && let Some(linear) = linear_mut(model, config, module)
     {
         let (out, d_in) = (host.shape[0], host.shape[1]);
-        let nf4 = Nf4Weight::quantize(&host.data, out, d_in, double_quant).map_err(ModelError::Nf4)?;
+        let nf4 =
+            Nf4Weight::quantize(&host.data, [out, d_in], double_quant, device).map_err(ModelError::Nf4)?;
         linear.base = LinearBase::Nf4(nf4);
         if let Some(bias) = linear.bias.take() {
             linear.bias = Some(bias.set_require_grad(false));

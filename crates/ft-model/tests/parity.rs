@@ -3,8 +3,6 @@
 
 use burn::tensor::{Tensor, TensorData, Tolerance};
 use burn_flex::Flex;
-use ft_model::generate::generate;
-use ft_model::sampling::{Sampler, SamplingConfig, StopCondition};
 use ft_model::session::KvSession;
 use ft_model::{ModelInput, load_hf};
 
@@ -12,58 +10,14 @@ type B = Flex;
 
 mod common;
 
-use common::{Golden, model_dir};
+use common::model_dir;
 
 fn fixture(name: &str) -> std::path::PathBuf {
     model_dir(name)
 }
 
-fn golden(name: &str) -> Golden {
-    Golden::read(&fixture(name).join("golden.safetensors"))
-}
-
 fn check_family(name: &str) {
-    let device = Default::default();
-    let (model, config) = load_hf::<B>(&fixture(name), &device).unwrap();
-    let g = golden(name);
-    let (input, labels) = g.input();
-    let logits = model.forward(&input, &config);
-    let (shape, want) = &g.floats["logits"];
-    let vocab = shape[2];
-    let got = logits.into_data().into_vec::<f32>().unwrap();
-    let mask = input.attention_mask.as_ref().unwrap();
-    let mut max_err = 0f32;
-    for (pos, &m) in mask.iter().enumerate() {
-        if m == 0 {
-            continue; // padding positions are not compared
-        }
-        for v in 0..vocab {
-            max_err = max_err.max((got[pos * vocab + v] - want[pos * vocab + v]).abs());
-        }
-    }
-    assert!(max_err < 1e-4, "{name}: max |logit error| {max_err}");
-
-    let loss = model.loss(&input, &labels, &config).into_scalar();
-    let want_loss = g.floats["loss"].1[0];
-    assert!(
-        (loss - want_loss).abs() < 1e-5,
-        "{name}: loss {loss} vs {want_loss}"
-    );
-
-    let prompt: Vec<u32> = g.ints["prompt"].1.iter().map(|&i| i as u32).collect();
-    let want_ids: Vec<u32> = g.ints["generated"].1.iter().map(|&i| i as u32).collect();
-    let mut session = KvSession::new(&model, &config);
-    let out = generate(
-        &mut session,
-        &prompt,
-        &mut Sampler::new(SamplingConfig::greedy()),
-        &StopCondition::default(),
-        want_ids.len(),
-        &mut Vec::new(),
-        |_| std::ops::ControlFlow::Continue(()),
-    )
-    .unwrap();
-    assert_eq!(out.tokens, want_ids, "{name}: greedy continuation");
+    common::family::check_family::<B>(name, &Default::default());
 }
 
 #[test]

@@ -9,6 +9,8 @@ use burn::tensor::backend::Backend;
 use ft_model::ModelInput;
 use safetensors::{Dtype, SafeTensors};
 
+pub mod family;
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
