@@ -2,6 +2,11 @@
 //! weight in PyTorch layout `[out, in]` (dense, or NF4 for QLoRA, see [`LinearBase`]), an optional
 //! bias, and an optional LoRA adapter on the activation path,
 //! `y = x·Wᵀ + b + scale·dropout(x)·Aᵀ·Bᵀ` (the dense `W + s·B·A` is never built).
+//!
+//! Adapters are f32 whatever the base's dtype, as PEFT keeps them (`autocast_adapter_dtype`):
+//! over a bf16 or f16 base the adapter's input is cast up, the adapter product and the sum are
+//! computed in f32, and the sum is cast back to the base's dtype; the gradients of A and B (and so
+//! AdamW's moments) are f32.
 
 use burn::module::{Module, Param};
 
@@ -9,7 +14,7 @@ pub use crate::base::{LinearBase, Nf4Weight};
 use crate::nf4::Nf4Error;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use ft_kernels::{KernelBackend, LoraWeights, lora_linear, nf4_linear};
 
 /// A LoRA adapter: `A [r, in]`, `B [out, r]` (PEFT's `lora_A` / `lora_B` layout), scaled by
@@ -157,8 +162,11 @@ impl<B: Backend> FtLinear<B> {
         let values: Vec<f32> = (0..spec.r * d_in)
             .map(|_| rng.random_range(-bound..bound))
             .collect();
-        let a = Tensor::from_data(TensorData::new(values, [spec.r, d_in]), device);
-        let b = Tensor::zeros([out, spec.r], device);
+        let a = Tensor::from_data(TensorData::new(values, [spec.r, d_in]), (device, DType::F32));
+        let b = Tensor::from_data(
+            TensorData::new(vec![0f32; out * spec.r], [out, spec.r]),
+            (device, DType::F32),
+        );
         self.set_lora(a, b, spec.scale(), spec.dropout);
     }
 
@@ -168,11 +176,12 @@ impl<B: Backend> FtLinear<B> {
         self
     }
 
-    /// In-place [`Self::with_lora`] (replaces any adapter); A and B are trainable.
+    /// In-place [`Self::with_lora`] (replaces any adapter); A and B are trainable and kept in
+    /// f32 (cast up if given in another dtype).
     pub fn set_lora(&mut self, a: Tensor<B, 2>, b: Tensor<B, 2>, scale: f64, dropout: f64) {
         self.lora = Some(LoraAdapter {
-            a: Param::from_tensor(a),
-            b: Param::from_tensor(b),
+            a: Param::from_tensor(into_f32(a)),
+            b: Param::from_tensor(into_f32(b)),
             dropout: DropoutConfig::new(dropout).init(),
             scale,
         });
@@ -205,6 +214,9 @@ impl<B: KernelBackend> FtLinear<B> {
             None => x.clone(),
         };
         let mut y = match (&self.base, &self.lora) {
+            (base, Some(lora)) if lora.a.val().dtype() != x.dtype() => {
+                mixed_precision_lora(base, lora, x, x_adapter)
+            }
             (LinearBase::Nf4(weight), lora) => {
                 let adapter = lora.as_ref().map(|l| (l.a.val(), l.b.val(), l.scale as f32));
                 nf4_linear(x, x_adapter, weight, adapter)
@@ -227,6 +239,43 @@ impl<B: KernelBackend> FtLinear<B> {
         out_dims[D - 1] = y.dims()[1];
         y.reshape(out_dims)
     }
+}
+
+/// `t` in f32 (itself when it already is).
+fn into_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
+    }
+}
+
+/// `x·Wᵀ + s·(x_a·Aᵀ)·Bᵀ` with the base in x's dtype and the adapter in its own (f32), as PEFT
+/// computes it: x_a cast to the adapter's dtype, the two products summed there, the sum cast
+/// back to x's dtype.
+///
+/// # Shapes
+/// - x, x_adapter: `[rows, in]`
+/// - output: `[rows, out]`
+fn mixed_precision_lora<B: KernelBackend>(
+    base: &LinearBase<B>,
+    lora: &LoraAdapter<B>,
+    x: Tensor<B, 2>,
+    x_adapter: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let compute = x.dtype();
+    let base_out = match base {
+        LinearBase::Nf4(weight) => nf4_linear(x.clone(), x, weight, None),
+        LinearBase::Dense(weight) => x.matmul(weight.val().transpose()),
+    };
+    let a = lora.a.val();
+    let adapter_dtype: FloatDType = a.dtype().into();
+    let adapter_out = x_adapter
+        .cast(adapter_dtype)
+        .matmul(a.transpose())
+        .matmul(lora.b.val().transpose())
+        .mul_scalar(lora.scale);
+    (base_out.cast(adapter_dtype) + adapter_out).cast(FloatDType::from(compute))
 }
 
 #[cfg(test)]

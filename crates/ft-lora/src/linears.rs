@@ -182,8 +182,12 @@ pub fn load_lora_values<B: Backend>(
     Ok(())
 }
 
+/// An adapter matrix on the device, in f32 whatever the device's default dtype.
 fn to_tensor<B: Backend>(m: &LoraMatrix, device: &B::Device) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(m.data.clone(), m.shape), device)
+    Tensor::from_data(
+        TensorData::new(m.data.clone(), m.shape),
+        (device, burn::tensor::DType::F32),
+    )
 }
 
 fn to_matrix<B: Backend>(t: Tensor<B, 2>) -> LoraMatrix {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::error::{Result, TrainError};
 
@@ -77,6 +77,15 @@ impl<B: KernelBackend> AdamW<B> {
             .div_scalar(bias2.sqrt())
             .add_scalar(self.config.eps);
         param - moments.m.clone().div(denom).mul_scalar(lr / bias1)
+    }
+
+    /// The dtype each tensor's moments are stored in (`[exp_avg, exp_avg_sq]`), by name: f32 for
+    /// the f32 tensors ft trains, whatever the base model's dtype.
+    pub fn moment_dtypes(&self) -> BTreeMap<String, [DType; 2]> {
+        self.state
+            .iter()
+            .map(|(name, m)| (name.clone(), [m.m.dtype(), m.v.dtype()]))
+            .collect()
     }
 
     /// Saves the state as safetensors (`<name>.exp_avg`, `<name>.exp_avg_sq`, step in metadata).
@@ -158,7 +167,7 @@ impl<B: KernelBackend> AdamW<B> {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             let shape = [*rows, *cols];
-            let t = Tensor::<B, 2>::from_data(TensorData::new(values, shape), device);
+            let t = Tensor::<B, 2>::from_data(TensorData::new(values, shape), (device, DType::F32));
             let (name, which) = key
                 .rsplit_once('.')
                 .ok_or_else(|| err(format!("unexpected key {key}")))?;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, Tensor};
 use ft_data::batch::{Batch, collate};
 use ft_data::pack::{PackedRow, shuffled_indices};
 use ft_data::rows::RowSource;
@@ -216,6 +216,19 @@ pub fn train<B: TrainBackend>(
                 "no dense weight to train (full fine-tuning needs quantization = \"none\")".into()
             }
         }));
+    }
+    if mode == TrainMode::Full
+        && let Some(low) = params.first().and_then(|p| {
+            let dtype = p.value(&setup.model, &setup.model_config).dtype();
+            (dtype != DType::F32).then(|| (p.name(), dtype))
+        })
+    {
+        return Err(TrainError::Training(format!(
+            "full fine-tuning would train `{}` in {:?}: ft keeps no f32 master copy of the weights, \
+             so AdamW's small updates would be lost to rounding; set [model] dtype = \"f32\" \
+             (LoRA and QLoRA keep f32 adapters over a bf16 base)",
+            low.0, low.1
+        )));
     }
     if mode == TrainMode::Full && setup.base_files.is_none() {
         return Err(TrainError::Training(
