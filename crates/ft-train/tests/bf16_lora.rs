@@ -4,28 +4,24 @@
 //! (burn-flex's default float dtype, set before any tensor exists), so these tests live in a
 //! binary of their own.
 
-use std::sync::Arc;
 use std::sync::Once;
-use std::sync::atomic::AtomicBool;
 
 use burn::backend::Autodiff;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use burn_flex::Flex;
-use ft_data::pack::PackedRow;
 use ft_lora::linears::{Linears, lora_params};
 use ft_lora::peft::Adapter;
 use ft_model::adapters::{ModelLinears, attach_peft_adapter};
-use ft_model::families::linear_names;
 use ft_model::{CausalLm, ModelConfig};
 use ft_train::adamw::{AdamW, AdamWConfig};
 use ft_train::config::TrainConfig;
 use ft_train::llava::EvalVision;
 use ft_train::metrics::EvalMetrics;
-use ft_train::trainer::{TrainHooks, TrainOutcome, TrainSetup, train};
+use ft_train::trainer::{TrainHooks, TrainOutcome, train};
 use safetensors::SafeTensors;
 
 mod common;
-use common::{f32s, fixtures};
+use common::{f32s, fixtures, gen_train_setup};
 
 type A = Autodiff<Flex>;
 
@@ -38,15 +34,6 @@ fn bf16_device() -> burn_flex::FlexDevice {
             .expect("no tensor exists before the first test sets the dtype");
     });
     device
-}
-
-fn row(ids: &[i32], labels: &[i32]) -> PackedRow {
-    PackedRow {
-        input_ids: ids.to_vec(),
-        labels: labels.to_vec(),
-        position_ids: (0..ids.len() as i32).collect(),
-        cu_seqlens: vec![0, ids.len()],
-    }
 }
 
 /// Records the dtype of every adapter tensor whenever the loop evaluates (at the end too).
@@ -88,24 +75,7 @@ fn four_steps(hooks: &mut AdapterDtypes) -> (tempfile::TempDir, TrainOutcome) {
     let (mut model, model_config) = ft_model::load_hf::<A>(&base, &device).unwrap();
     let adapter = Adapter::read(fixtures().join("lora/llama/adapter")).unwrap();
     let targets = attach_peft_adapter(&mut model, &model_config, &adapter).unwrap();
-    let setup = TrainSetup {
-        linear_names: linear_names(&model_config),
-        model,
-        model_config,
-        rows: Box::new(vec![
-            row(&[5, 17, 99, 3, 64, 12, 7], &[-100, -100, 99, 3, 64, -100, 7]),
-            row(&[9, 31, 2, 44], &[-100, 31, 2, 44]),
-        ]),
-        targets,
-        template_name: "none".into(),
-        rendered_example: None,
-        device,
-        resume_from: None,
-        stop: Arc::new(AtomicBool::new(false)),
-        base_files: None,
-        llava: None,
-        config,
-    };
+    let setup = gen_train_setup(config, (model, model_config), targets, None, device);
     let out = train(setup, hooks).unwrap();
     (dir, out)
 }
@@ -231,3 +201,25 @@ const TRACK_F32_TOLERANCE: f64 = 3e-2;
 // rounding flips its sign: up to 2·Σ lr apart. On average the adapters agree to a tenth of Σ lr.
 const ADAPTER_MEAN_BOUND: f64 = 2.5e-3;
 const ADAPTER_MAX_BOUND: f32 = 5e-2;
+
+#[test]
+fn full_fine_tuning_of_a_bf16_model_is_refused_naming_the_dtype_key() {
+    let device = bf16_device();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.jsonl"), "{\"text\": \"x\"}\n").unwrap();
+    let base = fixtures().join("models/llama");
+    let config_text = format!(
+        "[model]\npath = \"{}\"\ndtype = \"bf16\"\n[data]\nfiles = [\"d.jsonl\"]\n\
+         [train]\noutput_dir = \"out\"\nmax_steps = 1\nbatch_size = 2\nsave_steps = 0\n",
+        base.display()
+    );
+    std::fs::write(dir.path().join("c.toml"), config_text).unwrap();
+    let config = TrainConfig::from_file(&dir.path().join("c.toml")).unwrap();
+    let loaded = ft_model::load_hf::<A>(&base, &device).unwrap();
+    let base_files = Some(ft_train::model_folder::BaseFiles::Folder(base));
+    let setup = gen_train_setup(config, loaded, Vec::new(), base_files, device);
+    let err = train(setup, &mut AdapterDtypes::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[model] dtype") && err.contains("BF16"), "{err}");
+}

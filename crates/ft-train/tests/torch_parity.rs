@@ -3,33 +3,20 @@
 //! and for full fine-tuning.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use burn::backend::Autodiff;
 use burn_flex::Flex;
-use ft_data::pack::PackedRow;
 use ft_lora::peft::Adapter;
 use ft_model::adapters::attach_peft_adapter;
-use ft_model::families::linear_names;
 use ft_train::config::TrainConfig;
 use ft_train::model_folder::BaseFiles;
-use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup, train};
+use ft_train::trainer::{NoHooks, TrainOutcome, train};
 use safetensors::SafeTensors;
 
 mod common;
-use common::{f32s, fixtures};
+use common::{f32s, fixtures, gen_train_setup};
 
 type A = Autodiff<Flex>;
-
-fn row(ids: &[i32], labels: &[i32]) -> PackedRow {
-    PackedRow {
-        input_ids: ids.to_vec(),
-        labels: labels.to_vec(),
-        position_ids: (0..ids.len() as i32).collect(),
-        cu_seqlens: vec![0, ids.len()],
-    }
-}
 
 /// One step on gen_train.py's batch: LoRA with its PEFT adapter, or full fine-tuning.
 fn one_step(model: &str, lora: bool) -> (tempfile::TempDir, TrainOutcome) {
@@ -60,24 +47,7 @@ fn one_step(model: &str, lora: bool) -> (tempfile::TempDir, TrainOutcome) {
     } else {
         (Vec::new(), Some(BaseFiles::Folder(base)))
     };
-    let setup = TrainSetup {
-        linear_names: linear_names(&model_config),
-        model,
-        model_config,
-        rows: Box::new(vec![
-            row(&[5, 17, 99, 3, 64, 12, 7], &[-100, -100, 99, 3, 64, -100, 7]),
-            row(&[9, 31, 2, 44], &[-100, 31, 2, 44]),
-        ]),
-        targets,
-        template_name: "none".into(),
-        rendered_example: None,
-        device,
-        resume_from: None,
-        stop: Arc::new(AtomicBool::new(false)),
-        base_files,
-        llava: None,
-        config,
-    };
+    let setup = gen_train_setup(config, (model, model_config), targets, base_files, device);
     let out = train(setup, &mut NoHooks).unwrap();
     (dir, out)
 }
