@@ -53,4 +53,26 @@ if [ -f runs/assistant/assistant.toml ]; then
   timeout 300 "$ft" train runs/assistant/assistant.toml --device cuda > "$out/train.log" 2>&1 \
     && row "train assistant (cuda)" "ok" || row "train assistant (cuda)" "FAIL (see train.log)"
 fi
+# 5. Several GPUs (when the machine has more than one): the assistant exercise on every GPU as one
+#    data-parallel run against one GPU, same global batch; tokens/s in all, per device, and the
+#    scaling efficiency (tokens/s with N / (N x tokens/s with 1)).
+gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | wc -l)
+if [ "$gpus" -gt 1 ]; then
+  "$ft" data gen-assistant --name Ada --count 2048 --out "$out/dp.jsonl" >/dev/null 2>&1
+  median_tps() { grep -o '"tokens_per_s":[0-9.]*' "$1" | cut -d: -f2 | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  list=$(seq -s, 0 $((gpus - 1)) | sed 's/\([0-9]*\)/cuda:\1/g')
+  for run in one:cuda:0 all:$list; do
+    name=${run%%:*}; devices=${run#*:}
+    sed -e "s#@MODEL@#$PWD/fixtures/tiny-base#; s#@DATA@#$out/dp.jsonl#; s#@OUT@#$out/dp-$name#" \
+      -e 's/^epochs = 8/max_steps = 40/; s/^batch_size = 4/batch_size = 64/; s/^device = "cpu"/device = "cuda"/' \
+      -e '/^\[eval\]/,$d' examples/assistant/assistant.toml > "$out/dp-$name.toml"
+    timeout 600 "$ft" train "$out/dp-$name.toml" --devices "$devices" > "$out/dp-$name.log" 2>&1 \
+      || row "data parallel $name ($devices)" "FAIL (see dp-$name.log)"
+  done
+  one=$(median_tps "$out/dp-one/metrics.jsonl"); all=$(median_tps "$out/dp-all/metrics.jsonl")
+  [ -n "$one" ] && [ -n "$all" ] && row "data parallel x$gpus (tiny, b64)" \
+    "$(awk -v a="$all" -v o="$one" -v n="$gpus" 'BEGIN { printf "%.0f tok/s, %.0f per device, 1 GPU %.0f, efficiency %.2f", a, a / n, o, a / (n * o) }')"
+else
+  row "data parallel" "skipped: one GPU"
+fi
 echo; echo "== summary"; cat "$out/table.txt"

@@ -36,18 +36,54 @@ pub trait BackendTask {
     fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<Self::Output>;
 }
 
+/// Work to run on several devices of one backend (the peers of a data-parallel run).
+pub trait BackendPeersTask {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B` over `devices` (one or more); `label` names the backend and dtype.
+    fn run<B: KernelBackend>(self, devices: Vec<B::Device>, label: &str) -> anyhow::Result<Self::Output>;
+}
+
+/// A one-device task seen as a task over several devices (it takes the first).
+struct OnFirst<T>(T);
+
+impl<T: BackendTask> BackendPeersTask for OnFirst<T> {
+    type Output = T::Output;
+    fn run<B: KernelBackend>(self, devices: Vec<B::Device>, label: &str) -> anyhow::Result<T::Output> {
+        let device = devices
+            .into_iter()
+            .next()
+            .expect("invariant: one device at least");
+        self.0.run::<B>(device, label)
+    }
+}
+
 /// Runs `task` on the requested device and dtype. The CPU backend computes in f32: a bf16/f16
 /// request there is converted (with a note), never a crash.
 pub fn dispatch<T: BackendTask>(kind: DeviceKind, dtype: DType, task: T) -> anyhow::Result<T::Output> {
+    dispatch_peers(kind, dtype, &[0], OnFirst(task))
+}
+
+/// Runs `task` on devices `indices` of the requested kind (`cuda:I`, `wgpu:I`; on the CPU every
+/// index is the one CPU device) and dtype.
+pub fn dispatch_peers<T: BackendPeersTask>(
+    kind: DeviceKind,
+    dtype: DType,
+    indices: &[usize],
+    task: T,
+) -> anyhow::Result<T::Output> {
     let kind = resolve(kind)?;
     match kind {
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
-            let device = burn::backend::cuda::CudaDevice::default();
+            let devices = indices
+                .iter()
+                .map(|&i| burn::backend::cuda::CudaDevice { index: i })
+                .collect();
             match dtype {
-                DType::F32 => task.run::<burn::backend::Cuda<f32>>(device, "cuda f32"),
-                DType::Bf16 => task.run::<burn::backend::Cuda<burn::tensor::bf16>>(device, "cuda bf16"),
-                DType::F16 => task.run::<burn::backend::Cuda<burn::tensor::f16>>(device, "cuda f16"),
+                DType::F32 => task.run::<burn::backend::Cuda<f32>>(devices, "cuda f32"),
+                DType::Bf16 => task.run::<burn::backend::Cuda<burn::tensor::bf16>>(devices, "cuda bf16"),
+                DType::F16 => task.run::<burn::backend::Cuda<burn::tensor::f16>>(devices, "cuda f16"),
             }
         }
         #[cfg(feature = "wgpu")]
@@ -55,13 +91,21 @@ pub fn dispatch<T: BackendTask>(kind: DeviceKind, dtype: DType, task: T) -> anyh
             if dtype != DType::F32 {
                 tracing::warn!("wgpu runs in f32 here; {dtype:?} weights are converted");
             }
-            task.run::<burn::backend::Wgpu>(Default::default(), "wgpu f32")
+            let devices = match indices {
+                [_] => vec![Default::default()],
+                _ => indices
+                    .iter()
+                    .map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i))
+                    .collect(),
+            };
+            task.run::<burn::backend::Wgpu>(devices, "wgpu f32")
         }
         _ => {
             if dtype != DType::F32 {
                 tracing::info!("the CPU backend computes in f32; {dtype:?} weights are converted");
             }
-            task.run::<burn_flex::Flex>(Default::default(), "cpu f32")
+            let devices = indices.iter().map(|_| Default::default()).collect();
+            task.run::<burn_flex::Flex>(devices, "cpu f32")
         }
     }
 }

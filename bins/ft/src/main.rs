@@ -67,6 +67,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The default log filter: ft's own info lines; burn-collective's and its transport's
+/// per-connection chatter only when something goes wrong.
+const QUIET_DEPENDENCIES: &str = "info,burn_collective=warn,burn_communication=warn";
+
 fn run() -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -75,7 +79,8 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let op_times = matches!(&cli.command, Command::Bench(args) if args.wants_op_times())
         .then(op_profile::OpTimes::default);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| QUIET_DEPENDENCIES.into());
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);

@@ -22,9 +22,10 @@ use ft_train::eval_hook::ChatEvalHook;
 
 use crate::train_progress::{TrainBar, WithProgress};
 use ft_train::eval_loss::EvalLossHook;
+use ft_train::parallel::{NodePlace, train_parallel};
 use ft_train::trainer::{TrainSetup, train};
 
-use crate::backend::{BackendTask, DType, DeviceKind, dispatch};
+use crate::backend::{BackendPeersTask, DType, DeviceKind, dispatch_peers};
 use crate::data_cache::open_or_build_with_progress;
 use crate::model_load::{Quantization, load_model_quantized};
 
@@ -43,30 +44,36 @@ pub struct TrainArgs {
     /// Compute dtype of the frozen base (default: `[model] dtype`).
     #[arg(long, value_enum)]
     pub dtype: Option<DType>,
+    /// Data parallelism on this node: one peer per device, `cuda:0,cuda:1,...` or `cpu:N`
+    /// (default: `[train] devices`, else one peer on `--device`).
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
+    /// Nodes (machines) in the run; each runs this command with its own `--node-rank`.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub nnodes: u32,
+    /// This node's rank, 0..nnodes (node 0 starts the orchestrator at `--master`).
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub node_rank: u32,
+    /// Where node 0's orchestrator listens, `HOST:PORT`; needed with `--nnodes` > 1. Each node
+    /// also serves its tensors on PORT + 1 + its rank.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub master: Option<String>,
 }
 
 struct TrainTask {
     config: TrainConfig,
     resume: Option<Option<PathBuf>>,
+    node: Option<NodePlace>,
 }
 
-impl BackendTask for TrainTask {
+impl BackendPeersTask for TrainTask {
     type Output = ();
 
-    fn run<B: KernelBackend>(self, device: B::Device, label: &str) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, devices: Vec<B::Device>, label: &str) -> anyhow::Result<()> {
         type A<B> = Autodiff<B>;
         let config = self.config;
-        let quantization = if config.model.quantization == "nf4" {
-            Quantization::Nf4
-        } else {
-            Quantization::None
-        };
-        let mut loaded = load_model_quantized::<A<B>>(
-            &config.model.path,
-            &device,
-            quantization,
-            config.model.double_quant,
-        )?;
+        let device = devices[0].clone();
+        let mut loaded = load_replica::<A<B>>(&config, &device)?;
         let template = resolve_template(&config.data, &loaded.tokenizer)?;
         ft_train::checkpoint::ensure_writable(&config.train.output_dir)?;
         let data = match &config.llava {
@@ -87,8 +94,12 @@ impl BackendTask for TrainTask {
                 s.pictures
             );
         }
+        let peers = match devices.len() {
+            1 => String::new(),
+            n => format!(" × {n} peers"),
+        };
         tracing::info!(
-            "data: {} samples ({} dropped, {} truncated, {} held out, {} with a picture), {} rows, {} trained tokens; template {}; device {label}",
+            "data: {} samples ({} dropped, {} truncated, {} held out, {} with a picture), {} rows, {} trained tokens; template {}; device {label}{peers}",
             s.samples,
             s.dropped_unsupervised,
             s.truncated,
@@ -102,52 +113,13 @@ impl BackendTask for TrainTask {
             let ids: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
             loaded.tokenizer.decode(&ids, false).ok()
         });
-        A::<B>::seed(&device, config.train.seed);
-        let (chosen, base_files) = match &config.lora {
-            Some(lora) => {
-                let chosen = attach_new_lora(
-                    &mut loaded.model,
-                    &loaded.config,
-                    lora.spec(),
-                    &lora.targets(),
-                    config.train.seed,
-                )?;
-                tracing::info!(
-                    "LoRA r={} alpha={} on {} modules",
-                    lora.r,
-                    lora.alpha,
-                    chosen.len()
-                );
-                (chosen, None)
-            }
-            None if config.llava.is_some() => {
-                ft_model::adapters::freeze_all(&mut loaded.model);
-                tracing::info!("LLaVA stage 1: the LLM and CLIP are frozen, the projector trains");
-                (Vec::new(), None)
-            }
-            None => {
-                let count: usize = loaded.model.num_params();
-                tracing::info!("full fine-tuning: {count} parameters");
-                (
-                    Vec::new(),
-                    Some(crate::gguf_side_files::base_files(
-                        &config.model.path,
-                        &loaded.tokenizer,
-                    )?),
-                )
-            }
-        };
-        let llava = match &config.llava {
-            Some(section) => Some(llava_training::<A<B>>(
-                &config,
-                section,
-                &loaded.config,
-                data.pictures.clone(),
-                &device,
+        let base_files = match (&config.lora, &config.llava) {
+            (None, None) => Some(crate::gguf_side_files::base_files(
+                &config.model.path,
+                &loaded.tokenizer,
             )?),
-            None => None,
+            _ => None,
         };
-        let model = loaded.model;
         let resume_from = match self.resume {
             None => None,
             Some(None) => Some(latest_checkpoint(&config.train.output_dir)?.with_context(|| {
@@ -177,23 +149,46 @@ impl BackendTask for TrainTask {
             bar,
             inner: EvalLossHook::new(chat, data.eval).with_pictures(data.eval_pictures),
         };
-        let setup = TrainSetup {
-            linear_names: linear_names(&loaded.config),
-            model,
-            model_config: loaded.config,
-            rows: data.rows,
-            targets: chosen,
-            template_name: template.name().to_owned(),
-            rendered_example,
-            device,
-            resume_from,
-            stop,
-            base_files,
-            llava,
-            config,
+        let rows: Arc<dyn RowSource> = Arc::from(data.rows);
+        let mut setups = Vec::with_capacity(devices.len());
+        for (i, device) in devices.into_iter().enumerate() {
+            if i > 0 {
+                loaded = load_replica::<A<B>>(&config, &device)?;
+            }
+            A::<B>::seed(&device, config.train.seed);
+            let targets = make_trainable(&config, &mut loaded, i == 0)?;
+            let llava = match &config.llava {
+                Some(section) => Some(llava_training::<A<B>>(
+                    &config,
+                    section,
+                    &loaded.config,
+                    data.pictures.clone(),
+                    &device,
+                )?),
+                None => None,
+            };
+            setups.push(TrainSetup {
+                linear_names: linear_names(&loaded.config),
+                model: loaded.model.clone(),
+                model_config: loaded.config.clone(),
+                rows: Box::new(rows.clone()),
+                targets,
+                template_name: template.name().to_owned(),
+                rendered_example: rendered_example.clone(),
+                device,
+                resume_from: resume_from.clone(),
+                stop: stop.clone(),
+                base_files: base_files.clone(),
+                llava,
+                config: config.clone(),
+            });
+        }
+        drop(loaded);
+        let lora_run = config.lora.is_some();
+        let outcome = match (setups.len(), &self.node) {
+            (1, None) => train(setups.pop().expect("invariant: one setup"), &mut hooks)?,
+            _ => train_parallel(setups, &mut hooks, self.node.as_ref())?,
         };
-        let lora_run = setup.config.lora.is_some();
-        let outcome = train(setup, &mut hooks)?;
         if outcome.interrupted {
             eprintln!(
                 "stopped at step {}; resume with --resume {}",
@@ -210,6 +205,68 @@ impl BackendTask for TrainTask {
         }
         Ok(())
     }
+}
+
+/// The base model on `device`, quantised as `[model]` says.
+fn load_replica<B: KernelBackend>(
+    config: &TrainConfig,
+    device: &B::Device,
+) -> anyhow::Result<crate::model_load::LoadedModel<B>> {
+    let quantization = match config.model.quantization.as_str() {
+        "nf4" => Quantization::Nf4,
+        _ => Quantization::None,
+    };
+    load_model_quantized::<B>(
+        &config.model.path,
+        device,
+        quantization,
+        config.model.double_quant,
+    )
+}
+
+/// Makes the run's tensors trainable: fresh seeded adapters (`[lora]`), nothing (LLaVA stage 1:
+/// the projector trains) or every weight (full fine-tuning). Returns the adapted module names;
+/// `describe` logs what was done (once per run, not per peer).
+fn make_trainable<B: ft_model::TrainBackend>(
+    config: &TrainConfig,
+    loaded: &mut crate::model_load::LoadedModel<B>,
+    describe: bool,
+) -> anyhow::Result<Vec<String>> {
+    let chosen = match &config.lora {
+        Some(lora) => {
+            let chosen = attach_new_lora(
+                &mut loaded.model,
+                &loaded.config,
+                lora.spec(),
+                &lora.targets(),
+                config.train.seed,
+            )?;
+            if describe {
+                tracing::info!(
+                    "LoRA r={} alpha={} on {} modules",
+                    lora.r,
+                    lora.alpha,
+                    chosen.len()
+                );
+            }
+            chosen
+        }
+        None if config.llava.is_some() => {
+            ft_model::adapters::freeze_all(&mut loaded.model);
+            if describe {
+                tracing::info!("LLaVA stage 1: the LLM and CLIP are frozen, the projector trains");
+            }
+            Vec::new()
+        }
+        None => {
+            if describe {
+                let count: usize = loaded.model.num_params();
+                tracing::info!("full fine-tuning: {count} parameters");
+            }
+            Vec::new()
+        }
+    };
+    Ok(chosen)
 }
 
 /// A run's training and held-out rows, statistics, and (LLaVA) each training row's picture.
@@ -424,12 +481,101 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "f16" => DType::F16,
         _ => DType::Bf16,
     };
-    dispatch(
+    let listed = match &args.devices {
+        Some(list) => vec![list.clone()],
+        None => config.train.devices.clone(),
+    };
+    let peers =
+        config::parse_devices(&listed).map_err(|m| anyhow::anyhow!("--devices / [train] devices: {m}"))?;
+    let (device, indices) = match peers.first() {
+        None => (device, vec![0]),
+        Some(first) => (
+            match first.kind {
+                "cuda" => DeviceKind::Cuda,
+                "wgpu" => DeviceKind::Wgpu,
+                _ => DeviceKind::Cpu,
+            },
+            peers.iter().map(|p| p.index).collect(),
+        ),
+    };
+    let node = node_place(&args, indices.len())?;
+    dispatch_peers(
         device,
         dtype,
+        &indices,
         TrainTask {
             config,
             resume: args.resume,
+            node,
         },
     )
+}
+
+/// This node's place in a run over several nodes (`--nnodes`, `--node-rank`, `--master`); node 0
+/// starts burn-collective's orchestrator. `None` for a one-node run.
+fn node_place(args: &TrainArgs, local_peers: usize) -> anyhow::Result<Option<NodePlace>> {
+    if args.nnodes <= 1 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        args.node_rank < args.nnodes,
+        "--node-rank {} is not below --nnodes {}",
+        args.node_rank,
+        args.nnodes
+    );
+    let master = args
+        .master
+        .as_deref()
+        .context("--nnodes > 1 needs --master HOST:PORT (where node 0's orchestrator listens)")?;
+    let (host, port) = master
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .with_context(|| format!("--master {master}: expected HOST:PORT"))?;
+    let data_port = port
+        .checked_add(1 + args.node_rank as u16)
+        .context("--master's port leaves no room for the nodes' data ports")?;
+    let own_host = own_address_towards(host, port)?;
+    if args.node_rank == 0 {
+        std::thread::Builder::new()
+            .name("orchestrator".into())
+            .spawn(
+                move || match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(burn_collective::start_global_orchestrator(port)),
+                    Err(e) => tracing::error!("the orchestrator could not start: {e}"),
+                },
+            )?;
+    }
+    let parse = |a: String| a.parse().map_err(|e| anyhow::anyhow!("address {a}: {e}"));
+    let collective = burn_collective::CollectiveConfig::default()
+        .with_num_nodes(args.nnodes)
+        .with_global_address(parse(format!("ws://{host}:{port}"))?)
+        .with_node_address(parse(format!("ws://{own_host}:{data_port}"))?)
+        .with_data_service_port(data_port);
+    tracing::info!(
+        "node {} of {} ({local_peers} peers here); orchestrator ws://{host}:{port}; this node's data service ws://{own_host}:{data_port}",
+        args.node_rank,
+        args.nnodes
+    );
+    Ok(Some(NodePlace {
+        nodes: args.nnodes,
+        node_rank: args.node_rank,
+        collective,
+    }))
+}
+
+/// The address of this machine that the master reaches (the interface a packet to it would
+/// leave by; nothing is sent).
+fn own_address_towards(host: &str, port: u16) -> anyhow::Result<std::net::IpAddr> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    let target = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("--master {host}:{port}: unknown host"))?
+        .next()
+        .with_context(|| format!("--master {host}:{port}: no address"))?;
+    let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let socket = UdpSocket::bind(bind)?;
+    socket
+        .connect(target)
+        .with_context(|| format!("no route to --master {host}:{port}"))?;
+    Ok(socket.local_addr()?.ip())
 }

@@ -23,6 +23,13 @@ pub struct PackedRow {
 }
 
 impl PackedRow {
+    /// Labels a causal LM is trained on (positions 1.., not `IGNORE_INDEX`), as
+    /// [`crate::batch::Batch::supervised_targets`] counts them for a batch of rows.
+    pub fn supervised_targets(&self) -> usize {
+        let ignored = crate::encode::IGNORE_INDEX;
+        self.labels.iter().skip(1).filter(|&&l| l != ignored).count()
+    }
+
     /// Length of the longest segment (XTuner's `max_seqlen`).
     pub fn max_seqlen(&self) -> usize {
         self.cu_seqlens.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)

@@ -23,3 +23,13 @@ impl RowSource for Vec<PackedRow> {
         self[i].clone()
     }
 }
+
+/// Rows shared by several readers (the peers of a data-parallel run).
+impl<T: RowSource + ?Sized> RowSource for std::sync::Arc<T> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn row(&self, i: usize) -> PackedRow {
+        (**self).row(i)
+    }
+}

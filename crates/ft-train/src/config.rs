@@ -221,6 +221,66 @@ pub struct TrainSection {
     /// TensorBoard event files under `output_dir/runs/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub report_to: Vec<String>,
+    /// Data parallelism: one peer per device, e.g. `["cuda:0", "cuda:1"]`, or `["cpu:2"]` for
+    /// two CPU peers. Empty: one peer on `device`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Seconds a peer waits for the others at a gradient all-reduce before the run stops with
+    /// an error naming the peers that did not arrive.
+    #[serde(
+        default = "default_collective_timeout_s",
+        skip_serializing_if = "is_default_collective_timeout"
+    )]
+    pub collective_timeout_s: u64,
+}
+
+/// Where each data-parallel peer of one node runs (`[train] devices`, `--devices`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerDevice {
+    /// `cpu`, `cuda` or `wgpu`.
+    pub kind: &'static str,
+    /// The device's index (always 0 on the CPU).
+    pub index: usize,
+}
+
+/// Parses `[train] devices` entries: `cuda:I` / `wgpu:I` (one peer each, every index once) or
+/// `cpu:N` (N peers on the CPU); kinds are not mixed.
+pub fn parse_devices(entries: &[String]) -> std::result::Result<Vec<PeerDevice>, String> {
+    let mut peers = Vec::new();
+    for entry in entries.iter().flat_map(|e| e.split(',')).map(str::trim) {
+        let (kind, number) = entry.split_once(':').unwrap_or((entry, "0"));
+        let number: usize = number
+            .parse()
+            .map_err(|_| format!("`{entry}`: expected cuda:I, wgpu:I or cpu:N"))?;
+        match kind {
+            "cpu" if number == 0 => return Err(format!("`{entry}`: cpu:N needs N ≥ 1 peers")),
+            "cpu" => peers.extend((0..number).map(|_| PeerDevice {
+                kind: "cpu",
+                index: 0,
+            })),
+            "cuda" => peers.push(PeerDevice {
+                kind: "cuda",
+                index: number,
+            }),
+            "wgpu" => peers.push(PeerDevice {
+                kind: "wgpu",
+                index: number,
+            }),
+            _ => return Err(format!("`{entry}`: unknown device (cuda:I, wgpu:I or cpu:N)")),
+        }
+    }
+    if let Some(other) = peers.iter().find(|p| p.kind != peers[0].kind) {
+        return Err(format!(
+            "devices mix {} and {}: every peer must run on the same kind",
+            peers[0].kind, other.kind
+        ));
+    }
+    for (i, p) in peers.iter().enumerate() {
+        if p.kind != "cpu" && peers[..i].contains(p) {
+            return Err(format!("{}:{} is listed twice", p.kind, p.index));
+        }
+    }
+    Ok(peers)
 }
 
 /// The `report_to` values.
@@ -303,6 +363,12 @@ fn default_save_total_limit() -> usize {
 fn default_device() -> String {
     "auto".into()
 }
+fn default_collective_timeout_s() -> u64 {
+    300
+}
+fn is_default_collective_timeout(seconds: &u64) -> bool {
+    *seconds == default_collective_timeout_s()
+}
 fn default_eval_every() -> usize {
     500
 }
@@ -359,6 +425,13 @@ impl TrainConfig {
         one_of(&self.model.dtype, &["f32", "bf16", "f16"]).map_err(|m| err("model.dtype", m))?;
         one_of(&self.model.quantization, &["none", "nf4"]).map_err(|m| err("model.quantization", m))?;
         one_of(&self.train.device, &["auto", "cuda", "wgpu", "cpu"]).map_err(|m| err("train.device", m))?;
+        parse_devices(&self.train.devices).map_err(|m| err("train.devices", m))?;
+        if self.train.collective_timeout_s == 0 {
+            return Err(err(
+                "train.collective_timeout_s",
+                "must be at least 1 second".into(),
+            ));
+        }
         for target in &self.train.report_to {
             one_of(target, &REPORT_TO).map_err(|m| err("train.report_to", m))?;
         }
@@ -593,6 +666,42 @@ mod tests {
             ("eval_split = 1.5\n", "data.eval_split"),
             ("weights = [1.0, 2.0]\n", "data.weights"),
             ("weights = [-1.0]\n", "data.weights"),
+        ] {
+            let err = TrainConfig::from_file(&write(dir.path(), body))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn devices_name_one_peer_each_and_bad_lists_are_refused() {
+        let list =
+            |entries: &[&str]| parse_devices(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>());
+        let cuda = list(&["cuda:0,cuda:1", "cuda:3"]).unwrap();
+        assert_eq!(
+            cuda.iter().map(|p| (p.kind, p.index)).collect::<Vec<_>>(),
+            [("cuda", 0), ("cuda", 1), ("cuda", 3)]
+        );
+        assert_eq!(list(&["cpu:3"]).unwrap().len(), 3);
+        assert!(list(&[]).unwrap().is_empty());
+        for (bad, says) in [
+            (&["cuda:0", "cuda:0"][..], "twice"),
+            (&["cuda:0", "cpu:1"][..], "mix"),
+            (&["tpu:0"][..], "unknown"),
+            (&["cpu:0"][..], "N ≥ 1"),
+            (&["cuda:x"][..], "expected"),
+        ] {
+            let err = list(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (body, key) in [
+            ("[train]\ndevices = [\"gpu:1\"]\n", "train.devices"),
+            (
+                "[train]\ncollective_timeout_s = 0\n",
+                "train.collective_timeout_s",
+            ),
         ] {
             let err = TrainConfig::from_file(&write(dir.path(), body))
                 .unwrap_err()

@@ -46,6 +46,9 @@ pub enum TrainError {
     /// A file or folder could not be written atomically.
     #[error(transparent)]
     Files(#[from] ft_io::IoError),
+    /// A data-parallel peer failed, or did not answer in time.
+    #[error("rank {rank}: {message}")]
+    Peer { rank: usize, message: String },
     /// Metrics, pictures or TensorBoard files could not be written.
     #[error(transparent)]
     Metrics(#[from] ft_metrics::MetricsError),

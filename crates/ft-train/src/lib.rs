@@ -13,6 +13,7 @@ pub mod eval_loss;
 pub mod llava;
 pub mod metrics;
 pub mod model_folder;
+pub mod parallel;
 pub mod params;
 pub mod schedule;
 pub mod trainer;

@@ -25,6 +25,7 @@ use crate::error::{Result, TrainError};
 use crate::llava::{EvalVision, LlavaTraining};
 use crate::metrics::{EvalMetrics, RunLog, StepMetrics};
 use crate::model_folder::{BaseFiles, read_model_folder, write_model_folder};
+use crate::parallel::Peer;
 use crate::params::{TrainMode, TrainParam, trainable_params};
 use crate::schedule::WarmupCosine;
 use ft_export::Dtype;
@@ -191,16 +192,28 @@ fn model_input(batch: &Batch) -> ModelInput {
     }
 }
 
-/// Runs (or resumes) training.
-pub fn train<B: TrainBackend>(
+/// Runs (or resumes) training on one device.
+pub fn train<B: TrainBackend>(setup: TrainSetup<B>, hooks: &mut dyn TrainHooks<B>) -> Result<TrainOutcome> {
+    train_peer(setup, hooks, &Peer::single())
+}
+
+/// Runs (or resumes) one peer's share of a data-parallel run (see [`crate::parallel`]): every
+/// peer reads the same rows in the same order and takes its slice of each micro-batch; only the
+/// main peer (rank 0) writes checkpoints and metrics and runs the hooks' evaluation. The peer
+/// must have joined the collective when the run has several.
+pub fn train_peer<B: TrainBackend>(
     mut setup: TrainSetup<B>,
     hooks: &mut dyn TrainHooks<B>,
+    peer: &Peer,
 ) -> Result<TrainOutcome> {
     let cfg = setup.config.clone();
     let t = &cfg.train;
-    ensure_writable(&t.output_dir)?;
-    for stale in ft_io::remove_stale_staging(&t.output_dir)? {
-        tracing::info!("removed {}, left by an interrupted save", stale.display());
+    let main = peer.is_main();
+    if main {
+        ensure_writable(&t.output_dir)?;
+        for stale in ft_io::remove_stale_staging(&t.output_dir)? {
+            tracing::info!("removed {}, left by an interrupted save", stale.display());
+        }
     }
     if setup.rows.is_empty() {
         return Err(TrainError::Training(
@@ -307,10 +320,13 @@ pub fn train<B: TrainBackend>(
         optimizer.check_against(&trained_shapes(&setup, &params), &optimizer_file)?;
         tracing::info!("resumed from {} at step {}", dir.display(), state.global_step);
     }
-    let mut log = RunLog::open(&cfg, state.global_step)?;
+    let mut log = main.then(|| RunLog::open(&cfg, state.global_step)).transpose()?;
     let eval_every = cfg.eval.as_ref().map(|e| e.every_steps).unwrap_or(0);
-    if state.global_step == 0 && cfg.eval.is_some() {
-        evaluate(hooks, &setup, 0, &mut log)?;
+    if let Some(log) = log.as_mut()
+        && state.global_step == 0
+        && cfg.eval.is_some()
+    {
+        evaluate(hooks, &setup, 0, log)?;
     }
     let mut losses = Vec::new();
     let mut interrupted = false;
@@ -324,35 +340,51 @@ pub fn train<B: TrainBackend>(
         let first = step * t.grad_accum;
         let last = ((step + 1) * t.grad_accum).min(total_micro.max(first + 1));
         let mut window_rows = Vec::new();
+        let (mut targets, mut real_tokens) = (0, 0);
         let micro: Vec<MicroBatch> = (first..last)
             .map(|k| {
-                let indices = order.micro_batch(k);
-                let rows: Vec<PackedRow> = indices.iter().map(|&i| setup.rows.row(i)).collect();
+                let mut indices = order.micro_batch(k);
+                let mut rows: Vec<PackedRow> = indices.iter().map(|&i| setup.rows.row(i)).collect();
                 window_rows.extend(indices.iter().copied());
+                targets += rows.iter().map(PackedRow::supervised_targets).sum::<usize>();
+                real_tokens += rows.iter().map(|r| r.input_ids.len()).sum::<usize>();
+                let share = peer.share(rows.len());
+                (indices, rows) = (
+                    indices.drain(share.clone()).collect(),
+                    rows.drain(share).collect(),
+                );
                 let batch = collate(&rows.iter().collect::<Vec<_>>());
                 MicroBatch { indices, rows, batch }
             })
             .collect();
-        let batches: Vec<&Batch> = micro.iter().map(|m| &m.batch).collect();
-        let targets: usize = batches.iter().map(|b| b.supervised_targets()).sum();
-        let real_tokens: usize = batches.iter().map(|b| b.real_tokens()).sum();
         let mut times = StepTimes::default();
-        let (loss, grad_norm) = if targets == 0 {
+        let asked_to_stop = setup.stop.load(Ordering::SeqCst);
+        let (loss, grad_norm, agreed_stop) = if targets == 0 {
             tracing::warn!(
                 "step {}: no supervised token in rows {window_rows:?} (micro-batches {first}..{last}); skipped",
                 step + 1
             );
-            (f64::NAN, 0.0)
+            let totals = match peer.world {
+                1 => None,
+                _ => Some(peer.all_reduce_step::<B::InnerBackend>(
+                    &mut [],
+                    &[],
+                    0.0,
+                    asked_to_stop,
+                    &setup.device,
+                )?),
+            };
+            (f64::NAN, 0.0, totals.map(|t| t.stop))
         } else {
             optimizer_step(
                 &mut setup,
                 &params,
                 &micro,
-                targets,
+                (targets, asked_to_stop),
                 &mut optimizer,
-                schedule.lr(step),
-                t.max_grad_norm,
+                (schedule.lr(step), t.max_grad_norm),
                 &mut times,
+                peer,
             )?
         };
         hooks.on_step_times(&times);
@@ -377,15 +409,25 @@ pub fn train<B: TrainBackend>(
         losses.push(loss);
         hooks.on_step(&m, total);
         if state.global_step.is_multiple_of(t.log_steps) || state.global_step == total {
-            log.log_step(&m)?;
+            if let Some(log) = log.as_mut() {
+                log.log_step(&m)?;
+            }
             state
                 .log_history
                 .push(serde_json::to_value(&m).expect("invariant: metrics serialise"));
         }
-        let stopping = setup.stop.load(Ordering::SeqCst);
+        // Peers stop together: at the step where any of them was asked to.
+        let stopping = agreed_stop.unwrap_or_else(|| setup.stop.load(Ordering::SeqCst));
         let finished = state.global_step == total;
+        let Some(log) = log.as_mut() else {
+            if stopping && !finished {
+                interrupted = true;
+                break;
+            }
+            continue;
+        };
         if eval_every > 0 && state.global_step.is_multiple_of(eval_every) && !finished {
-            evaluate(hooks, &setup, state.global_step, &mut log)?;
+            evaluate(hooks, &setup, state.global_step, log)?;
         }
         if (t.save_steps > 0 && state.global_step.is_multiple_of(t.save_steps) && !finished)
             || (stopping && !finished)
@@ -408,13 +450,16 @@ pub fn train<B: TrainBackend>(
         checkpoint_dir(&t.output_dir, state.global_step)
     } else {
         let final_dir = t.output_dir.join("final");
-        save_checkpoint(&setup, &state, &optimizer, &final_dir)?;
-        if cfg.eval.is_some() {
-            evaluate(hooks, &setup, state.global_step, &mut log)?;
+        if let Some(log) = log.as_mut() {
+            save_checkpoint(&setup, &state, &optimizer, &final_dir)?;
+            if cfg.eval.is_some() {
+                evaluate(hooks, &setup, state.global_step, log)?;
+            }
+            log.draw();
         }
-        log.draw();
         final_dir
     };
+    peer.finish::<B::InnerBackend>();
     Ok(TrainOutcome {
         saved,
         steps: state.global_step,
@@ -423,7 +468,6 @@ pub fn train<B: TrainBackend>(
     })
 }
 
-/// One optimizer step over a window of micro-batches; returns (window loss, grad norm).
 /// Runs the hooks' evaluation and logs the held-out loss they return.
 fn evaluate<B: TrainBackend>(
     hooks: &mut dyn TrainHooks<B>,
@@ -456,17 +500,20 @@ struct MicroBatch {
     batch: Batch,
 }
 
+/// One optimizer step over a window of micro-batches (this peer's share of each); `targets`
+/// counts the whole window's supervised tokens, over every peer. Returns (window loss, grad
+/// norm, and in a several-peer run whether any peer was asked to stop).
 #[allow(clippy::too_many_arguments)]
 fn optimizer_step<B: TrainBackend>(
     setup: &mut TrainSetup<B>,
     params: &[TrainParam],
     micro: &[MicroBatch],
-    targets: usize,
+    (targets, asked_to_stop): (usize, bool),
     optimizer: &mut AdamW<B::InnerBackend>,
-    lr: f64,
-    max_grad_norm: f64,
+    (lr, max_grad_norm): (f64, f64),
     times: &mut StepTimes,
-) -> Result<(f64, f64)> {
+    peer: &Peer,
+) -> Result<(f64, f64, Option<bool>)> {
     let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; params.len()];
     let projector_names = setup
         .llava
@@ -475,7 +522,7 @@ fn optimizer_step<B: TrainBackend>(
         .unwrap_or_default();
     let mut projector_grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; projector_names.len()];
     let mut loss_sum = 0f64;
-    for m in micro {
+    for m in micro.iter().filter(|m| !m.rows.is_empty()) {
         let started = Instant::now();
         let out = match &setup.llava {
             Some(llava) => llava.loss_sum(&setup.model, &setup.model_config, &m.rows, &m.indices)?,
@@ -500,10 +547,24 @@ fn optimizer_step<B: TrainBackend>(
         }
         times.backward_s += started.elapsed().as_secs_f64();
     }
+    let mut agreed_stop = None;
+    if peer.world > 1 {
+        let started = Instant::now();
+        let shapes: Vec<[usize; 2]> = trained_shapes(setup, params)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let mut all: Vec<_> = grads.into_iter().chain(projector_grads).collect();
+        let totals = peer.all_reduce_step(&mut all, &shapes, loss_sum, asked_to_stop, &setup.device)?;
+        projector_grads = all.split_off(params.len());
+        grads = all;
+        (loss_sum, agreed_stop) = (totals.loss_sum, Some(totals.stop));
+        times.backward_s += started.elapsed().as_secs_f64();
+    }
     let started = Instant::now();
     let loss = loss_sum / targets as f64;
     if !loss.is_finite() {
-        return Ok((loss, f64::NAN));
+        return Ok((loss, f64::NAN, agreed_stop));
     }
     let squares: f64 = grads
         .iter()
@@ -537,7 +598,7 @@ fn optimizer_step<B: TrainBackend>(
         llava.set(updated);
     }
     times.optimizer_s = started.elapsed().as_secs_f64();
-    Ok((loss, norm))
+    Ok((loss, norm, agreed_stop))
 }
 
 /// The name and shape of every tensor the run trains (the LLM's, then a LLaVA's).
