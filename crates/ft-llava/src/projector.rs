@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use ft_kernels::KernelBackend;
 use ft_lora::linear::FtLinear;
 use ft_model::weights::{SafetensorsSource, TensorSource};
@@ -85,7 +85,9 @@ impl ProjectorConfig {
     }
 }
 
-/// The projector: vision features to LLM embeddings.
+/// The projector: vision features to LLM embeddings. Its weights are f32 whatever the base's
+/// dtype (it is trained: AdamW's small updates would be lost to bf16 rounding), as PEFT keeps
+/// trainable tensors under autocast; it computes in f32 and returns the input's dtype.
 #[derive(Module, Debug)]
 pub struct Projector<B: Backend> {
     /// The linear layers, GELU between them.
@@ -106,11 +108,14 @@ impl<B: Backend> Projector<B> {
                 let bound = 1.0 / (d_in as f32).sqrt();
                 let weight = Tensor::from_data(
                     TensorData::new(uniform(d_out * d_in, bound), [d_out, d_in]),
-                    device,
+                    (device, DType::F32),
                 );
-                let bias = config
-                    .bias
-                    .then(|| Tensor::from_data(TensorData::new(uniform(d_out, bound), [d_out]), device));
+                let bias = config.bias.then(|| {
+                    Tensor::from_data(
+                        TensorData::new(uniform(d_out, bound), [d_out]),
+                        (device, DType::F32),
+                    )
+                });
                 FtLinear::from_weight(weight, bias)
             })
             .collect();
@@ -123,14 +128,15 @@ impl<B: KernelBackend> Projector<B> {
     /// - features: `[batch, patches, visual_hidden]`
     /// - output: `[batch, patches, llm_hidden]`
     pub fn forward(&self, features: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mut x = features;
+        let compute = features.dtype();
+        let mut x = features.cast(FloatDType::F32);
         for (i, layer) in self.layers.iter().enumerate() {
             if i > 0 {
                 x = gelu(x);
             }
             x = layer.forward(x);
         }
-        x
+        x.cast(FloatDType::from(compute))
     }
 }
 
@@ -232,12 +238,12 @@ fn read_layers<B: Backend>(
         };
         let weight = Tensor::from_data(
             TensorData::new(read("weight", vec![d_out, d_in])?, [d_out, d_in]),
-            device,
+            (device, DType::F32),
         );
         let bias = match config.bias {
             true => Some(Tensor::from_data(
                 TensorData::new(read("bias", vec![d_out])?, [d_out]),
-                device,
+                (device, DType::F32),
             )),
             false => None,
         };
