@@ -2,7 +2,8 @@
 //! processes on 127.0.0.1 as two nodes (`--nnodes 2 --node-rank R --master HOST:PORT`), each
 //! giving the losses of one process on one device; and a node killed mid-run, which makes the
 //! other exit non-zero within `[train] collective_timeout_s`, naming it, after which the last
-//! checkpoint resumes.
+//! checkpoint resumes; and a node that stops answering (SIGSTOP), which makes the other exit within
+//! the timeout, naming it.
 
 mod common;
 use common::{assistant_config, ft, run_ok, stderr};
@@ -212,4 +213,49 @@ fn a_llava_run_over_two_cpu_peers_gives_the_one_device_losses() {
     };
     let one = run("one", &[]);
     assert_close(&one, &run("two", &["--devices", "cpu:2"]));
+}
+
+#[test]
+fn a_node_that_stops_answering_stops_the_other_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = "max_steps = 2000\ncollective_timeout_s = 3";
+    let port = free_ports();
+    let mut first = node(&config(dir.path(), "node0", train), 0, port);
+    let mut second = node(&config(dir.path(), "node1", train), 1, port);
+    let metrics = dir.path().join("node0/metrics.jsonl");
+    let waiting = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 2 {
+        assert!(waiting.elapsed() < Duration::from_secs(120), "no step");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let paused = std::process::Command::new("kill")
+        .args(["-STOP", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(paused.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = first.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "node 0 still waiting"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = stopped.elapsed();
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut text).unwrap();
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("rank 1") && text.contains("collective_timeout_s"),
+        "the error names the silent rank and the key:\n{text}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3 + 10),
+        "{waited:?}"
+    );
 }
