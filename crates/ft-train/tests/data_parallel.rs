@@ -9,54 +9,33 @@
 //! gradient is ~0 turns summation-order noise into an lr-sized step).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;
 use burn_flex::Flex;
-use ft_data::dataset::{prepare, resolve_template};
 use ft_data::pack::PackedRow;
 use ft_data::rows::RowSource;
-use ft_lora::linear::LoraSpec;
-use ft_lora::peft::{Adapter, TargetModules};
-use ft_model::adapters::attach_new_lora;
-use ft_model::families::linear_names;
 use ft_train::TrainError;
 use ft_train::config::TrainConfig;
-use ft_train::model_folder::BaseFiles;
 use ft_train::parallel::train_parallel;
 use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup};
+
+mod common;
+use common::{adapter_values, model_values, tiny_rows, tiny_setup, write_tiny_config};
 
 type A = Autodiff<Flex>;
 
 /// burn-collective keeps one session per backend type per process: runs here take turns.
 static COLLECTIVE: Mutex<()> = Mutex::new(());
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-base")
-}
-
 const LORA: &str = "[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n";
 
 fn write_config(dir: &Path, train: &str, lora: &str) -> PathBuf {
-    ft_data::assistant::write_assistant_dataset("Ada", 24, 0, &dir.join("a.jsonl")).unwrap();
-    let text = format!(
-        "[model]\npath = \"{}\"\ndtype = \"f32\"\n[data]\nfiles = [\"a.jsonl\"]\ntemplate = \"qwen_chat\"\nmax_length = 64\npack = false\n\
-         {lora}[train]\noutput_dir = \"out\"\nlr = 1e-2\nwarmup_ratio = 0.0\neps = 1e-4\n{train}\n",
-        tiny().display()
-    );
-    let path = dir.join("c.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_tiny_config(dir, 24, &format!("eps = 1e-4\n{train}"), false, lora)
 }
 
-/// Rows that a peer reads; `Faulty` ones fail or hang at the given row read.
-enum Rows {
-    Shared(Arc<dyn RowSource>),
-    Faulty(Arc<dyn RowSource>, Fault, usize),
-}
-
+/// How a faulty peer's rows fail, from a given row read on.
 #[derive(Clone, Copy)]
 enum Fault {
     Panic,
@@ -98,55 +77,20 @@ fn setups(
     fault: Option<(usize, Fault, usize)>,
 ) -> Vec<TrainSetup<A>> {
     let config = TrainConfig::from_file(config_path).unwrap();
-    let tokenizer = ft_data::tokenizer::FtTokenizer::from_dir(&config.model.path).unwrap();
-    let template = resolve_template(&config.data, &tokenizer).unwrap();
-    let rows: Arc<dyn RowSource> = Arc::new(prepare(&config.data, &tokenizer, &template).unwrap().rows);
+    let rows: Arc<dyn RowSource> = Arc::new(tiny_rows(&config));
     (0..peers)
         .map(|rank| {
-            let device = Default::default();
-            let (mut model, model_config) = ft_model::load_hf::<A>(&config.model.path, &device).unwrap();
-            let (targets, base_files) = if config.lora.is_some() {
-                let spec = LoraSpec {
-                    r: 4,
-                    alpha: 8.0,
-                    dropout: 0.0,
-                    use_rslora: false,
-                };
-                let targets =
-                    attach_new_lora(&mut model, &model_config, spec, &TargetModules::AllLinear, 0).unwrap();
-                (targets, None)
-            } else {
-                (Vec::new(), Some(BaseFiles::Folder(config.model.path.clone())))
-            };
-            let source = match fault {
-                Some((r, fault, after)) if r == rank => Rows::Faulty(rows.clone(), fault, after),
-                _ => Rows::Shared(rows.clone()),
-            };
-            let rows: Box<dyn RowSource> = match source {
-                Rows::Shared(rows) => Box::new(rows),
-                Rows::Faulty(rows, fault, after) => Box::new(FaultyRows {
-                    rows,
+            let rows: Box<dyn RowSource> = match fault {
+                Some((r, fault, after)) if r == rank => Box::new(FaultyRows {
+                    rows: rows.clone(),
                     fault,
                     after,
                     reads: Default::default(),
                 }),
+                _ => Box::new(rows.clone()),
             };
-            TrainSetup {
-                linear_names: linear_names(&model_config),
-                model,
-                model_config,
-                rows,
-                targets,
-                template_name: "qwen_chat".into(),
-                rendered_example: None,
-                device,
-                resume_from: resume.clone(),
-                // Each peer its own flag, as each node's process has its own Ctrl-C.
-                stop: Arc::new(AtomicBool::new(false)),
-                base_files,
-                llava: None,
-                config: config.clone(),
-            }
+            // Each peer has its own stop flag, as each node's process has its own Ctrl-C.
+            tiny_setup(&config, rows, resume.clone(), false)
         })
         .collect()
 }
@@ -154,24 +98,6 @@ fn setups(
 fn run(config: &Path, peers: usize) -> TrainOutcome {
     let _turn = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     train_parallel(setups(config, peers, None, None), &mut NoHooks, None).unwrap()
-}
-
-fn adapter_values(dir: &Path) -> Vec<f32> {
-    let adapter = Adapter::read(dir).unwrap();
-    let modules = adapter.weights.modules.values();
-    modules
-        .flat_map(|p| p.a.data.iter().chain(&p.b.data).copied())
-        .collect()
-}
-
-fn model_values(dir: &Path) -> Vec<f32> {
-    use ft_model::weights::TensorSource;
-    let source = ft_model::weights::SafetensorsSource::open_dir(dir).unwrap();
-    source
-        .names()
-        .iter()
-        .flat_map(|n| source.read(n).unwrap().data)
-        .collect()
 }
 
 fn assert_losses_equal(a: &[f64], b: &[f64], what: &str) {

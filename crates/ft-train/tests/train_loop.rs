@@ -2,79 +2,25 @@
 //! Ctrl-C saving, and the seed exercise end to end.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use burn::backend::Autodiff;
-use burn_flex::Flex;
-use ft_data::dataset::{prepare, resolve_template};
-use ft_lora::linear::LoraSpec;
-use ft_lora::peft::{Adapter, TargetModules};
-use ft_model::adapters::attach_new_lora;
-use ft_model::families::linear_names;
 use ft_train::config::TrainConfig;
-use ft_train::model_folder::BaseFiles;
-use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup, train};
+use ft_train::trainer::{NoHooks, TrainOutcome, train};
 
-type A = Autodiff<Flex>;
-
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-base")
-}
+mod common;
+use common::{adapter_values, model_values, tiny, tiny_rows, tiny_setup, write_tiny_config};
 
 fn write_config(dir: &Path, train: &str, pack: bool) -> PathBuf {
     write_config_with(dir, train, pack, "[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n")
 }
 
 fn write_config_with(dir: &Path, train: &str, pack: bool, lora: &str) -> PathBuf {
-    ft_data::assistant::write_assistant_dataset("Ada", 16, 0, &dir.join("a.jsonl")).unwrap();
-    let text = format!(
-        "[model]\npath = \"{}\"\ndtype = \"f32\"\n[data]\nfiles = [\"a.jsonl\"]\ntemplate = \"qwen_chat\"\nmax_length = 64\npack = {pack}\n\
-         {lora}[train]\noutput_dir = \"out\"\nlr = 1e-2\nwarmup_ratio = 0.0\n{train}\n",
-        tiny().display()
-    );
-    let path = dir.join("c.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_tiny_config(dir, 16, train, pack, lora)
 }
 
 fn run(config_path: &Path, resume: Option<PathBuf>, stop: bool) -> TrainOutcome {
     let config = TrainConfig::from_file(config_path).unwrap();
-    let device = Default::default();
-    let (mut model, model_config) = ft_model::load_hf::<A>(&config.model.path, &device).unwrap();
-    let tokenizer = ft_data::tokenizer::FtTokenizer::from_dir(&config.model.path).unwrap();
-    let template = resolve_template(&config.data, &tokenizer).unwrap();
-    let prepared = prepare(&config.data, &tokenizer, &template).unwrap();
-    // Adapters are drawn from a host-side generator seeded per call: runs in parallel tests
-    // (which reseed the backend's process-global RNG every step) still start from the same adapter.
-    let (targets, base_files) = if config.lora.is_some() {
-        let spec = LoraSpec {
-            r: 4,
-            alpha: 8.0,
-            dropout: 0.0,
-            use_rslora: false,
-        };
-        let targets = attach_new_lora(&mut model, &model_config, spec, &TargetModules::AllLinear, 0).unwrap();
-        (targets, None)
-    } else {
-        (Vec::new(), Some(BaseFiles::Folder(config.model.path.clone())))
-    };
-    let setup = TrainSetup {
-        linear_names: linear_names(&model_config),
-        model,
-        model_config,
-        rows: Box::new(prepared.rows),
-        targets,
-        template_name: "qwen_chat".into(),
-        rendered_example: None,
-        device,
-        resume_from: resume,
-        stop: Arc::new(AtomicBool::new(stop)),
-        base_files,
-        llava: None,
-        config,
-    };
-    train(setup, &mut NoHooks).unwrap()
+    let rows = Box::new(tiny_rows(&config));
+    train(tiny_setup(&config, rows, resume, stop), &mut NoHooks).unwrap()
 }
 
 /// The losses after resuming from step `k` equal the uninterrupted run's.
@@ -88,16 +34,6 @@ fn assert_resumed_losses_equal(full: &TrainOutcome, resumed: &TrainOutcome, k: u
             resumed.losses
         );
     }
-}
-
-fn adapter_values(dir: &Path) -> Vec<f32> {
-    let adapter = Adapter::read(dir).unwrap();
-    adapter
-        .weights
-        .modules
-        .values()
-        .flat_map(|p| p.a.data.iter().chain(&p.b.data).copied())
-        .collect()
 }
 
 #[test]
@@ -171,23 +107,13 @@ fn loss_goes_down_and_the_adapter_is_a_peft_folder() {
     let config = write_config(dir.path(), "max_steps = 12\nbatch_size = 4", true);
     let out = run(&config, None, false);
     assert!(out.losses[11] < out.losses[0] * 0.7, "{:?}", out.losses);
-    let adapter = Adapter::read(&out.saved).unwrap();
+    let adapter = ft_lora::peft::Adapter::read(&out.saved).unwrap();
     assert_eq!(adapter.config.r, 4);
     assert_eq!(
         adapter.ft_meta.unwrap().chat_template.as_deref(),
         Some("qwen_chat")
     );
     assert_eq!(adapter.weights.modules.len(), 28, "every linear of 4 layers × 7");
-}
-
-fn model_values(dir: &Path) -> Vec<f32> {
-    let source = ft_model::weights::SafetensorsSource::open_dir(dir).unwrap();
-    use ft_model::weights::TensorSource;
-    source
-        .names()
-        .iter()
-        .flat_map(|n| source.read(n).unwrap().data)
-        .collect()
 }
 
 #[test]
