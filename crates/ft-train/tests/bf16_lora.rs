@@ -57,21 +57,29 @@ impl TrainHooks<A> for AdapterDtypes {
     }
 }
 
+/// A bf16 run of the tiny Llama fixture over a one-record file, its sections after `[data]` as
+/// `sections`, written as `DIR/c.toml`.
+fn bf16_config(dir: &std::path::Path, sections: &str) -> TrainConfig {
+    std::fs::write(dir.join("d.jsonl"), "{\"text\": \"x\"}\n").unwrap();
+    let text = format!(
+        "[model]\npath = \"{}\"\ndtype = \"bf16\"\n[data]\nfiles = [\"d.jsonl\"]\n{sections}",
+        fixtures().join("models/llama").display()
+    );
+    std::fs::write(dir.join("c.toml"), text).unwrap();
+    TrainConfig::from_file(&dir.join("c.toml")).unwrap()
+}
+
 /// gen_bf16_lora.py's run: 4 steps on gen_train.py's batch with its PEFT adapter.
 fn four_steps(hooks: &mut AdapterDtypes) -> (tempfile::TempDir, TrainOutcome) {
     let device = bf16_device();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d.jsonl"), "{\"text\": \"x\"}\n").unwrap();
     let base = fixtures().join("models/llama");
-    let config_text = format!(
-        "[model]\npath = \"{}\"\ndtype = \"bf16\"\n[data]\nfiles = [\"d.jsonl\"]\n\
-         [lora]\nr = 4\nalpha = 8\ndropout = 0.0\n\
+    let config = bf16_config(
+        dir.path(),
+        "[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n\
          [train]\noutput_dir = \"out\"\nmax_steps = 4\nbatch_size = 2\nlr = 1e-2\nwarmup_ratio = 0.0\n\
          weight_decay = 0.1\nmax_grad_norm = 1.0\nsave_steps = 0\n[eval]\nevery_steps = 1000\n",
-        base.display()
     );
-    std::fs::write(dir.path().join("c.toml"), config_text).unwrap();
-    let config = TrainConfig::from_file(&dir.path().join("c.toml")).unwrap();
     let (mut model, model_config) = ft_model::load_hf::<A>(&base, &device).unwrap();
     let adapter = Adapter::read(fixtures().join("lora/llama/adapter")).unwrap();
     let targets = attach_peft_adapter(&mut model, &model_config, &adapter).unwrap();
@@ -206,15 +214,11 @@ const ADAPTER_MAX_BOUND: f32 = 5e-2;
 fn full_fine_tuning_of_a_bf16_model_is_refused_naming_the_dtype_key() {
     let device = bf16_device();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d.jsonl"), "{\"text\": \"x\"}\n").unwrap();
     let base = fixtures().join("models/llama");
-    let config_text = format!(
-        "[model]\npath = \"{}\"\ndtype = \"bf16\"\n[data]\nfiles = [\"d.jsonl\"]\n\
-         [train]\noutput_dir = \"out\"\nmax_steps = 1\nbatch_size = 2\nsave_steps = 0\n",
-        base.display()
+    let config = bf16_config(
+        dir.path(),
+        "[train]\noutput_dir = \"out\"\nmax_steps = 1\nbatch_size = 2\nsave_steps = 0\n",
     );
-    std::fs::write(dir.path().join("c.toml"), config_text).unwrap();
-    let config = TrainConfig::from_file(&dir.path().join("c.toml")).unwrap();
     let loaded = ft_model::load_hf::<A>(&base, &device).unwrap();
     let base_files = Some(ft_train::model_folder::BaseFiles::Folder(base));
     let setup = gen_train_setup(config, loaded, Vec::new(), base_files, device);

@@ -22,7 +22,7 @@ use ft_train::parallel::train_parallel;
 use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup};
 
 mod common;
-use common::{adapter_values, model_values, tiny_rows, tiny_setup, write_tiny_config};
+use common::{adapter_values, max_difference, model_values, tiny_rows, tiny_setup, write_tiny_config};
 
 type A = Autodiff<Flex>;
 
@@ -105,11 +105,6 @@ fn assert_losses_equal(a: &[f64], b: &[f64], what: &str) {
     for (x, y) in a.iter().zip(b) {
         assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{what}: {a:?} vs {b:?}");
     }
-}
-
-fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Runs the same config with 1, 2 and 3 peers (each in its own folder); returns the outcomes

@@ -7,7 +7,7 @@ use ft_train::config::TrainConfig;
 use ft_train::trainer::{NoHooks, TrainOutcome, train};
 
 mod common;
-use common::{adapter_values, model_values, tiny, tiny_rows, tiny_setup, write_tiny_config};
+use common::{adapter_values, max_difference, model_values, tiny, tiny_rows, tiny_setup, write_tiny_config};
 
 fn write_config(dir: &Path, train: &str, pack: bool) -> PathBuf {
     write_config_with(dir, train, pack, "[lora]\nr = 4\nalpha = 8\ndropout = 0.0\n")
@@ -61,12 +61,7 @@ fn batch_8_equals_batch_1_with_8_accumulation_steps() {
         ra.losses,
         rb.losses
     );
-    let (wa, wb) = (adapter_values(&ra.saved), adapter_values(&rb.saved));
-    let max = wa
-        .iter()
-        .zip(&wb)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let max = max_difference(&adapter_values(&ra.saved), &adapter_values(&rb.saved));
     assert!(max < 1e-5, "adapters differ by {max}");
 }
 

@@ -148,3 +148,9 @@ pub fn model_values(dir: &Path) -> Vec<f32> {
         .flat_map(|n| source.read(n).unwrap().data)
         .collect()
 }
+
+/// The largest absolute difference between two equally long lists.
+pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
