@@ -4,7 +4,7 @@
 //! Needs Chromium (`apt-get install chromium`; `FT_CHROMIUM` names another binary). Without it
 //! the test says so and passes, unless `FT_BROWSER_TEST=required` (set by `.ci/run`).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

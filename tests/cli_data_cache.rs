@@ -2,7 +2,7 @@
 //! in-memory path gives for every format, is reused when valid, rebuilt (saying why) when
 //! stale or damaged, and `ft train` trains from it and reports the held-out loss.
 
-mod common;
+use crate::common;
 use common::{ft, run_ok, tensorboard_series};
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! (`fixtures/check_convert_hf.py` has transformers load the folder: logits equal to its own GGUF
 //! import.)
 
-mod common;
+use crate::common;
 
 use common::{ft, read_json, repo, run_ok, stderr, stdout};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! rows included) equal transformers' `LlavaForConditionalGeneration` on the same weights and
 //! XTuner's encoding (`fixtures/gen_llava.py`); bad input names the record or file.
 
-mod common;
+use crate::common;
 
 use common::{ft, read_json, repo, run_ok, stderr, stdout};
 use serde_json::Value;

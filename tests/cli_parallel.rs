@@ -5,7 +5,7 @@
 //! checkpoint resumes; and a node that stops answering (SIGSTOP), which makes the other exit within
 //! the timeout, naming it.
 
-mod common;
+use crate::common;
 use common::{assistant_config, ft, run_ok, stderr};
 
 use std::net::TcpListener;

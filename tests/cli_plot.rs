@@ -2,7 +2,7 @@
 //! `loss.svg` at checkpoints and at the end, `report_to = ["tensorboard"]`, one continuous curve
 //! after an interrupted run is resumed, and `ft plot` over several runs.
 
-mod common;
+use crate::common;
 use common::{assistant_config, ft, run_ok, tensorboard_series};
 
 use std::path::{Path, PathBuf};

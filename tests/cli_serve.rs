@@ -1,7 +1,7 @@
 //! `ft serve` against a real server on 127.0.0.1: every endpoint, streamed and not, answers
 //! equal to `ft chat`'s, adapters by name, every error status, cancellation and concurrency.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};

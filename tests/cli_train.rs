@@ -2,7 +2,7 @@
 //! LoRA, then train → merge → chat round trip; full fine-tuning; and the bad-input cases that
 //! must stop before step 1.
 
-mod common;
+use crate::common;
 use common::{assistant_config, ft, read_json, repo, run_ok, stderr, stdout};
 
 use std::path::{Path, PathBuf};

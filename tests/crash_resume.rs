@@ -5,7 +5,7 @@
 //!
 //! `FT_CRASH_KILLS` sets the number of kills (default 8).
 
-mod common;
+use crate::common;
 use common::{assistant_config, ft};
 
 use std::path::{Path, PathBuf};

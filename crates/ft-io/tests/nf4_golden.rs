@@ -1,7 +1,7 @@
 //! NF4 codec against the bitsandbytes CUDA reference (fixtures/gen_nf4.py): bit-for-bit codes,
 //! absmax, double-quantisation arrays and dequantised values.
 
-mod nf4_common;
+use crate::nf4_common;
 
 use ft_io::nf4::{
     DYNAMIC_SIGNED_MAP, DoubleQuantAbsmax, NF4_CODE, NF4_THRESHOLDS, Nf4Absmax, Nf4Tensor, dynamic_index,

@@ -10,7 +10,7 @@ use ft_kernels::attention::composite;
 use ft_kernels::{AttentionMask, attention};
 use proptest::prelude::*;
 
-mod common;
+use crate::common;
 use common::{assert_close, values};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

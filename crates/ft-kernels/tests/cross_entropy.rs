@@ -11,7 +11,7 @@ use ft_kernels::cross_entropy::{composite, rows_per_chunk};
 use ft_kernels::linear_cross_entropy;
 use proptest::prelude::*;
 
-mod common;
+use crate::common;
 use common::{assert_close, random, values};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

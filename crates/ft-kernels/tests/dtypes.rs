@@ -10,7 +10,7 @@ use ft_kernels::{
     AttentionMask, LoraWeights, attention, linear_cross_entropy, lora_linear, rms_norm, rope, swiglu,
 };
 
-mod common;
+use crate::common;
 use common::{random, values};
 
 type A = Autodiff<Flex>;

@@ -11,7 +11,7 @@ use ft_kernels::swiglu::composite as composite_gate;
 use ft_kernels::{rms_norm, rope, swiglu};
 use proptest::prelude::*;
 
-mod common;
+use crate::common;
 use common::{assert_close, random, values};
 
 type A = Autodiff<Flex>;

@@ -8,7 +8,7 @@ use ft_kernels::lora::composite;
 use ft_kernels::{LoraWeights, lora_linear};
 use proptest::prelude::*;
 
-mod common;
+use crate::common;
 use common::{assert_close, random, values};
 
 type A = Autodiff<Flex>;

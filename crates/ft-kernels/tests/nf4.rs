@@ -2,9 +2,8 @@
 //! bitsandbytes does (fixtures/gen_nf4.py); `nf4_linear`'s forward and hand-written backward
 //! (which dequantises again) equal the LoRA op on the dense dequantised weight.
 
-mod common;
-#[path = "../../ft-io/tests/nf4_common/mod.rs"]
-mod nf4_common;
+use crate::common;
+use crate::nf4_common;
 
 use burn::backend::Autodiff;
 use burn::tensor::{DType, Tensor, TensorData};

@@ -10,7 +10,7 @@ use ft_lora::peft::Adapter;
 use ft_model::adapters::attach_peft_adapter;
 use ft_model::weights::{HostTensor, SafetensorsSource, TensorSource};
 
-mod common;
+use crate::common;
 
 use common::fixtures;
 

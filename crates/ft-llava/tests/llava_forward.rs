@@ -8,7 +8,7 @@ use burn_flex::Flex;
 use ft_llava::{SpliceSample, VisionSide, load_clip, load_projector, splice};
 use ft_model::{CausalLm, ModelConfig};
 
-mod common;
+use crate::common;
 
 use common::fixtures;
 

@@ -9,7 +9,7 @@ use ft_llava::VisionSide;
 use ft_model::weights::HostTensor;
 use ft_model::{CausalLm, ModelConfig};
 
-mod common;
+use crate::common;
 
 use common::golden;
 

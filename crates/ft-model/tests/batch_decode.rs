@@ -7,7 +7,7 @@ use ft_model::generate::LogitsSession;
 use ft_model::session::KvSession;
 use ft_model::{CausalLm, ModelConfig, load_hf};
 
-mod common;
+use crate::common;
 
 use common::model_dir;
 

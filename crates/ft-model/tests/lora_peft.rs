@@ -2,7 +2,7 @@
 //! the gradient of every lora_A / lora_B, for Llama, Qwen2 and InternLM2 (fused `wqkv`, adapted
 //! `output` head); targeting, errors, and extraction back to PEFT layout.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;

@@ -8,7 +8,7 @@ use ft_model::{ModelInput, load_hf};
 
 type B = Flex;
 
-mod common;
+use crate::common;
 
 use common::model_dir;
 

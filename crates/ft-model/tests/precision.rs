@@ -11,7 +11,7 @@ use ft_model::loss::cross_entropy_sum;
 
 type B = Flex;
 
-mod common;
+use crate::common;
 
 use common::{Golden, max_logit_error, model_dir};
 

@@ -2,7 +2,7 @@
 //! equals the dense model whose weights are replaced by dequant(quant(W)); gradients reach the
 //! adapter only; the NF4 bases hold ≤ 0.6 bytes per parameter.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::module::Module;

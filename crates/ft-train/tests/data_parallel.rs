@@ -21,7 +21,7 @@ use ft_train::config::TrainConfig;
 use ft_train::parallel::train_parallel;
 use ft_train::trainer::{NoHooks, TrainOutcome, TrainSetup};
 
-mod common;
+use crate::common;
 use common::{adapter_values, max_difference, model_values, tiny_rows, tiny_setup, write_tiny_config};
 
 type A = Autodiff<Flex>;

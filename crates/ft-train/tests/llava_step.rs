@@ -19,7 +19,7 @@ use ft_train::llava::LlavaTraining;
 use ft_train::trainer::{NoHooks, TrainSetup, train};
 use safetensors::SafeTensors;
 
-mod common;
+use crate::common;
 use common::{f32s, fixtures};
 
 type A = Autodiff<Flex>;

@@ -13,7 +13,7 @@ use ft_train::model_folder::BaseFiles;
 use ft_train::trainer::{NoHooks, TrainOutcome, train};
 use safetensors::SafeTensors;
 
-mod common;
+use crate::common;
 use common::{f32s, fixtures, gen_train_setup};
 
 type A = Autodiff<Flex>;

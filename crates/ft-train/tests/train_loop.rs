@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ft_train::config::TrainConfig;
 use ft_train::trainer::{NoHooks, TrainOutcome, train};
 
-mod common;
+use crate::common;
 use common::{adapter_values, max_difference, model_values, tiny, tiny_rows, tiny_setup, write_tiny_config};
 
 fn write_config(dir: &Path, train: &str, pack: bool) -> PathBuf {
