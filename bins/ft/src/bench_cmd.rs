@@ -85,6 +85,10 @@ enum BenchKind {
         /// share); with `--json`, a `phases` object.
         #[arg(long)]
         profile: bool,
+        /// Recompute each decoder layer in backward (`[train] gradient_checkpointing`): less
+        /// activation memory for about one more forward per step.
+        #[arg(long)]
+        gradient_checkpointing: bool,
         /// Device.
         #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
         device: DeviceKind,
@@ -179,6 +183,7 @@ impl BackendTask for BenchArgs {
                 llava,
                 rank,
                 quantization,
+                gradient_checkpointing,
                 ..
             } => {
                 let spec = crate::bench_train::BenchSpec {
@@ -189,6 +194,7 @@ impl BackendTask for BenchArgs {
                     rank: *rank,
                     nf4: *quantization == crate::model_load::Quantization::Nf4,
                     llava: *llava,
+                    gradient_checkpointing: *gradient_checkpointing,
                 };
                 let probe_device = device.clone();
                 let device_bytes = Box::new(move || crate::backend::device_memory_reserved(&probe_device));

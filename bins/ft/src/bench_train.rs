@@ -279,6 +279,8 @@ pub struct BenchSpec {
     pub nf4: bool,
     /// A LLaVA stage-2 step through a CLIP of this shape.
     pub llava: Option<ClipShape>,
+    /// Recompute each decoder layer in backward (`[train] gradient_checkpointing`).
+    pub gradient_checkpointing: bool,
 }
 
 /// Runs the benchmark on backend `B` (trained through `Autodiff<B>`); `device_bytes` reads the
@@ -297,6 +299,7 @@ pub fn run<B: KernelBackend>(
         rank,
         nf4,
         llava,
+        gradient_checkpointing,
     } = spec;
     let config = bench_config(shape);
     let vocab = config.vocab_size;
@@ -363,7 +366,8 @@ pub fn run<B: KernelBackend>(
     let quantization = if nf4 { "nf4" } else { "none" };
     let toml = format!(
         "[model]\npath = \"random\"\ndtype = \"f32\"\nquantization = \"{quantization}\"\n[data]\nfiles = [\"d.jsonl\"]\n[lora]\nr = {rank}\nalpha = 16\ndropout = 0.0\n\
-         [train]\noutput_dir = \"out\"\nmax_steps = {}\nbatch_size = {batch}\nlr = 1e-4\nsave_steps = 0\n",
+         [train]\noutput_dir = \"out\"\nmax_steps = {}\nbatch_size = {batch}\nlr = 1e-4\nsave_steps = 0\n\
+         gradient_checkpointing = {gradient_checkpointing}\n",
         steps + 2
     );
     std::fs::write(dir.join("c.toml"), toml)?;

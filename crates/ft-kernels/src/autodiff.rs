@@ -3,15 +3,25 @@
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::ops::FloatTensor;
 
 use crate::backend::KernelBackend;
 use crate::mask::AttentionMask;
 use crate::nf4::Nf4Primitive;
-use crate::{attention, cross_entropy, lora, nf4, rms_norm, rope, swiglu};
+use crate::{attention, checkpoint, cross_entropy, lora, nf4, rms_norm, rope, swiglu};
 use burn::tensor::DType;
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn checkpointed<M, F>(block: &M, x: Tensor<Self, 3>, rng_seed: Option<u64>, forward: F) -> Tensor<Self, 3>
+    where
+        M: Module<Self> + 'static,
+        F: Fn(&M, Tensor<Self, 3>) -> Tensor<Self, 3> + Send + Sync + 'static,
+    {
+        checkpoint::autodiff::checkpointed::<B, C, M, F>(block, x, rng_seed, forward)
+    }
+
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

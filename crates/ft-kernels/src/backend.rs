@@ -2,6 +2,7 @@
 //! (Burn tensor ops), so every backend has them, and backends with kernels of their own override
 //! them. `Autodiff<B>` implements them with a hand-written backward.
 
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
@@ -16,6 +17,20 @@ use crate::{cross_entropy, lora, rms_norm, rope, swiglu};
 /// Implemented by burn-flex (CPU kernels), by `Autodiff<B>` over any implementor (hand-written
 /// backward), and, behind the `cuda` / `wgpu` features, by Burn's GPU backends (composite ops).
 pub trait KernelBackend: Backend {
+    /// `forward(block, x)`. `Autodiff<B>` keeps `x` alone and runs the block again in backward
+    /// (see [`crate::checkpoint::checkpointed`]); other backends just run it.
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`
+    fn checkpointed<M, F>(block: &M, x: Tensor<Self, 3>, rng_seed: Option<u64>, forward: F) -> Tensor<Self, 3>
+    where
+        M: Module<Self> + 'static,
+        F: Fn(&M, Tensor<Self, 3>) -> Tensor<Self, 3> + Send + Sync + 'static,
+    {
+        let _ = rng_seed; // nothing is recomputed, so nothing needs the same draws twice
+        forward(block, x)
+    }
+
     /// Attention output without the log-sum-exp (inference).
     ///
     /// # Shapes

@@ -20,10 +20,13 @@
 //!   again in backward (the dense weight is never kept).
 //! - [`linear_cross_entropy`]: the LM head and the cross-entropy in chunks of rows, never the
 //!   whole batch's `[rows, vocab]` logits; training keeps the rows and one log-sum-exp per row.
+//! - [`checkpointed`]: gradient checkpointing of a block (a decoder layer): training keeps its
+//!   input alone and backward runs the block again.
 
 pub mod attention;
 mod autodiff;
 mod backend;
+pub mod checkpoint;
 pub mod cross_entropy;
 mod flex;
 pub mod lora;
@@ -37,6 +40,7 @@ mod tile;
 
 pub use attention::attention;
 pub use backend::{KernelBackend, TrainBackend};
+pub use checkpoint::checkpointed;
 pub use cross_entropy::linear_cross_entropy;
 pub use lora::{LoraWeights, lora_linear};
 pub use mask::AttentionMask;

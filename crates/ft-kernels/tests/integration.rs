@@ -3,6 +3,7 @@
 //! suite, built with the `wgpu` feature).
 
 mod attention;
+mod checkpoint;
 mod common;
 mod cross_entropy;
 mod dtypes;

@@ -197,6 +197,11 @@ impl<B: KernelBackend> FtLinear<B> {
         self.base.value()
     }
 
+    /// Whether the forward draws random numbers in training (adapter dropout above 0).
+    pub fn draws_random(&self) -> bool {
+        self.lora.as_ref().is_some_and(|lora| lora.dropout.prob > 0.0)
+    }
+
     /// Applies the layer to the last dimension. With an adapter, the base and adapter products
     /// are one fused op (`ft_kernels::lora_linear`, hand-written backward); an NF4 base is one op
     /// too (`ft_kernels::nf4_linear`), which never keeps the dense weight.

@@ -78,6 +78,9 @@ pub struct ModelConfig {
     /// Attention window of each layer (`None` = full causal attention); see
     /// [`ModelConfig::sliding_window`].
     pub sliding_windows: Vec<Option<usize>>,
+    /// Training recomputes each decoder layer in backward instead of keeping its activations
+    /// (`[train] gradient_checkpointing`; not part of `config.json`). Inference ignores it.
+    pub gradient_checkpointing: bool,
 }
 
 impl ModelConfig {
@@ -191,6 +194,7 @@ impl ModelConfig {
             eos_token_ids: hf.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
             dtype: hf.torch_dtype.clone().or_else(|| hf.dtype.clone()),
             sliding_windows,
+            gradient_checkpointing: false,
         })
     }
 

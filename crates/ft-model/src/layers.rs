@@ -205,6 +205,13 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: KernelBackend> DecoderLayer<B> {
+    /// Whether the forward draws random numbers in training (adapter dropout).
+    pub fn draws_random(&self) -> bool {
+        let attn = [&self.attn.q, &self.attn.k, &self.attn.v, &self.attn.wqkv];
+        let mlp = [&self.mlp.gate, &self.mlp.up, &self.mlp.down, &self.attn.o];
+        attn.into_iter().flatten().chain(mlp).any(FtLinear::draws_random)
+    }
+
     /// # Shapes
     /// - x: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`

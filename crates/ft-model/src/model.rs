@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use ft_kernels::AttentionMask;
 use ft_kernels::KernelBackend;
 use ft_lora::linear::{FtLinear, Nf4Weight};
@@ -234,6 +234,12 @@ impl<B: KernelBackend> CausalLm<B> {
         let angles = rope::RopeAngles::new(&positions, &cos, &sin);
         // One mask per distinct attention window (full causal and at most one sliding window).
         let mut masks: Vec<AttentionMask> = Vec::new();
+        let checkpoint = config.gradient_checkpointing && B::ad_enabled(&device) && caches.is_none();
+        let dropout_seed = if checkpoint {
+            self.dropout_seed(&device)
+        } else {
+            None
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let window = config.sliding_window(i);
             let built = masks.iter().position(|m| m.window == window);
@@ -245,10 +251,38 @@ impl<B: KernelBackend> CausalLm<B> {
                 rope: &angles,
                 mask: &masks[index],
             };
+            if checkpoint {
+                let (rope, mask) = (angles.clone(), masks[index].clone());
+                let seed = dropout_seed.map(|base| base.wrapping_add(i as u64));
+                x = ft_kernels::checkpointed(layer, x, seed, move |layer, x| {
+                    layer.forward(
+                        x,
+                        &AttentionContext {
+                            rope: &rope,
+                            mask: &mask,
+                        },
+                        None,
+                    )
+                });
+                continue;
+            }
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &ctx, cache);
         }
         self.norm.forward(x)
+    }
+
+    /// A seed for the dropout masks of this forward's checkpointed layers (layer `i` seeds the
+    /// backend's generator with `seed + i`, in forward and again in its recompute), drawn from
+    /// the backend's generator so that a seeded run stays reproducible; `None` when no layer
+    /// draws random numbers.
+    fn dropout_seed(&self, device: &B::Device) -> Option<u64> {
+        if !self.layers.iter().any(DecoderLayer::draws_random) {
+            return None;
+        }
+        let draws = Tensor::<B, 1, Int>::random([2], Distribution::Uniform(0.0, 2_147_483_647.0), device);
+        let halves = draws.into_data().convert::<i64>().to_vec::<i64>().ok()?;
+        Some(((halves[0] as u64) << 31) ^ halves[1] as u64)
     }
 
     /// Logits for hidden states.

@@ -3,6 +3,7 @@
 //! built with the `wgpu` feature).
 
 mod batch_decode;
+mod checkpointing;
 mod common;
 mod load_errors;
 mod lora_peft;

@@ -232,6 +232,10 @@ pub struct TrainSection {
         skip_serializing_if = "is_default_collective_timeout"
     )]
     pub collective_timeout_s: u64,
+    /// Recompute each decoder layer in backward instead of keeping its activations: activation
+    /// memory of one layer plus each layer's input, for about one more forward per step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 /// Where each data-parallel peer of one node runs (`[train] devices`, `--devices`).

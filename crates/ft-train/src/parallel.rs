@@ -346,7 +346,18 @@ where
     let Some(first) = setups.first() else {
         return Err(TrainError::Training("no device to train on".into()));
     };
-    let timeout = Duration::from_secs(first.config.train.collective_timeout_s);
+    let train = &first.config.train;
+    let dropout = first.config.lora.as_ref().map_or(0.0, |lora| lora.dropout);
+    if local > 1 && train.gradient_checkpointing && dropout > 0.0 {
+        // The peers of one process share the backend's generator: a layer's recompute would
+        // not draw the masks its forward drew.
+        return Err(TrainError::Training(format!(
+            "[train] gradient_checkpointing with [lora] dropout = {dropout} needs one peer per \
+             process ({local} here share one random generator): set dropout = 0, turn \
+             checkpointing off, or run one process per device (--nnodes)"
+        )));
+    }
+    let timeout = Duration::from_secs(train.collective_timeout_s);
     let (nodes, node_rank, collective) = match node {
         Some(n) => (n.nodes as usize, n.node_rank as usize, n.collective.clone()),
         None => (1, 0, CollectiveConfig::default()),

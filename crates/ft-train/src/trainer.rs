@@ -209,6 +209,7 @@ pub fn train_peer<B: TrainBackend>(
     let cfg = setup.config.clone();
     let t = &cfg.train;
     let main = peer.is_main();
+    setup.model_config.gradient_checkpointing = t.gradient_checkpointing;
     if main {
         ensure_writable(&t.output_dir)?;
         for stale in ft_io::remove_stale_staging(&t.output_dir)? {

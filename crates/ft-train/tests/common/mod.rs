@@ -78,8 +78,8 @@ pub fn write_tiny_config(dir: &Path, samples: usize, train: &str, pack: bool, lo
     path
 }
 
-/// The run `config` describes on the tiny model (a fresh r4 adapter drawn from a host-side
-/// generator seeded per call, or full fine-tuning) over `rows`, on the CPU.
+/// The run `config` describes on the tiny model (a fresh r4 adapter with `[lora] dropout`, drawn
+/// from a host-side generator seeded per call, or full fine-tuning) over `rows`, on the CPU.
 pub fn tiny_setup(
     config: &ft_train::config::TrainConfig,
     rows: Box<dyn ft_data::rows::RowSource>,
@@ -89,11 +89,11 @@ pub fn tiny_setup(
     type A = burn::backend::Autodiff<burn_flex::Flex>;
     let device = Default::default();
     let (mut model, model_config) = ft_model::load_hf::<A>(&config.model.path, &device).unwrap();
-    let (targets, base_files) = if config.lora.is_some() {
+    let (targets, base_files) = if let Some(lora) = &config.lora {
         let spec = ft_lora::linear::LoraSpec {
             r: 4,
             alpha: 8.0,
-            dropout: 0.0,
+            dropout: lora.dropout,
             use_rslora: false,
         };
         let all = ft_lora::peft::TargetModules::AllLinear;
