@@ -15,7 +15,8 @@ use crate::{cross_entropy, lora, rms_norm, rope, swiglu};
 /// A Burn backend with ft's fused ops.
 ///
 /// Implemented by burn-flex (CPU kernels), by `Autodiff<B>` over any implementor (hand-written
-/// backward), and, behind the `cuda` / `wgpu` features, by Burn's GPU backends (composite ops).
+/// backward), and, behind the `cuda` / `wgpu` features, by Burn's `CubeBackend` (CubeCL kernels
+/// for some ops, the composite for the rest).
 pub trait KernelBackend: Backend {
     /// `forward(block, x)`. `Autodiff<B>` keeps `x` alone and runs the block again in backward
     /// (see [`crate::checkpoint::checkpointed`]); other backends just run it.
@@ -354,20 +355,6 @@ fn rows(shape: &Shape) -> Shape {
 /// A primitive as a rank-`D` tensor.
 pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-#[cfg(feature = "wgpu")]
-impl KernelBackend for burn::backend::Wgpu {}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use super::KernelBackend;
-    use burn::backend::Cuda;
-    use burn::tensor::{bf16, f16};
-
-    impl KernelBackend for Cuda<f32> {}
-    impl KernelBackend for Cuda<bf16> {}
-    impl KernelBackend for Cuda<f16> {}
 }
 
 /// What training needs: an autodiff backend with the kernels, over an inner backend that has

@@ -28,6 +28,8 @@ mod autodiff;
 mod backend;
 pub mod checkpoint;
 pub mod cross_entropy;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube;
 mod flex;
 pub mod lora;
 pub mod mask;

@@ -1,17 +1,19 @@
 //! Every fused op on a GPU backend (wgpu; in CI Mesa's lavapipe, a software Vulkan device) equals
 //! the CPU's: forward outputs and the hand-written backward's gradients, on the same host-drawn
-//! inputs. The GPU runs the composite ops, the CPU its own kernels, so this checks both against
-//! each other on a real CubeCL device. Build with `--features wgpu`.
+//! inputs. The GPU runs ft's CubeCL kernels (NF4, RMSNorm, SwiGLU, RoPE) and the composite ops for
+//! the rest, the CPU its own kernels; the CubeCL kernels are also checked against the composite
+//! reference on the same device. Build with `--features wgpu`.
 
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Wgpu};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::Flex;
 use ft_io::nf4::Nf4Tensor;
 use ft_kernels::{
-    AttentionMask, KernelBackend, LoraWeights, Nf4Device, attention, linear_cross_entropy, lora_linear,
+    AttentionMask, KernelBackend, LoraWeights, Nf4Device, attention, linear_cross_entropy, lora_linear, nf4,
     nf4_dequantize, nf4_linear, rms_norm, rope, swiglu,
 };
 use rand::{Rng, SeedableRng};
@@ -158,4 +160,188 @@ fn every_op_and_its_gradients_on_wgpu_equal_the_cpu_kernels() {
         }
     }
     assert_eq!(cpu.len(), gpu.len());
+}
+
+/// The GPU backend with its element types spelled out (trait calls cannot infer them).
+type Gpu = Wgpu<f32, i32, u32>;
+
+/// A backend op's output as a rank-`D` tensor.
+fn tensor<const D: usize>(primitive: FloatTensor<Wgpu>) -> Tensor<Wgpu, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+fn primitive<const D: usize>(t: Tensor<Wgpu, D>) -> FloatTensor<Wgpu> {
+    t.into_primitive().tensor()
+}
+
+/// The CubeCL kernels against the composite reference on the same device, on sizes that are
+/// not multiples of the kernels' cubes: rows wider than a cube's 256 units, more rows than
+/// one weight-gradient chunk, odd head sizes, a partial last NF4 block and word.
+#[test]
+fn cubecl_kernels_equal_the_composite_reference_on_the_same_device() {
+    let d = &Default::default();
+    for (rows, hidden) in [(1, 37), (130, 300), (3, 1030)] {
+        let x = host::<Wgpu, 2>([rows, hidden], 30, d);
+        let weight = host::<Wgpu, 1>([hidden], 31, d);
+        let grad_out = host::<Wgpu, 2>([rows, hidden], 32, d);
+        let (want, want_inv) = rms_norm::composite::forward(x.clone(), weight.clone(), 1e-5);
+        let (got, got_inv) =
+            Gpu::fused_rms_norm_forward(primitive(x.clone()), primitive(weight.clone()), 1e-5);
+        let what = format!("rms_norm {rows}×{hidden}");
+        assert_close(&what, &values(tensor::<2>(got)), &values(want), 1e-5);
+        assert_close(
+            &what,
+            &values(tensor::<1>(got_inv.clone())),
+            &values(want_inv),
+            1e-5,
+        );
+        let (want_dx, want_dw) = rms_norm::composite::backward(
+            x.clone(),
+            weight.clone(),
+            tensor(got_inv.clone()),
+            grad_out.clone(),
+        );
+        let [got_dx, got_dw] =
+            Gpu::fused_rms_norm_backward(primitive(x), primitive(weight), got_inv, primitive(grad_out));
+        assert_close(
+            &format!("{what} dx"),
+            &values(tensor::<2>(got_dx)),
+            &values(want_dx),
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} dweight"),
+            &values(tensor::<1>(got_dw)),
+            &values(want_dw),
+            1e-5,
+        );
+    }
+
+    for n in [7, 1001] {
+        let [gate, up, grad] = [33, 34, 35].map(|seed| host::<Wgpu, 1>([n], seed, d));
+        let want = swiglu::composite::forward(gate.clone(), up.clone());
+        let got = Gpu::fused_swiglu(primitive(gate.clone()), primitive(up.clone()));
+        assert_close("swiglu", &values(tensor::<1>(got)), &values(want), 1e-6);
+        let want = swiglu::composite::backward(gate.clone(), up.clone(), grad.clone());
+        let got = Gpu::fused_swiglu_backward(primitive(gate), primitive(up), primitive(grad));
+        for (got, want) in got.into_iter().zip(want) {
+            assert_close("swiglu backward", &values(tensor::<1>(got)), &values(want), 1e-6);
+        }
+    }
+
+    for shape in [[2, 5, 3, 6], [1, 3, 2, 128]] {
+        let [batch, seq, _, head_dim] = shape;
+        let x = host::<Wgpu, 4>(shape, 36, d);
+        let cos = host::<Wgpu, 3>([batch, seq, head_dim], 37, d);
+        let sin = host::<Wgpu, 3>([batch, seq, head_dim], 38, d);
+        let want = rope::composite::forward(x.clone(), cos.clone(), sin.clone());
+        let got = Gpu::fused_rope(
+            primitive(x.clone()),
+            primitive(cos.clone()),
+            primitive(sin.clone()),
+        );
+        assert_close("rope", &values(tensor::<4>(got)), &values(want), 1e-6);
+        let want = rope::composite::backward(x.clone(), cos.clone(), sin.clone());
+        let got = Gpu::fused_rope_backward(primitive(x), primitive(cos), primitive(sin));
+        assert_close("rope backward", &values(tensor::<4>(got)), &values(want), 1e-6);
+    }
+
+    for (name, mask, heads, kv_heads, head_dim) in attention_cases() {
+        let keys = mask.keys();
+        let q = host::<Wgpu, 4>([mask.batch, mask.seq, heads, head_dim], 40, d);
+        let k = host::<Wgpu, 4>([mask.batch, keys, kv_heads, head_dim], 41, d);
+        let v = host::<Wgpu, 4>([mask.batch, keys, kv_heads, head_dim], 42, d);
+        let grad_out = host::<Wgpu, 4>([mask.batch, mask.seq, heads, head_dim], 43, d);
+        let (want, _) = attention::composite::forward(q.clone(), k.clone(), v.clone(), &mask, 0.3);
+        let (got, lse) = Gpu::fused_attention_forward(
+            primitive(q.clone()),
+            primitive(k.clone()),
+            primitive(v.clone()),
+            &mask,
+            0.3,
+        );
+        assert_close(
+            &format!("{name}: output"),
+            &values(tensor::<4>(got.clone())),
+            &values(want),
+            1e-5,
+        );
+        let want = attention::composite::backward(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            tensor(got.clone()),
+            grad_out.clone(),
+            &mask,
+            0.3,
+        );
+        let got = Gpu::fused_attention_backward(
+            primitive(q),
+            primitive(k),
+            primitive(v),
+            got,
+            lse,
+            primitive(grad_out),
+            &mask,
+            0.3,
+        );
+        for (part, (got, want)) in got.into_iter().zip(want).enumerate() {
+            assert_close(
+                &format!("{name}: gradient {part}"),
+                &values(tensor::<4>(got)),
+                &values(want),
+                1e-5,
+            );
+        }
+    }
+
+    for double_quant in [false, true] {
+        // 33 × 37: 20 blocks, the last one partial, and an odd number of packed words.
+        let dense: Vec<f32> = values(host::<Flex, 2>([33, 37], 39, &Default::default()));
+        let quantised = Nf4Tensor::quantize(&dense, &[33, 37], double_quant).unwrap();
+        let weight = Nf4Device::<Wgpu>::upload(&quantised, d).unwrap();
+        let want = nf4::composite::dequantize::<Wgpu>(weight.primitive(), DType::F32, d);
+        let got = Gpu::nf4_dequantize_as(weight.primitive(), DType::F32);
+        let host_reference = quantised.dequantize();
+        assert_eq!(
+            values(tensor::<2>(got)),
+            values(want),
+            "nf4 kernel = composite, bit for bit"
+        );
+        assert_eq!(
+            values(nf4_dequantize(&weight)),
+            host_reference,
+            "nf4 on the device = the host's"
+        );
+    }
+}
+
+/// Masks for the attention kernels: `(name, mask, heads, kv_heads, head_dim)`.
+fn attention_cases() -> Vec<(&'static str, AttentionMask, usize, usize, usize)> {
+    let mut packed = AttentionMask::causal(2, 37, 0);
+    packed.segment_ids = Some(Arc::new((0..74).map(|i| (i % 37) / 10).collect()));
+    // The first token of the second row is padding: its query sees no key at all.
+    packed.attention_mask = Some(Arc::new(
+        (0..74).map(|i| i32::from(i != 37 && i % 37 < 34)).collect(),
+    ));
+    let mut cached = AttentionMask::causal(2, 3, 5);
+    cached.window = Some(4);
+    cached.cache_mask = Some(Arc::new((0..10).map(|i| i32::from(i % 5 != 3)).collect()));
+    vec![
+        (
+            "attention causal, four heads on one kv head",
+            AttentionMask::causal(2, 33, 0),
+            4,
+            1,
+            16,
+        ),
+        ("attention packed, padded, grouped heads", packed, 4, 2, 8),
+        (
+            "attention after a cache with empty slots, window",
+            cached,
+            2,
+            2,
+            6,
+        ),
+    ]
 }

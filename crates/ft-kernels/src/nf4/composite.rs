@@ -40,7 +40,11 @@ fn table<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 1> {
 }
 
 /// The absmax of each block, `[blocks]`.
-fn absmax<B: Backend>(absmax: AbsmaxPrimitive<B>, blocks: usize, device: &B::Device) -> Tensor<B, 1> {
+pub(crate) fn absmax<B: Backend>(
+    absmax: AbsmaxPrimitive<B>,
+    blocks: usize,
+    device: &B::Device,
+) -> Tensor<B, 1> {
     match absmax {
         AbsmaxPrimitive::Full(values) => Tensor::from_primitive(TensorPrimitive::Float(values)),
         AbsmaxPrimitive::Double(codes, absmax2, offset) => {
