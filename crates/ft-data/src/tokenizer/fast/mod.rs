@@ -74,9 +74,12 @@ impl FastPath {
             ids: Vec::new(),
             limit,
         };
+        let mut buffers = Vec::new();
         let walked = self.added.split(text, &mut |part| match part {
             Part::Added(id) => head.push_added(id),
-            Part::Text(gap) => steps::walk(&self.steps, gap, &mut |piece| head.push_piece(piece)),
+            Part::Text(gap) => steps::walk(&self.steps, gap, &mut buffers, &mut |piece| {
+                head.push_piece(piece)
+            }),
         });
         if let Err(Halt::Failed(error)) = walked {
             return Err(error);

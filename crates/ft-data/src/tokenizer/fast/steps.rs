@@ -89,26 +89,47 @@ fn push_steps(pre_tokenizer: &PreTokenizerWrapper, steps: &mut Vec<Step>) -> Opt
     Some(())
 }
 
+/// Buffers for byte-level pieces, reused from piece to piece (one per nested `ByteLevel`).
+pub type Buffers = Vec<String>;
+
 /// Runs `steps` over `piece` (not empty) and calls `emit` with each final piece, in order.
-pub fn walk(steps: &[Step], piece: &str, emit: &mut dyn FnMut(&str) -> Walk) -> Walk {
+pub fn walk(steps: &[Step], piece: &str, buffers: &mut Buffers, emit: &mut dyn FnMut(&str) -> Walk) -> Walk {
     let Some((step, rest)) = steps.split_first() else {
         return emit(piece);
     };
-    let mut next = |sub: &str| match sub.is_empty() {
-        true => Ok(()),
-        false => walk(rest, sub, emit),
-    };
     match step {
-        Step::Split { split, keep } => split_regex(&split.regex, piece, *keep, &mut next),
-        Step::Digits { individual } => split_digits(piece, *individual, &mut next),
+        Step::Split { split, keep } => split_regex(&split.regex, piece, *keep, &mut |sub| {
+            walk_non_empty(rest, sub, buffers, emit)
+        }),
+        Step::Digits { individual } => split_digits(piece, *individual, &mut |sub| {
+            walk_non_empty(rest, sub, buffers, emit)
+        }),
         Step::ByteLevel {
             add_prefix_space,
             regex,
-        } => byte_level(piece, *add_prefix_space, regex.as_ref(), &mut |sub| {
-            let mut mapped = String::new();
-            map_bytes(sub, &mut mapped);
-            next(&mapped)
-        }),
+        } => {
+            let mut mapped = buffers.pop().unwrap_or_default();
+            let walked = byte_level(piece, *add_prefix_space, regex.as_ref(), &mut |sub| {
+                mapped.clear();
+                map_bytes(sub, &mut mapped);
+                walk_non_empty(rest, &mapped, buffers, emit)
+            });
+            buffers.push(mapped);
+            walked
+        }
+    }
+}
+
+/// [`walk`], skipping an empty piece as the library drops it.
+fn walk_non_empty(
+    steps: &[Step],
+    piece: &str,
+    buffers: &mut Buffers,
+    emit: &mut dyn FnMut(&str) -> Walk,
+) -> Walk {
+    match piece.is_empty() {
+        true => Ok(()),
+        false => walk(steps, piece, buffers, emit),
     }
 }
 
