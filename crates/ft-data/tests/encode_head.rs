@@ -102,6 +102,10 @@ proptest! {
     fn the_head_is_the_librarys_encoding_cut(text in text(), limit in 0usize..80) {
         check_heads(&tokenizers(), &text, limit)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn the_fast_path_configurations_give_the_librarys_ids(
