@@ -8,8 +8,11 @@ use ft_data::config::DataConfig;
 use ft_data::dataset::{prepare, resolve_template};
 use ft_data::tokenizer::FtTokenizer;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
-fn fixtures() -> PathBuf {
+use crate::fast_path_configs::fast_path_tokenizers;
+
+pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
@@ -55,8 +58,41 @@ fn text() -> impl Strategy<Value = String> {
         Just("<s>".to_owned()),
         Just("</s>".to_owned()),
         Just("<|endoftext|>".to_owned()),
+        // Added tokens of the fast-path configurations, and text no normal form keeps.
+        Just(" [L]".to_owned()),
+        Just("[R]  ".to_owned()),
+        Just("<pad>".to_owned()),
+        Just("hello".to_owned()),
+        Just("cafe\u{301}".to_owned()),
+        Just("\u{FB01}\u{2163}".to_owned()),
     ];
     prop::collection::vec(piece, 0..60).prop_map(|pieces| pieces.concat())
+}
+
+/// ASCII words, numbers, punctuation and whitespace (the fast path's common case).
+fn ascii_text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 .,;:!?'\"()\n\t-]{0,300}"
+}
+
+/// `encode_head` and `encode` of every tokenizer agree with the library's ids, full and cut.
+fn check_heads(tokenizers: &[FtTokenizer], text: &str, limit: usize) -> Result<(), TestCaseError> {
+    for tokenizer in tokenizers {
+        let full = library_ids(tokenizer, text);
+        let head = tokenizer.encode_head(text, limit).expect("encode_head");
+        prop_assert_eq!(
+            &head[..],
+            &full[..full.len().min(limit)],
+            "{}",
+            tokenizer.source().display()
+        );
+        prop_assert_eq!(
+            tokenizer.encode(text).expect("encode"),
+            full,
+            "{}",
+            tokenizer.source().display()
+        );
+    }
+    Ok(())
 }
 
 proptest! {
@@ -64,12 +100,19 @@ proptest! {
 
     #[test]
     fn the_head_is_the_librarys_encoding_cut(text in text(), limit in 0usize..80) {
-        for tokenizer in tokenizers() {
-            let full = library_ids(&tokenizer, &text);
-            let head = tokenizer.encode_head(&text, limit).expect("encode_head");
-            prop_assert_eq!(&head[..], &full[..full.len().min(limit)], "{}", tokenizer.source().display());
-            prop_assert_eq!(tokenizer.encode(&text).expect("encode"), full);
-        }
+        check_heads(&tokenizers(), &text, limit)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_fast_path_configurations_give_the_librarys_ids(
+        text in prop_oneof![text(), ascii_text()],
+        limit in 0usize..80,
+    ) {
+        check_heads(&fast_path_tokenizers(), &text, limit)?;
     }
 }
 

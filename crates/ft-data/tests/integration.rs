@@ -5,6 +5,7 @@ mod cache;
 mod cache_props;
 mod chat_goldens;
 mod encode_head;
+mod fast_path_configs;
 mod goldens;
 mod pack_props;
 mod sentencepiece;

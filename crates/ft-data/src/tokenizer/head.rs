@@ -8,6 +8,9 @@
 //! pieces' tokens in order, so stopping once the limit is reached gives the same ids as
 //! encoding everything and truncating. Normalising and pre-tokenizing still see the whole text.
 //!
+//! Tokenizers whose parts are all common ones take a faster route to the same ids (see `fast`):
+//! the same steps over `&str`, which also stop pre-tokenizing once enough ids are found.
+//!
 //! Unicode normalisation (NFC, NFD, NFKC, NFKD) leaves ASCII text as it is, so an ASCII text
 //! skips a normaliser made only of those.
 
@@ -15,6 +18,7 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizer};
 
 use super::FtTokenizer;
+use super::fast::FastPath;
 use crate::error::{DataError, Result};
 
 impl FtTokenizer {
@@ -26,6 +30,11 @@ impl FtTokenizer {
         }
         let inner = &self.inner;
         let encode_error = |e: tokenizers::Error| DataError::Encode(e.to_string());
+        if let Some(fast) = self.fast_path_for(text) {
+            return fast
+                .encode_head(inner.get_model(), text, limit)
+                .map_err(encode_error);
+        }
         let normalizer = inner
             .get_normalizer()
             .filter(|n| !(text.is_ascii() && keeps_ascii(n)));
@@ -54,6 +63,18 @@ impl FtTokenizer {
         }
         ids.truncate(limit);
         Ok(ids)
+    }
+}
+
+impl FtTokenizer {
+    /// Whether [`encode_head`](Self::encode_head) of `text` takes the fast path (see `fast`)
+    /// rather than the library's own steps.
+    pub fn uses_fast_path(&self, text: &str) -> bool {
+        self.fast_path_for(text).is_some()
+    }
+
+    fn fast_path_for(&self, text: &str) -> Option<&FastPath> {
+        self.fast.as_deref().filter(|fast| fast.applies_to(text))
     }
 }
 

@@ -7,10 +7,12 @@
 //! `config.json` ids.
 
 pub mod config;
+mod fast;
 mod head;
 pub mod sentencepiece;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokenizers::processors::template::TemplateProcessing;
 
@@ -62,6 +64,8 @@ pub struct FtTokenizer {
     unk: Option<SpecialToken>,
     eos_ids: Vec<u32>,
     add_eos_token: bool,
+    /// The pipeline's steps over `&str`, when its parts are all supported (see [`fast`]).
+    fast: Option<Arc<fast::FastPath>>,
 }
 
 impl std::fmt::Debug for FtTokenizer {
@@ -72,6 +76,7 @@ impl std::fmt::Debug for FtTokenizer {
             .field("family", &self.family)
             .field("unk", &self.unk)
             .field("eos_ids", &self.eos_ids)
+            .field("fast_path", &self.fast.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +91,12 @@ impl FtTokenizer {
         source: PathBuf,
     ) -> Self {
         let eos_ids = special.eos.iter().map(|t| t.id).collect();
+        let fast = fast_path_wanted()
+            .then(|| fast::FastPath::for_tokenizer(&inner))
+            .flatten()
+            .map(Arc::new);
         Self {
+            fast,
             inner,
             special,
             family,
@@ -221,6 +231,11 @@ impl FtTokenizer {
     pub fn source(&self) -> &Path {
         &self.source
     }
+}
+
+/// `FT_TOKENIZER_FAST_PATH=0` turns the fast path off (to compare with, or to rule it out).
+fn fast_path_wanted() -> bool {
+    std::env::var("FT_TOKENIZER_FAST_PATH").map_or(true, |v| v != "0")
 }
 
 /// Qwen and ChatGLM tokenizers are recognised by their transformers class name.
