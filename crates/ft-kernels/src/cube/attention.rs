@@ -96,6 +96,43 @@ fn k_offset(dims: &Dims, sample: usize, j: usize, kv_head: usize, #[comptime] he
     ((sample * (dims.past + dims.seq) + j) * dims.kv_heads + kv_head) * head_dim
 }
 
+/// The query row a unit of the per-query kernels works on (units: queries fastest, then heads,
+/// then samples), with its kv head and the offset of its row.
+#[derive(CubeType)]
+struct QueryUnit {
+    sample: usize,
+    head: usize,
+    i: usize,
+    kv_head: usize,
+    q_at: usize,
+}
+
+#[cube]
+fn query_unit(dims: &Dims, #[comptime] head_dim: usize) -> QueryUnit {
+    let unit = ABSOLUTE_POS;
+    let i = unit % dims.seq;
+    let head = (unit / dims.seq) % dims.heads;
+    let sample = unit / (dims.seq * dims.heads);
+    QueryUnit {
+        sample,
+        head,
+        i,
+        kv_head: head / (dims.heads / dims.kv_heads),
+        q_at: q_offset(dims, sample, i, head, head_dim),
+    }
+}
+
+/// An f32 accumulator of `len` zeros.
+#[cube]
+fn zeros(#[comptime] len: usize) -> Array<f32> {
+    let mut values = Array::<f32>::new(len);
+    #[unroll]
+    for d in 0..len {
+        values[d] = 0.0f32;
+    }
+    values
+}
+
 #[cube(launch)]
 fn forward_kernel<F: Float>(
     q: &Tensor<F>,
@@ -112,21 +149,13 @@ fn forward_kernel<F: Float>(
     #[define(F)] _dtype: StorageType,
 ) {
     // One unit per (sample, head, query), queries fastest.
-    let unit = ABSOLUTE_POS;
-    if unit >= dims.batch * dims.heads * dims.seq {
+    if ABSOLUTE_POS >= dims.batch * dims.heads * dims.seq {
         terminate!();
     }
-    let i = unit % dims.seq;
-    let head = (unit / dims.seq) % dims.heads;
-    let sample = unit / (dims.seq * dims.heads);
-    let kv_head = head / (dims.heads / dims.kv_heads);
-    let q_at = q_offset(dims, sample, i, head, head_dim);
+    let query = query_unit(dims, head_dim);
+    let (sample, head, i, kv_head, q_at) = (query.sample, query.head, query.i, query.kv_head, query.q_at);
 
-    let mut acc = Array::<f32>::new(head_dim);
-    #[unroll]
-    for d in 0..head_dim {
-        acc[d] = 0.0f32;
-    }
+    let mut acc = zeros(head_dim);
     let mut max = f32::new(-1.0e30);
     let mut total = 0.0f32;
     for j in first_key(dims, i)..dims.past + i + 1 {
@@ -177,23 +206,15 @@ fn grad_query_kernel<F: Float>(
     #[comptime] head_dim: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let unit = ABSOLUTE_POS;
-    if unit >= dims.batch * dims.heads * dims.seq {
+    if ABSOLUTE_POS >= dims.batch * dims.heads * dims.seq {
         terminate!();
     }
-    let i = unit % dims.seq;
-    let head = (unit / dims.seq) % dims.heads;
-    let sample = unit / (dims.seq * dims.heads);
-    let kv_head = head / (dims.heads / dims.kv_heads);
-    let q_at = q_offset(dims, sample, i, head, head_dim);
+    let query = query_unit(dims, head_dim);
+    let (sample, head, i, kv_head, q_at) = (query.sample, query.head, query.i, query.kv_head, query.q_at);
     let stat_at = (sample * dims.heads + head) * dims.seq + i;
     let (log_sum, delta) = (lse[stat_at], row_dot[q_at / head_dim]);
 
-    let mut acc = Array::<f32>::new(head_dim);
-    #[unroll]
-    for d in 0..head_dim {
-        acc[d] = 0.0f32;
-    }
+    let mut acc = zeros(head_dim);
     for j in first_key(dims, i)..dims.past + i + 1 {
         if visible(attention_mask, segment_ids, cache_mask, dims, sample, i, j) {
             let k_at = k_offset(dims, sample, j, kv_head, head_dim);
@@ -242,13 +263,8 @@ fn grad_key_value_kernel<F: Float>(
     let groups = dims.heads / dims.kv_heads;
     let k_at = k_offset(dims, sample, j, kv_head, head_dim);
 
-    let mut acc_k = Array::<f32>::new(head_dim);
-    let mut acc_v = Array::<f32>::new(head_dim);
-    #[unroll]
-    for d in 0..head_dim {
-        acc_k[d] = 0.0f32;
-        acc_v[d] = 0.0f32;
-    }
+    let mut acc_k = zeros(head_dim);
+    let mut acc_v = zeros(head_dim);
     // Queries that may see key j: query = past + i ≥ j, and inside the window.
     let mut first = 0usize;
     if j > dims.past {
