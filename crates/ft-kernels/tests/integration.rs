@@ -5,6 +5,7 @@
 mod attention;
 mod checkpoint;
 mod common;
+mod concurrent_backward;
 mod cross_entropy;
 mod dtypes;
 mod elementwise;

@@ -40,8 +40,12 @@ pub(crate) fn lora_linear<B: KernelBackend, C: CheckpointStrategy>(
     scale: f32,
 ) -> FloatTensor<Autodiff<B, C>> {
     let nodes = [&x, &x_adapter, &weight, &a, &b].map(|t| t.node.clone());
+    // The inputs stay referenced until the output's step is registered: with no reference, a
+    // backward on another thread (data parallelism) may judge their graph dead meanwhile and free
+    // the steps that lead to the parameters, losing their gradients.
+    let alive = [&x, &x_adapter, &weight, &a, &b].map(|t| t.rc.clone());
     let inner = [x, x_adapter, weight, a, b].map(|t| t.primitive);
-    match LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
+    let out = match LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let [x, x_adapter, weight, a, b] = inner;
             let weights = [weight.clone(), a.clone(), b.clone()];
@@ -52,5 +56,7 @@ pub(crate) fn lora_linear<B: KernelBackend, C: CheckpointStrategy>(
             let [x, x_adapter, weight, a, b] = inner;
             prep.finish(B::fused_lora_linear(x, x_adapter, [weight, a, b], scale))
         }
-    }
+    };
+    drop(alive);
+    out
 }

@@ -3330,11 +3330,17 @@ impl<B: Backend, C: CheckpointStrategy> FloatTensorOps<Self> for Autodiff<B, C> 
         let mut nodes = Vec::with_capacity(tensors.len());
         let mut primitives = Vec::with_capacity(tensors.len());
         let mut dim_sizes = Vec::with_capacity(tensors.len());
+        // ft's change: keep every input's reference count until the output's step is
+        // registered. Dropping them here let a `backward()` on another thread judge an input's
+        // graph unused while the copy below ran, and free the step this output needs, which
+        // silently lost that input's gradient (upstream issue 5573).
+        let mut input_refs = Vec::with_capacity(tensors.len());
 
         tensors.into_iter().for_each(|tensor| {
             dim_sizes.push(tensor.primitive.shape()[dim]);
             nodes.push(tensor.node);
             primitives.push(tensor.primitive);
+            input_refs.push(tensor.rc);
         });
 
         let requirement = Requirement::from_nodes(&nodes);
@@ -3366,7 +3372,9 @@ impl<B: Backend, C: CheckpointStrategy> FloatTensorOps<Self> for Autodiff<B, C> 
             parents.push(Parent { id: node.id });
         }
         let ops = CatStep::<B>::new(nodes, dim_sizes, output.node.clone(), dim, parents);
-        output.register_step(ops, checkpointer_builder)
+        let output = output.register_step(ops, checkpointer_builder);
+        drop(input_refs);
+        output
     }
 
     fn float_max_dim(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
