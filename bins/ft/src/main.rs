@@ -25,6 +25,22 @@ use ft_cli::{backend, chat_cmd, model_load, reply};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its index in mimalloc 3's `mi_option_t`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Training frees and allocates the same activation-sized buffers every step. By default
+/// mimalloc hands freed pages back to the OS after a delay, and the next step faults them in
+/// again, zeroed by the kernel. Keeping them (never purging) takes a quarter of the system time
+/// out of a CPU training run without raising its peak RSS, which every step reaches anyway.
+/// A `MIMALLOC_PURGE_DELAY` set in the environment wins.
+fn keep_freed_pages() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets a plain integer option; mimalloc reads it when it next considers purging.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// Fine-tune large language models the way XTuner does, in Rust.
 #[derive(Parser)]
 #[command(name = "ft", version, about)]
@@ -90,6 +106,9 @@ fn run() -> anyhow::Result<()> {
         }))
     });
     tracing_subscriber::registry().with(log).with(ops).init();
+    if matches!(cli.command, Command::Train(_) | Command::Bench(_)) {
+        keep_freed_pages();
+    }
     match cli.command {
         Command::Data(args) => data_cmd::run(args),
         Command::Merge(args) => merge_cmd::run(args),
