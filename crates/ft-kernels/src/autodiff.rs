@@ -1,10 +1,12 @@
 //! `Autodiff<B>` over any [`KernelBackend`]: every fused op is one graph node whose backward
 //! calls the inner backend's hand-written backward.
 //!
-//! Each op keeps its inputs referenced until its output's step is registered. After every
-//! backward, Burn frees the steps of graphs in which no tensor is referenced; a backward on
-//! another thread (data parallelism) would otherwise free the steps leading to an input whose
-//! last reference the op had already dropped (`tests/concurrent_backward.rs`).
+//! Each op keeps its inputs referenced until its output's step is registered: it moves out only
+//! their `primitive` fields, so the rest of each input lives until the op returns (a closure
+//! such as `.map(|t| t.primitive)` would drop it at once). After every backward, Burn frees the
+//! steps of graphs in which no tensor is referenced; a backward on another thread (data
+//! parallelism) would otherwise free the steps leading to an input whose last reference the op
+//! had already dropped, losing gradients (`tests/concurrent_backward.rs`).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

@@ -40,12 +40,16 @@ pub(crate) fn lora_linear<B: KernelBackend, C: CheckpointStrategy>(
     scale: f32,
 ) -> FloatTensor<Autodiff<B, C>> {
     let nodes = [&x, &x_adapter, &weight, &a, &b].map(|t| t.node.clone());
-    // The inputs stay referenced until the output's step is registered: with no reference, a
-    // backward on another thread (data parallelism) may judge their graph dead meanwhile and free
-    // the steps that lead to the parameters, losing their gradients.
-    let alive = [&x, &x_adapter, &weight, &a, &b].map(|t| t.rc.clone());
-    let inner = [x, x_adapter, weight, a, b].map(|t| t.primitive);
-    let out = match LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
+    // Field moves, as in the other ops: the inputs' references (`rc`) stay until the function
+    // returns, after the output is registered (see the module docs of `crate::autodiff`).
+    let inner = [
+        x.primitive,
+        x_adapter.primitive,
+        weight.primitive,
+        a.primitive,
+        b.primitive,
+    ];
+    match LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let [x, x_adapter, weight, a, b] = inner;
             let weights = [weight.clone(), a.clone(), b.clone()];
@@ -56,7 +60,5 @@ pub(crate) fn lora_linear<B: KernelBackend, C: CheckpointStrategy>(
             let [x, x_adapter, weight, a, b] = inner;
             prep.finish(B::fused_lora_linear(x, x_adapter, [weight, a, b], scale))
         }
-    };
-    drop(alive);
-    out
+    }
 }

@@ -122,10 +122,9 @@ pub(crate) fn nf4_linear<B: KernelBackend, C: CheckpointStrategy>(
         },
         Some([a, b]) => {
             let nodes = [&x, &x_adapter, &a, &b].map(|t| t.node.clone());
-            // Referenced until the output is registered, as in `lora::autodiff::lora_linear`.
-            let alive = [&x, &x_adapter, &a, &b].map(|t| t.rc.clone());
-            let [x, x_adapter, a, b] = [x, x_adapter, a, b].map(|t| t.primitive);
-            let out = match Nf4LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            // Field moves keep the inputs referenced until the output is registered.
+            let [x, x_adapter, a, b] = [x.primitive, x_adapter.primitive, a.primitive, b.primitive];
+            match Nf4LoraBackward.prepare::<C>(nodes).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let dense = B::nf4_dequantize_as(weight.clone(), dtype);
                     let weights = [dense, a.clone(), b.clone()];
@@ -135,9 +134,7 @@ pub(crate) fn nf4_linear<B: KernelBackend, C: CheckpointStrategy>(
                 OpsKind::UnTracked(prep) => {
                     prep.finish(B::fused_nf4_linear(x, x_adapter, weight, Some([a, b]), scale))
                 }
-            };
-            drop(alive);
-            out
+            }
         }
     }
 }
