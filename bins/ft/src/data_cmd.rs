@@ -51,7 +51,6 @@ enum DataCommand {
         #[arg(long)]
         no_cache: bool,
     },
-    /// Write a self-cognition dataset ("who are you?" answered as NAME's assistant).
     /// A LLaVA walk-through dataset: pictures of a red, green or blue square, circle or
     /// triangle, with captions (`captions.jsonl`, stage 1) and questions (`questions.jsonl`,
     /// stage 2) in the LLaVA format; pictures in `OUT/images`.
@@ -69,6 +68,7 @@ enum DataCommand {
         #[arg(long, default_value = "shape-")]
         prefix: String,
     },
+    /// Write a self-cognition dataset ("who are you?" answered as NAME's assistant).
     GenAssistant {
         /// Whose assistant the model becomes.
         #[arg(long)]

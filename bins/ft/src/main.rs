@@ -122,3 +122,27 @@ fn run() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command says what it does in `--help` (a doc comment moved by a merge once left
+    /// `ft data gen-assistant` blank and gave its text to `gen-shapes`).
+    #[test]
+    fn every_command_has_a_description() {
+        fn check(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+                assert!(!about.trim().is_empty(), "`{name}` has no description in --help");
+                check(sub, &name);
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        check(&cli, "ft");
+    }
+}
