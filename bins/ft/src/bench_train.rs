@@ -187,7 +187,7 @@ pub struct TrainBench {
     /// base's N matrix parameters, plus attention scores/values forward and backward; the
     /// adapters' own FLOPs are negligible and not counted).
     pub flops_per_step: f64,
-    /// Median seconds per phase of a step (after the warm-up step).
+    /// Seconds per phase of the median step (after the warm-up step).
     pub phases: StepTimes,
     /// Steps run, warm-up included (what per-op totals are divided by).
     pub steps_run: usize,
@@ -196,18 +196,27 @@ pub struct TrainBench {
     pub peak_device_bytes: Option<u64>,
 }
 
-/// The median of each phase over `steps`.
-fn median_phases(steps: &[StepTimes]) -> StepTimes {
-    let median = |pick: fn(&StepTimes) -> f64| {
-        let mut values: Vec<f64> = steps.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+/// The median step's time and its phases, over the steps after the warm-up: the phases of one
+/// step, so they are parts of its time (medians taken phase by phase may come from different
+/// steps and add up to more). `times[i]` runs from the end of step `i` to the end of step
+/// `i + 1`, so it holds `phases[i + 1]`.
+fn median_step(times: &[f64], phases: &[StepTimes]) -> (f64, StepTimes) {
+    let mut measured: Vec<(f64, StepTimes)> = times
+        .iter()
+        .copied()
+        .zip(phases.iter().skip(1).copied())
+        .skip(1)
+        .collect();
+    measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let nan = StepTimes {
+        forward_s: f64::NAN,
+        backward_s: f64::NAN,
+        optimizer_s: f64::NAN,
     };
-    StepTimes {
-        forward_s: median(|t| t.forward_s),
-        backward_s: median(|t| t.backward_s),
-        optimizer_s: median(|t| t.optimizer_s),
-    }
+    measured
+        .get(measured.len() / 2)
+        .copied()
+        .unwrap_or((f64::NAN, nan))
 }
 
 fn bench_config(shape: Shape) -> ModelConfig {
@@ -397,14 +406,12 @@ pub fn run<B: KernelBackend>(
     };
     train(setup, &mut timer)?;
     let _ = std::fs::remove_dir_all(&dir);
-    let mut measured: Vec<f64> = timer.steps.into_iter().skip(1).collect();
-    measured.sort_by(f64::total_cmp);
-    let median = measured.get(measured.len() / 2).copied().unwrap_or(f64::NAN);
+    let (median, phases) = median_step(&timer.steps, &timer.phases);
     Ok(TrainBench {
         median_step_s: median,
         tokens_per_s: (batch * llm_seq) as f64 / median,
         flops_per_step: lora_step_flops(&model_config_for_flops, batch, llm_seq),
-        phases: median_phases(timer.phases.get(1..).unwrap_or_default()),
+        phases,
         steps_run: timer.phases.len(),
         peak_device_bytes: timer.peak_device_bytes,
     })
