@@ -123,9 +123,15 @@ fn setup(dir: &Path) -> TrainSetup<A> {
     }
 }
 
-/// Max |ft − torch| over every tensor of the checkpoint `saved` against `step{step}.*`.
-fn worst_difference(saved: &Path, golden: &SafeTensors, step: usize) -> f32 {
+/// How far the checkpoint `saved` is from `step{step}.*`, over every element of every tensor.
+struct Difference {
+    worst: f32,
+    mean: f64,
+}
+
+fn difference(saved: &Path, golden: &SafeTensors, step: usize) -> Difference {
     let mut worst = 0f32;
+    let (mut total, mut elements) = (0f64, 0usize);
     let mut compared = 0;
     for (folder, file) in [
         ("projector", "model.safetensors"),
@@ -140,6 +146,8 @@ fn worst_difference(saved: &Path, golden: &SafeTensors, step: usize) -> f32 {
             assert_eq!(got.len(), want.len(), "{folder}/{key}");
             for (g, w) in got.iter().zip(&want) {
                 worst = worst.max((g - w).abs());
+                total += f64::from((g - w).abs());
+                elements += 1;
             }
             compared += 1;
         }
@@ -150,7 +158,10 @@ fn worst_difference(saved: &Path, golden: &SafeTensors, step: usize) -> f32 {
         .filter(|k| k.starts_with(&format!("step{step}.")))
         .count();
     assert_eq!(compared, expected, "every trained tensor is saved");
-    worst
+    Difference {
+        worst,
+        mean: total / elements as f64,
+    }
 }
 
 #[test]
@@ -168,11 +179,15 @@ fn two_stage_two_steps_with_lora_on_clip_match_torch_and_peft() {
         );
     }
     let out = dir.path().join("out");
-    // Adam moves each element by about lr·m/√v; elements whose gradient is near eps amplify the
-    // 1e-6-level differences of the forward pass, so the bound is 1% of lr.
+    // Adam's first step moves each element by lr·g/(|g| + eps), about ±lr (1e-3). Where the clipped
+    // gradient is itself near eps it is cancellation noise (the projector has elements at 5e-9 and
+    // 9e-11 against a median of 5e-4), and the CPU's gemm path (with or without AVX-512) changes
+    // that noise enough to move such an element by about 1% of lr. So: every element within 5% of
+    // lr (a wrong gradient moves one by about lr), and on average within 2e-5 of lr (today ~3e-9).
     for (step, saved) in [(1, out.join("checkpoint-1")), (2, out.join("final"))] {
-        let worst = worst_difference(&saved, &golden, step);
-        eprintln!("step {step}: max |ft − torch| over the trained tensors {worst:e}");
-        assert!(worst < 1e-5, "step {step}: max |param − torch param| {worst}");
+        let Difference { worst, mean } = difference(&saved, &golden, step);
+        eprintln!("step {step}: |ft − torch| over the trained tensors: max {worst:e}, mean {mean:e}");
+        assert!(worst < 5e-5, "step {step}: max |param − torch param| {worst}");
+        assert!(mean < 2e-8, "step {step}: mean |param − torch param| {mean}");
     }
 }
