@@ -4,7 +4,8 @@
 //! [`KernelBackend`] is a trait over `Backend` whose methods have composite defaults (plain Burn
 //! tensor ops, the reference every kernel is tested against); `Autodiff<B>` implements each op as
 //! one graph node whose backward is written by hand; burn-flex implements them with
-//! multi-threaded CPU kernels.
+//! multi-threaded CPU kernels, and (behind `cuda` / `wgpu`) Burn's `CubeBackend` with CubeCL
+//! kernels.
 //!
 //! Ops:
 //! - [`attention`]: causal and packed (block-diagonal per sample) attention with grouped K/V
@@ -37,6 +38,7 @@ pub mod nf4;
 mod par;
 pub mod rms_norm;
 pub mod rope;
+mod simd;
 pub mod swiglu;
 mod tile;
 

@@ -1,8 +1,9 @@
 //! Every fused op on a GPU backend (wgpu; in CI Mesa's lavapipe, a software Vulkan device) equals
 //! the CPU's: forward outputs and the hand-written backward's gradients, on the same host-drawn
-//! inputs. The GPU runs ft's CubeCL kernels (NF4, RMSNorm, SwiGLU, RoPE) and the composite ops for
-//! the rest, the CPU its own kernels; the CubeCL kernels are also checked against the composite
-//! reference on the same device. Build with `--features wgpu`.
+//! inputs. The GPU runs ft's CubeCL kernels (attention, NF4, RMSNorm, SwiGLU, RoPE, the LoRA
+//! forward's low-rank term, the cross-entropy's rows and gradient) around Burn's matmul, the CPU
+//! its own kernels; the CubeCL kernels are also checked against the composite reference on the
+//! same device. Build with `--features wgpu`.
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::Flex;
 use ft_io::nf4::Nf4Tensor;
 use ft_kernels::{
-    AttentionMask, KernelBackend, LoraWeights, Nf4Device, attention, linear_cross_entropy, lora_linear, nf4,
-    nf4_dequantize, nf4_linear, rms_norm, rope, swiglu,
+    AttentionMask, KernelBackend, LoraWeights, Nf4Device, attention, cross_entropy, linear_cross_entropy,
+    lora, lora_linear, nf4, nf4_dequantize, nf4_linear, rms_norm, rope, swiglu,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -316,6 +317,80 @@ fn cubecl_kernels_equal_the_composite_reference_on_the_same_device() {
     }
 }
 
+/// The LoRA forward's low-rank kernel and the cross-entropy's row and gradient kernels against
+/// the composite on the same device: odd sizes, the one-chunk softmax path, and a vocabulary so
+/// large that the batch takes three chunks (the log-sum-exp path, rows offset per chunk).
+#[test]
+fn cubecl_lora_and_cross_entropy_equal_the_composite_reference() {
+    let d = &Default::default();
+    let [x, x_adapter] = [50, 51].map(|seed| host::<Wgpu, 2>([7, 33], seed, d));
+    let weights = [
+        host::<Wgpu, 2>([45, 33], 52, d),
+        host([5, 33], 53, d),
+        host([45, 5], 54, d),
+    ];
+    let (want_y, want_h) = lora::composite::forward(x.clone(), x_adapter.clone(), weights.clone(), 0.7);
+    let (got_y, got_h) =
+        Gpu::fused_lora_linear_forward(primitive(x), primitive(x_adapter), weights.map(primitive), 0.7);
+    assert_close("lora y", &values(tensor::<2>(got_y)), &values(want_y), 1e-5);
+    assert_close("lora h", &values(tensor::<2>(got_h)), &values(want_h), 1e-5);
+
+    // (rows, width, vocab): one chunk of 11 rows; 190 rows in chunks of 83, 83 and 24.
+    for (rows, width, vocab) in [(11, 16, 53), (190, 8, 200_000)] {
+        let what = format!("cross-entropy {rows}×{vocab}");
+        let hidden = host::<Wgpu, 2>([rows, width], 55, d).mul_scalar(0.3);
+        let weight = host::<Wgpu, 2>([vocab, width], 56, d);
+        let targets: Vec<u32> = (0..rows).map(|i| ((i * 7919 + 3) % vocab) as u32).collect();
+        let grad = Tensor::<Wgpu, 1>::from_floats([0.37], d);
+        let (want_loss, want_lse) =
+            cross_entropy::composite::forward(hidden.clone(), weight.clone(), &targets);
+        let inference =
+            Gpu::fused_linear_cross_entropy(primitive(hidden.clone()), primitive(weight.clone()), &targets);
+        assert_close(
+            &what,
+            &values(tensor::<1>(inference)),
+            &values(want_loss.clone()),
+            1e-5,
+        );
+        let (loss, kept) = Gpu::fused_linear_cross_entropy_forward(
+            primitive(hidden.clone()),
+            primitive(weight.clone()),
+            &targets,
+        );
+        assert_close(&what, &values(tensor::<1>(loss)), &values(want_loss), 1e-5);
+        let want = cross_entropy::composite::backward(
+            hidden.clone(),
+            weight.clone(),
+            &targets,
+            want_lse,
+            grad.clone(),
+            true,
+        );
+        let got = Gpu::fused_linear_cross_entropy_backward(
+            primitive(hidden),
+            primitive(weight),
+            &targets,
+            kept,
+            primitive(grad),
+            true,
+        );
+        let got_weight = got.1.expect("the weight's gradient was asked for");
+        assert_close(
+            &format!("{what} dhidden"),
+            &values(tensor::<2>(got.0)),
+            &values(want.0),
+            1e-5,
+        );
+        let want_weight = want.1.expect("the weight's gradient was asked for");
+        assert_close(
+            &format!("{what} dweight"),
+            &values(tensor::<2>(got_weight)),
+            &values(want_weight),
+            1e-5,
+        );
+    }
+}
+
 /// Masks for the attention kernels: `(name, mask, heads, kv_heads, head_dim)`.
 fn attention_cases() -> Vec<(&'static str, AttentionMask, usize, usize, usize)> {
     let mut packed = AttentionMask::causal(2, 37, 0);
@@ -344,4 +419,28 @@ fn attention_cases() -> Vec<(&'static str, AttentionMask, usize, usize, usize)> 
             6,
         ),
     ]
+}
+
+/// The cross-entropy over a vocabulary of 2^20 (three chunks of 16 rows) on wgpu equals the CPU
+/// kernels, loss and gradients. Burn 0.21's own reductions on wgpu stop summing a dimension at
+/// 262,128 elements (so the composite's log-sum-exp is wrong here, by ln 4); the kernels reduce
+/// the whole row.
+#[test]
+fn cross_entropy_over_a_vocabulary_of_a_million_equals_the_cpu_kernels() {
+    fn loss_and_gradients<B: KernelBackend>(device: &B::Device) -> Vec<Vec<f32>> {
+        let targets: Vec<u32> = (0..40).map(|i| ((i * 7919 + 3) % (1 << 20)) as u32).collect();
+        let inputs = [
+            host::<Autodiff<B>, 2>([40, 8], 57, device).mul_scalar(0.3),
+            host([1 << 20, 8], 58, device),
+        ];
+        run(inputs, |[hidden, head]| {
+            linear_cross_entropy(hidden, head, &targets).mul_scalar(0.37)
+        })
+    }
+    let cpu = loss_and_gradients::<Flex>(&Default::default());
+    let gpu = loss_and_gradients::<Wgpu>(&Default::default());
+    for (part, what) in ["loss", "dhidden", "dweight"].iter().enumerate() {
+        // Products summed over 2^20 terms in different orders: the cross-backend tolerance.
+        assert_close(&format!("vocab 2^20: {what}"), &gpu[part], &cpu[part], 1e-4);
+    }
 }

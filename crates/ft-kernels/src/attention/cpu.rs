@@ -14,8 +14,8 @@ use burn_flex::FlexTensor;
 
 use crate::flex::{HostF32, host_tensor};
 use crate::mask::AttentionMask;
-use crate::par;
 use crate::tile::{MatRef, matmul};
+use crate::{par, simd};
 use rayon::prelude::*;
 
 /// Query rows per tile.
@@ -345,8 +345,7 @@ impl QueryTile<'_> {
                     continue;
                 }
                 let correction = (max[r] - new_max).exp();
-                line.iter_mut().for_each(|s| *s = (*s - new_max).exp());
-                let line_sum: f32 = line.iter().sum();
+                let line_sum = simd::exp_shifted(line, new_max);
                 sum[r] = sum[r] * correction + line_sum;
                 max[r] = new_max;
                 out[r * hd..][..hd].iter_mut().for_each(|o| *o *= correction);
@@ -368,9 +367,7 @@ impl QueryTile<'_> {
     fn probabilities(&self, first_key: usize, cols: usize, lse: &[f32], probs: &mut [f32]) {
         self.scores(first_key, cols, probs);
         for r in 0..self.rows {
-            for p in &mut probs[r * cols..][..cols] {
-                *p = (*p - lse[r]).exp();
-            }
+            simd::exp_shifted(&mut probs[r * cols..][..cols], lse[r]);
         }
     }
 }

@@ -77,7 +77,7 @@ pub fn backward<B: Backend>(
 }
 
 /// `(first row, targets)` of each chunk.
-fn chunks(targets: &[u32], vocab: usize) -> impl Iterator<Item = (usize, &[u32])> {
+pub(crate) fn chunks(targets: &[u32], vocab: usize) -> impl Iterator<Item = (usize, &[u32])> {
     let size = rows_per_chunk(vocab);
     targets
         .chunks(size)
@@ -86,7 +86,7 @@ fn chunks(targets: &[u32], vocab: usize) -> impl Iterator<Item = (usize, &[u32])
 }
 
 /// f32 logits `[rows, vocab]` of rows `first..first + rows`.
-fn chunk_logits<B: Backend>(
+pub(crate) fn chunk_logits<B: Backend>(
     hidden: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
     first: usize,

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::rows_per_chunk;
+use crate::simd;
 use crate::tile::{MatRef, matmul_parallel};
 
 /// The head and the rows it is applied to, all f32 row-major.
@@ -50,12 +51,13 @@ impl Head<'_> {
             self.logits(first, rows, &mut logits);
             let targets = &self.targets[first..first + rows];
             loss += logits
-                .par_chunks(vocab)
+                .par_chunks_mut(vocab)
                 .zip(lse[first..first + rows].par_iter_mut())
                 .zip(targets.par_iter())
                 .map(|((line, lse), &target)| {
+                    let picked = line[target as usize];
                     *lse = log_sum_exp(line);
-                    f64::from(*lse - line[target as usize])
+                    f64::from(*lse - picked)
                 })
                 .sum::<f64>();
         }
@@ -78,8 +80,7 @@ impl Head<'_> {
             .map(|(line, &target)| {
                 let picked = line[target as usize];
                 let max = line.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                line.iter_mut().for_each(|l| *l = (*l - max).exp());
-                let sum: f32 = line.iter().sum();
+                let sum = simd::exp_shifted(line, max);
                 line.iter_mut().for_each(|l| *l /= sum);
                 f64::from(max + sum.ln() - picked)
             })
@@ -123,7 +124,8 @@ impl Head<'_> {
                 .zip(lse[first..first + rows].par_iter())
                 .zip(targets.par_iter())
                 .for_each(|((line, &lse), &target)| {
-                    line.iter_mut().for_each(|l| *l = grad * (*l - lse).exp());
+                    simd::exp_shifted(line, lse);
+                    line.iter_mut().for_each(|l| *l *= grad);
                     line[target as usize] -= grad;
                 });
             self.accumulate_gradients(first, &logits, &mut grad_hidden, grad_weight.as_mut());
@@ -161,7 +163,8 @@ impl Head<'_> {
     }
 }
 
-fn log_sum_exp(line: &[f32]) -> f32 {
+/// The log-sum-exp of `line`, which is left holding `e^(logit − max)`.
+fn log_sum_exp(line: &mut [f32]) -> f32 {
     let max = line.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + line.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
+    max + simd::exp_shifted(line, max).ln()
 }

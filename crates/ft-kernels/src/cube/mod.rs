@@ -3,11 +3,16 @@
 //! wrapper). Attention with O(seq) memory (no stored scores; backward recomputes the
 //! probabilities), NF4 dequantisation, RMSNorm, SwiGLU and RoPE, forward and backward, each run
 //! as kernels of their own instead of chains of Burn ops; arithmetic is f32 whatever each
-//! tensor's storage dtype, which is read at launch. The LoRA product and the cross-entropy keep
-//! the composite default: their time is in matmuls, which Burn's tuned matmul kernels do.
+//! tensor's storage dtype, which is read at launch. The LoRA product and the cross-entropy run
+//! their full-size products through Burn's tuned matmul and the rest as kernels: the adapter's
+//! low-rank term added into the base output, each row's log-sum-exp and loss, and the logits'
+//! gradient in place. The LoRA backward is all matmuls and keeps the composite.
 
 mod attention;
+mod cross_entropy;
+mod lora;
 mod nf4;
+mod reduce;
 mod rms_norm;
 mod rope;
 mod swiglu;
@@ -94,6 +99,42 @@ where
         grad_out: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 2] {
         swiglu::backward(gate, up, grad_out)
+    }
+
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+    ) -> FloatTensor<Self> {
+        cross_entropy::forward::<R, F, I, BT>(hidden, weight, targets, false).0
+    }
+
+    fn fused_linear_cross_entropy_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cross_entropy::forward::<R, F, I, BT>(hidden, weight, targets, true)
+    }
+
+    fn fused_linear_cross_entropy_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: &[u32],
+        kept: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        cross_entropy::backward::<R, F, I, BT>(hidden, weight, targets, kept, grad, weight_grad)
+    }
+
+    fn fused_lora_linear_forward(
+        x: FloatTensor<Self>,
+        x_adapter: FloatTensor<Self>,
+        weights: [FloatTensor<Self>; 3],
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lora::forward::<R, F, I, BT>(x, x_adapter, weights, scale)
     }
 
     fn fused_rope(

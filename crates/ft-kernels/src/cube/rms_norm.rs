@@ -8,6 +8,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
+use super::reduce::cube_sum;
 use super::{empty, spread};
 
 /// Units per row: a power of two (the reduction halves it), at most 256.
@@ -23,21 +24,6 @@ fn rows_per_chunk(rows: usize) -> usize {
 
 /// Units per cube of the weight-gradient kernel, one per column.
 const COLUMN_UNITS: u32 = 256;
-
-/// The sum of `partial[0..CUBE_DIM_X]` in `partial[0]`, read by every unit.
-#[cube]
-fn cube_sum(partial: &mut SharedMemory<f32>, unit: usize) -> f32 {
-    sync_cube();
-    let mut stride = CUBE_DIM_X as usize / 2;
-    while stride > 0 {
-        if unit < stride {
-            partial[unit] += partial[unit + stride];
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    partial[0]
-}
 
 #[cube(launch)]
 fn forward_kernel<F: Float, W: Float>(

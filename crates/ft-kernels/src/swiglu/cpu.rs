@@ -1,13 +1,12 @@
-//! SwiGLU on burn-flex: element-wise over rayon chunks.
+//! SwiGLU on burn-flex: element-wise over rayon chunks, eight lanes at a time.
+
+use wide::f32x8;
 
 use crate::par;
+use crate::simd::{self, LANES, load, store};
 
-/// Elements per rayon task.
+/// Elements per rayon task (a multiple of the lanes).
 const CHUNK: usize = 16 * 1024;
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 /// `silu(gate) ⊙ up`.
 pub(crate) fn forward(gate: &[f32], up: &[f32]) -> Vec<f32> {
@@ -17,8 +16,9 @@ pub(crate) fn forward(gate: &[f32], up: &[f32]) -> Vec<f32> {
         .zip(gate.chunks(CHUNK).zip(up.chunks(CHUNK)))
         .collect();
     par::for_each(par::worth_parallel(gate.len()), tasks, |(out, (gate, up))| {
-        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = g * sigmoid(g) * u;
+        for at in (0..out.len()).step_by(LANES) {
+            let g = load(gate, at);
+            store(g * simd::sigmoid(g) * load(up, at), out, at);
         }
     });
     out
@@ -40,16 +40,11 @@ pub(crate) fn backward(gate: &[f32], up: &[f32], grad_out: &[f32]) -> (Vec<f32>,
         par::worth_parallel(gate.len()),
         tasks,
         |((grad_gate, grad_up), ((gate, up), grad_out))| {
-            let items = grad_gate
-                .iter_mut()
-                .zip(grad_up.iter_mut())
-                .zip(gate)
-                .zip(up)
-                .zip(grad_out);
-            for ((((dg, du), &g), &u), &go) in items {
-                let s = sigmoid(g);
-                *du = go * g * s;
-                *dg = go * u * s * (1.0 + g * (1.0 - s));
+            for at in (0..grad_gate.len()).step_by(LANES) {
+                let (g, u, go) = (load(gate, at), load(up, at), load(grad_out, at));
+                let s = simd::sigmoid(g);
+                store(go * g * s, grad_up, at);
+                store(go * u * s * (f32x8::ONE + g * (f32x8::ONE - s)), grad_gate, at);
             }
         },
     );
