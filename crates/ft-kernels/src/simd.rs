@@ -1,66 +1,104 @@
-//! Exponentials eight lanes at a time for the CPU kernels, through the `wide` crate's
-//! polynomial (within about 1e-7 relative of std's): std's `f32::exp` is one libm call per
-//! element, and was the largest single cost of the softmax, cross-entropy and SwiGLU loops.
+//! Exponentials for the CPU kernels' element-wise loops, vectorised by the compiler.
+//!
+//! Two things make these loops fast:
+//! - a polynomial exponential made of plain arithmetic and selects (Cephes' `expf`, within
+//!   about 1e-7 relative of std's), which the compiler turns into vector code (std's `f32::exp`
+//!   is one libm call per element);
+//! - each hot loop compiled twice, for the x86-64 baseline (SSE2, four lanes) and for AVX2 with
+//!   FMA (eight lanes), with the CPU checked once at run time ([`avx2_dispatch!`]). The
+//!   arithmetic is the same in both (no fused multiply-adds), so results do not depend on the
+//!   CPU.
 
-use wide::{CmpGe, f32x8};
+/// Lanes the loops below accumulate in (one AVX2 register).
+const LANES: usize = 8;
 
-/// Lanes per vector.
-pub(crate) const LANES: usize = 8;
+/// Whether this CPU has AVX2 and FMA (checked once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
 
-/// e^x per lane, for the arguments these kernels pass (at most 0: scores minus their maximum or
+/// Defines `fn name(args) -> ret { body }` compiled twice: once for the baseline and once with
+/// AVX2 and FMA enabled, and called through the second on CPUs that have them. The body must be
+/// plain safe code; its inlined callees (`#[inline(always)]`) are compiled with it.
+macro_rules! avx2_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) -> $ret {
+                portable($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::simd::has_avx2() {
+                // SAFETY: `has_avx2` found both features on this CPU.
+                return unsafe { avx2($($arg),*) };
+            }
+            portable($($arg),*)
+        }
+    };
+}
+pub(crate) use avx2_dispatch;
+
+/// e^x for the arguments these kernels pass (at most 0: scores minus their maximum or
 /// log-sum-exp, and −|x|): below −87.3 the answer is 0 (std gives subnormals), −∞ gives 0, NaN
 /// stays NaN, and anything from 87.3 up gives +∞.
-pub(crate) fn exp(x: f32x8) -> f32x8 {
-    // wide answers 0 for |x| ≥ 87.3 and for any non-finite x: right below, not above or for NaN.
-    let e = x.exp();
-    let e = x.cmp_ge(f32x8::splat(87.3)).blend(f32x8::splat(f32::INFINITY), e);
-    x.is_nan().blend(x, e)
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    // Round to the nearest integer by adding and removing 1.5 · 2²³ (no `floor`: SSE2 has none).
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    let clamped = x.clamp(-87.3, 87.3);
+    let rounded = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = rounded - ROUND;
+    // x − n · ln 2 in two parts (n · LN2_HIGH is exact).
+    let r = clamped - n * LN2_HIGH - n * LN2_LOW;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let mantissa = p * r * r + r + 1.0;
+    // 2ⁿ from its exponent bits. n (in −126..=126 here) is the low bits of `rounded`, read as
+    // an integer without a float-to-int conversion (which the compiler does not vectorise).
+    let n_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_to_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
+    let e = mantissa * two_to_n;
+    let e = if x < -87.3 { 0.0 } else { e };
+    let e = if x >= 87.3 { f32::INFINITY } else { e };
+    if x.is_nan() { x } else { e }
 }
 
-/// `1 / (1 + e^−x)` per lane, through e^−|x| so the exponential never overflows.
-pub(crate) fn sigmoid(x: f32x8) -> f32x8 {
+/// `1 / (1 + e^−x)`, through e^−|x| so the exponential never overflows.
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
     let e = exp(-x.abs());
-    let positive = f32x8::ONE / (f32x8::ONE + e);
-    x.cmp_ge(f32x8::ZERO).blend(positive, e * positive)
+    let positive = 1.0 / (1.0 + e);
+    if x >= 0.0 { positive } else { e * positive }
 }
 
-/// `values[i] = e^(values[i] − shift)`; returns the sum of the results.
-pub(crate) fn exp_shifted(values: &mut [f32], shift: f32) -> f32 {
-    let shift = f32x8::splat(shift);
-    let mut sum = f32x8::ZERO;
-    for at in (0..values.len()).step_by(LANES) {
-        let e = exp(load(values, at) - shift);
-        let written = store(e, values, at);
-        sum += if written == LANES {
-            e
-        } else {
-            f32x8::from(lanes_or_zero(&e.to_array()[..written]))
-        };
+avx2_dispatch! {
+    /// `values[i] = e^(values[i] − shift)`; returns the sum of the results (summed in eight
+    /// lanes, then across them).
+    pub(crate) fn exp_shifted(values: &mut [f32], shift: f32) -> f32 {
+        let mut lanes = [0.0f32; LANES];
+        let mut chunks = values.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (value, lane) in chunk.iter_mut().zip(lanes.iter_mut()) {
+                *value = exp(*value - shift);
+                *lane += *value;
+            }
+        }
+        for (value, lane) in chunks.into_remainder().iter_mut().zip(lanes.iter_mut()) {
+            *value = exp(*value - shift);
+            *lane += *value;
+        }
+        lanes.iter().sum()
     }
-    sum.reduce_add()
-}
-
-/// The lanes `values[at..at + 8]`, zero past the end.
-pub(crate) fn load(values: &[f32], at: usize) -> f32x8 {
-    match values.get(at..at + LANES) {
-        Some(lanes) => f32x8::from(<[f32; LANES]>::try_from(lanes).expect("invariant: eight lanes")),
-        None => f32x8::from(lanes_or_zero(&values[at..])),
-    }
-}
-
-/// Writes the lanes of `v` that fit into `values[at..]`; returns how many.
-pub(crate) fn store(v: f32x8, values: &mut [f32], at: usize) -> usize {
-    let lanes = v.to_array();
-    let count = LANES.min(values.len() - at);
-    values[at..at + count].copy_from_slice(&lanes[..count]);
-    count
-}
-
-/// Up to eight values, zero-padded.
-fn lanes_or_zero(values: &[f32]) -> [f32; LANES] {
-    let mut lanes = [0.0f32; LANES];
-    lanes[..values.len()].copy_from_slice(values);
-    lanes
 }
 
 #[cfg(test)]
@@ -68,7 +106,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lanes_match_std_and_keep_exp_meaning_at_the_edges() {
+    fn exponentials_match_std_and_keep_exp_meaning_at_the_edges() {
         let xs: Vec<f32> = (-1900..=20).map(|i| i as f32 * 0.0437).collect();
         let mut got = xs.clone();
         let sum = exp_shifted(&mut got, 0.5);
@@ -79,7 +117,7 @@ mod tests {
         let want_sum: f32 = want.iter().sum();
         assert!((sum - want_sum).abs() <= 1e-5 * want_sum, "{sum} vs {want_sum}");
 
-        let edges = exp(f32x8::from([
+        let edges = [
             f32::NEG_INFINITY,
             -200.0,
             0.0,
@@ -88,22 +126,35 @@ mod tests {
             f32::NAN,
             -1.0,
             1.0,
-        ]));
-        let edges = edges.to_array();
+        ]
+        .map(exp);
         assert_eq!(edges[..5], [0.0, 0.0, 1.0, f32::INFINITY, f32::INFINITY]);
         assert!(edges[5].is_nan());
         assert!((edges[6] - (-1.0f32).exp()).abs() < 1e-7 && (edges[7] - 1.0f32.exp()).abs() < 1e-6);
     }
 
     #[test]
+    fn both_compilations_give_the_same_bits() {
+        let xs: Vec<f32> = (-3000..=3000).map(|i| i as f32 * 0.0291).collect();
+        let mut dispatched = xs.clone();
+        let sum = exp_shifted(&mut dispatched, 1.25);
+        let baseline: Vec<f32> = xs.iter().map(|x| exp(x - 1.25)).collect();
+        assert_eq!(dispatched, baseline);
+        let mut lanes = [0.0f32; LANES];
+        for (i, e) in baseline.iter().enumerate() {
+            lanes[i % LANES] += e;
+        }
+        assert_eq!(sum, lanes.iter().sum::<f32>());
+    }
+
+    #[test]
     fn sigmoid_matches_std_on_both_tails() {
         let xs = [-200.0f32, -30.0, -3.5, -0.25, 0.0, 0.25, 3.5, 30.0];
-        let got = sigmoid(f32x8::from(xs)).to_array();
-        for (g, x) in got.iter().zip(xs) {
-            let want = 1.0 / (1.0 + (-x).exp());
+        for x in xs {
+            let (got, want) = (sigmoid(x), 1.0 / (1.0 + (-x).exp()));
             assert!(
-                (g - want).abs() <= 2e-7 * want.max(1e-30),
-                "sigmoid({x}) = {g}, want {want}"
+                (got - want).abs() <= 2e-7 * want.max(1e-30),
+                "sigmoid({x}) = {got}, want {want}"
             );
         }
     }

@@ -2,6 +2,17 @@
 //! single-threaded for tiles (the callers already run one tile per rayon task), or on every core
 //! for large products.
 
+/// `len` zeros written into fresh memory, for buffers that products accumulate into.
+///
+/// `vec![0.0; len]` gets untouched zero pages from the kernel: the first read maps the shared
+/// zero page and the first write then copies it and flushes every core's TLB, which cost about
+/// 12% of the attention backward. Writing the zeros up front faults each page in once.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    let mut buffer = Vec::with_capacity(len);
+    buffer.resize(len, 0.0f32);
+    buffer
+}
+
 /// A read-only matrix inside a slice: element `(r, c)` is `data[r · row_stride + c · col_stride]`.
 /// A transposed view swaps the strides.
 #[derive(Clone, Copy)]

@@ -108,22 +108,30 @@ fn causal_single_head() {
 
 #[test]
 fn several_tiles_with_grouped_kv_heads() {
-    // 150 queries: three query tiles and three key tiles, the last ones partial.
-    check(&Case::new(2, 150, 0, 4, 2, 16));
+    // 300 queries: three query tiles and three key tiles of 128, the last ones partial.
+    check(&Case::new(2, 300, 0, 4, 2, 16));
+}
+
+#[test]
+fn few_heads_split_their_keys_among_tasks() {
+    // Fewer heads than two per thread: the backward splits each head's keys into chunks, each
+    // with its own dQ, summed at the end (one head, and two query heads over one kv head).
+    check(&Case::new(1, 300, 0, 1, 1, 8));
+    check(&Case::new(1, 270, 0, 2, 1, 8));
 }
 
 #[test]
 fn sliding_window_across_tiles() {
-    let mut case = Case::new(1, 140, 0, 2, 1, 8);
-    case.mask.window = Some(70);
+    let mut case = Case::new(1, 300, 0, 2, 1, 8);
+    case.mask.window = Some(150);
     check(&case);
 }
 
 #[test]
 fn packed_segments_and_right_padding() {
-    let mut case = Case::new(2, 80, 0, 3, 1, 8);
-    let segments: Vec<i32> = (0..160).map(|i| (i % 80) / 23).collect();
-    let padding: Vec<i32> = (0..160).map(|i| i32::from(i % 80 < 71 || i < 80)).collect();
+    let mut case = Case::new(2, 280, 0, 3, 1, 8);
+    let segments: Vec<i32> = (0..560).map(|i| (i % 280) / 61).collect();
+    let padding: Vec<i32> = (0..560).map(|i| i32::from(i % 280 < 251 || i < 280)).collect();
     case.mask.segment_ids = Some(Arc::new(segments));
     case.mask.attention_mask = Some(Arc::new(padding));
     check(&case);
@@ -131,8 +139,8 @@ fn packed_segments_and_right_padding() {
 
 #[test]
 fn new_tokens_after_a_cache_with_a_window() {
-    let mut case = Case::new(2, 5, 70, 4, 4, 8);
-    case.mask.window = Some(40);
+    let mut case = Case::new(2, 5, 270, 4, 4, 8);
+    case.mask.window = Some(140);
     check(&case);
 }
 

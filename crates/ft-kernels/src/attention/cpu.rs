@@ -5,23 +5,27 @@
 //! head's rows are strided). Each task writes its own head-major block (`[batch, heads, seq,
 //! head_dim]`), transposed back into the projections' layout at the end.
 //!
-//! The backward runs in two passes so that no two tasks write the same rows: one task per key
-//! tile accumulates dK and dV over every query head of its group, one task per query tile
-//! accumulates dQ. Memory beyond the inputs and outputs is a few tiles per thread.
+//! The backward is one pass over (key tile, query tile) pairs, five tile products each (scores,
+//! dP, dV, dK, dQ), as FlashAttention-2's. So that no two tasks write the same rows, each task
+//! (one query head of one row, and a chunk of its keys) owns its keys' rows of a per-head dK and
+//! dV and its own dQ; those are summed over kv groups and key chunks at the end. Memory beyond
+//! the inputs and outputs is one dQ per extra key chunk (only when heads are fewer than
+//! threads), a per-head dK and dV under GQA, and a few tiles per thread.
 
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 
 use crate::flex::{HostF32, host_tensor};
 use crate::mask::AttentionMask;
-use crate::tile::{MatRef, matmul};
+use crate::tile::{MatRef, matmul, zeroed};
 use crate::{par, simd};
 use rayon::prelude::*;
 
 /// Query rows per tile.
-const QUERY_TILE: usize = 64;
-/// Key columns per tile.
-const KEY_TILE: usize = 64;
+const QUERY_TILE: usize = 128;
+/// Key columns per tile (128 × 128 measured fastest on `cargo bench --bench attention`: the
+/// tile products are large enough for gemm, and a tile's scores stay in L2).
+const KEY_TILE: usize = 128;
 
 /// Output and log-sum-exp (see `KernelBackend::fused_attention_forward`).
 pub(crate) fn flex_forward(
@@ -67,8 +71,7 @@ pub(crate) fn flex_backward(
         mask,
         scale,
     };
-    let (dk, dv) = inputs.key_grads();
-    let dq = inputs.query_grads();
+    let [dq, dk, dv] = inputs.grads();
     [
         shape.query_tensor(dq, q_dtype),
         shape.key_tensor(dk, k_dtype),
@@ -193,7 +196,7 @@ fn forward(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let (hd, seq) = (shape.head_dim, shape.seq);
-    let mut out = vec![0.0f32; shape.batch * shape.heads * seq * hd];
+    let mut out = zeroed(shape.batch * shape.heads * seq * hd);
     let mut lse = vec![0.0f32; shape.batch * shape.heads * seq];
     let inputs = Inputs {
         shape,
@@ -441,70 +444,103 @@ impl BackwardInputs<'_> {
         }
     }
 
-    /// Head-major dK and dV `[batch, kv_heads, keys, head_dim]`: one task per key tile, summing
-    /// over every query head of the group and every query tile that can see it.
-    fn key_grads(&self) -> (Vec<f32>, Vec<f32>) {
+    /// Head-major `[dq, dk, dv]` (`[batch, heads, seq, head_dim]` and `[batch, kv_heads, keys,
+    /// head_dim]`) in one pass over (query tile, key tile) pairs.
+    ///
+    /// One task per (row, query head, chunk of keys) writes its keys' dK and dV rows and its own
+    /// dQ; the per-head dK and dV are then summed over each kv group, and the chunks' dQ over
+    /// chunks. Keys are split into chunks only when there are too few heads to keep every thread
+    /// busy, so the extra memory is at most a few copies of dQ.
+    fn grads(&self) -> [Vec<f32>; 3] {
         let s = self.shape;
-        let per_head = s.keys * s.head_dim;
-        let len = s.batch * s.kv_heads * per_head;
-        let (mut dk, mut dv) = (vec![0.0f32; len], vec![0.0f32; len]);
-        let tile = |head_index: usize, tile: usize, dk: &mut [f32], dv: &mut [f32]| {
-            let (row, kv) = (head_index / s.kv_heads, head_index % s.kv_heads);
-            self.key_tile_grads(row, kv, tile * KEY_TILE, dk, dv);
-        };
-        let tile_len = KEY_TILE * s.head_dim;
-        if s.worth_parallel() {
-            let heads = dk
-                .par_chunks_mut(per_head)
-                .zip(dv.par_chunks_mut(per_head))
-                .enumerate();
-            heads.for_each(|(head_index, (dk, dv))| {
-                let tiles = dk.par_chunks_mut(tile_len).zip(dv.par_chunks_mut(tile_len));
-                tiles
-                    .enumerate()
-                    .for_each(|(t, (dk, dv))| tile(head_index, t, dk, dv));
-            });
-        } else {
-            for (head_index, (dk, dv)) in dk.chunks_mut(per_head).zip(dv.chunks_mut(per_head)).enumerate() {
-                let tiles = dk.chunks_mut(tile_len).zip(dv.chunks_mut(tile_len));
-                tiles
-                    .enumerate()
-                    .for_each(|(t, (dk, dv))| tile(head_index, t, dk, dv));
+        let (hd, heads) = (s.head_dim, s.batch * s.heads);
+        let chunk_keys = self.keys_per_task();
+        let chunks = s.keys.div_ceil(chunk_keys).max(1);
+        let (per_query_head, per_key_head) = (s.seq * hd, s.keys * hd);
+        let mut dq_parts = zeroed(chunks * heads * per_query_head);
+        let mut dk = zeroed(heads * per_key_head);
+        let mut dv = zeroed(heads * per_key_head);
+        let mut dq_of_chunk: Vec<_> = dq_parts
+            .chunks_mut(heads * per_query_head)
+            .map(|part| part.chunks_mut(per_query_head))
+            .collect();
+        let mut tasks = Vec::with_capacity(heads * chunks);
+        let key_heads = dk.chunks_mut(per_key_head).zip(dv.chunks_mut(per_key_head));
+        for (head_index, (dk, dv)) in key_heads.enumerate() {
+            let key_chunks = dk.chunks_mut(chunk_keys * hd).zip(dv.chunks_mut(chunk_keys * hd));
+            for (chunk, (dk, dv)) in key_chunks.enumerate() {
+                let dq = dq_of_chunk[chunk]
+                    .next()
+                    .expect("one dQ block per head and chunk");
+                tasks.push((head_index, chunk * chunk_keys, dq, dk, dv));
             }
         }
-        (dk, dv)
+        par::for_each(
+            s.worth_parallel(),
+            tasks,
+            |(head_index, first_key, dq, dk, dv)| {
+                let (row, head) = (head_index / s.heads, head_index % s.heads);
+                self.key_chunk_grads(row, head, first_key, dq, dk, dv);
+            },
+        );
+        drop(dq_of_chunk);
+        [
+            sum_blocks(dq_parts, chunks, heads * per_query_head),
+            sum_groups(dk, s.groups(), per_key_head),
+            sum_groups(dv, s.groups(), per_key_head),
+        ]
     }
 
-    fn key_tile_grads(&self, row: usize, kv: usize, first_key: usize, dk: &mut [f32], dv: &mut [f32]) {
+    /// Keys per task: all of them when rows × heads keep every thread busy, else fewer (whole
+    /// key tiles), so that there are about two tasks per thread.
+    fn keys_per_task(&self) -> usize {
         let s = self.shape;
-        let (hd, cols) = (s.head_dim, dk.len() / s.head_dim);
-        let mut probs = vec![0.0f32; QUERY_TILE * cols];
-        let mut ds = vec![0.0f32; QUERY_TILE * cols];
-        let queries = self.queries_seeing(first_key, cols);
+        let key_tiles = s.keys.div_ceil(KEY_TILE).max(1);
+        if !s.worth_parallel() {
+            return key_tiles * KEY_TILE;
+        }
+        let wanted_tasks = 2 * rayon::current_num_threads();
+        let chunks = wanted_tasks.div_ceil(s.batch * s.heads).clamp(1, key_tiles);
+        key_tiles.div_ceil(chunks) * KEY_TILE
+    }
+
+    /// One task of [`Self::grads`]: keys `first_key..` (as many as `dk` holds rows) against every
+    /// query tile that can see them, for one query head of one row.
+    fn key_chunk_grads(
+        &self,
+        row: usize,
+        head: usize,
+        first_key: usize,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        let hd = self.shape.head_dim;
+        let chunk_keys = dk.len() / hd;
+        let mut probs = vec![0.0f32; QUERY_TILE * KEY_TILE];
+        let mut ds = vec![0.0f32; QUERY_TILE * KEY_TILE];
         let inputs = self.inputs();
-        for head in kv * s.groups()..(kv + 1) * s.groups() {
+        for tile_start in (0..chunk_keys).step_by(KEY_TILE) {
+            let cols = KEY_TILE.min(chunk_keys - tile_start);
+            let tile_key = first_key + tile_start;
+            let dk = &mut dk[tile_start * hd..][..cols * hd];
+            let dv = &mut dv[tile_start * hd..][..cols * hd];
+            let queries = self.queries_seeing(tile_key, cols);
             for first in queries.clone().step_by(QUERY_TILE) {
                 let rows = QUERY_TILE.min(queries.end - first);
                 let tile = inputs.query_tile(row, head, first, rows);
                 let (probs, ds) = (&mut probs[..rows * cols], &mut ds[..rows * cols]);
-                self.score_grads(&tile, head, first_key, cols, probs, ds);
+                self.score_grads(&tile, head, tile_key, cols, probs, ds);
                 let grad_out = self.grad_out_rows(row, head, first, rows);
-                matmul(
-                    dv,
-                    hd,
-                    MatRef::rows(probs, rows, cols, cols).t(),
-                    grad_out,
-                    1.0,
-                    true,
+                let (probs, ds) = (
+                    MatRef::rows(probs, rows, cols, cols),
+                    MatRef::rows(ds, rows, cols, cols),
                 );
-                matmul(
-                    dk,
-                    hd,
-                    MatRef::rows(ds, rows, cols, cols).t(),
-                    tile.queries(),
-                    self.scale,
-                    true,
-                );
+                matmul(dv, hd, probs.t(), grad_out, 1.0, true);
+                matmul(dk, hd, ds.t(), tile.queries(), self.scale, true);
+                let keys = tile.key_rows(tile.k, tile_key, cols);
+                let dq = &mut dq[first * hd..][..rows * hd];
+                matmul(dq, hd, ds, keys, self.scale, true);
             }
         }
     }
@@ -522,46 +558,32 @@ impl BackwardInputs<'_> {
         };
         start.min(end)..end
     }
+}
 
-    /// Head-major dQ `[batch, heads, seq, head_dim]`: one task per query tile.
-    fn query_grads(&self) -> Vec<f32> {
-        let s = self.shape;
-        let per_head = s.seq * s.head_dim;
-        let mut dq = vec![0.0f32; s.batch * s.heads * per_head];
-        let tile = |head_index: usize, tile: usize, dq: &mut [f32]| {
-            let (row, head) = (head_index / s.heads, head_index % s.heads);
-            self.query_tile_grads(row, head, tile * QUERY_TILE, dq);
-        };
-        let tile_len = QUERY_TILE * s.head_dim;
-        if s.worth_parallel() {
-            dq.par_chunks_mut(per_head)
-                .enumerate()
-                .for_each(|(head_index, dq)| {
-                    let tiles = dq.par_chunks_mut(tile_len).enumerate();
-                    tiles.for_each(|(t, dq)| tile(head_index, t, dq));
-                });
-        } else {
-            for (head_index, dq) in dq.chunks_mut(per_head).enumerate() {
-                dq.chunks_mut(tile_len)
-                    .enumerate()
-                    .for_each(|(t, dq)| tile(head_index, t, dq));
+/// The sum of `count` consecutive blocks of `len` floats (the first block, when `count` is 1).
+fn sum_blocks(mut blocks: Vec<f32>, count: usize, len: usize) -> Vec<f32> {
+    let (first, rest) = blocks.split_at_mut(len);
+    for block in rest.chunks(len).take(count - 1) {
+        first.iter_mut().zip(block).for_each(|(sum, x)| *sum += x);
+    }
+    blocks.truncate(len);
+    blocks
+}
+
+/// Per-query-head blocks `[batch, heads, len]` summed over each group of `groups` consecutive
+/// heads: `[batch, heads / groups, len]`.
+fn sum_groups(per_head: Vec<f32>, groups: usize, len: usize) -> Vec<f32> {
+    if groups == 1 {
+        return per_head;
+    }
+    per_head
+        .chunks(groups * len)
+        .flat_map(|group| {
+            let mut sum = group[..len].to_vec();
+            for block in group[len..].chunks(len) {
+                sum.iter_mut().zip(block).for_each(|(s, x)| *s += x);
             }
-        }
-        dq
-    }
-
-    fn query_tile_grads(&self, row: usize, head: usize, first: usize, dq: &mut [f32]) {
-        let hd = self.shape.head_dim;
-        let rows = dq.len() / hd;
-        let inputs = self.inputs();
-        let tile = inputs.query_tile(row, head, first, rows);
-        let mut probs = vec![0.0f32; rows * KEY_TILE];
-        let mut ds = vec![0.0f32; rows * KEY_TILE];
-        for (first_key, cols) in tile.key_tiles() {
-            let (probs, ds) = (&mut probs[..rows * cols], &mut ds[..rows * cols]);
-            self.score_grads(&tile, head, first_key, cols, probs, ds);
-            let keys = tile.key_rows(tile.k, first_key, cols);
-            matmul(dq, hd, MatRef::rows(ds, rows, cols, cols), keys, self.scale, true);
-        }
-    }
+            sum
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::rows_per_chunk;
 use crate::simd;
-use crate::tile::{MatRef, matmul_parallel};
+use crate::tile::{MatRef, matmul_parallel, zeroed};
 
 /// The head and the rows it is applied to, all f32 row-major.
 pub(crate) struct Head<'a> {
@@ -104,7 +104,7 @@ impl Head<'_> {
                 line[target as usize] -= grad;
             });
         let mut grad_hidden = vec![0.0f32; self.hidden.len()];
-        let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
+        let mut grad_weight = weight_grad.then(|| zeroed(self.weight.len()));
         self.accumulate_gradients(0, &probs, &mut grad_hidden, grad_weight.as_mut());
         (grad_hidden, grad_weight)
     }
@@ -113,7 +113,7 @@ impl Head<'_> {
     pub(crate) fn backward(&self, lse: &[f32], grad: f32, weight_grad: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         let vocab = self.vocab();
         let mut grad_hidden = vec![0.0f32; self.hidden.len()];
-        let mut grad_weight = weight_grad.then(|| vec![0.0f32; self.weight.len()]);
+        let mut grad_weight = weight_grad.then(|| zeroed(self.weight.len()));
         let mut logits = Vec::new();
         for (first, rows) in self.chunks() {
             logits.resize(rows * vocab, 0.0);

@@ -1,11 +1,10 @@
-//! SwiGLU on burn-flex: element-wise over rayon chunks, eight lanes at a time.
-
-use wide::f32x8;
+//! SwiGLU on burn-flex: element-wise over rayon chunks, each chunk a loop the compiler
+//! vectorises (eight lanes on AVX2, see `crate::simd`).
 
 use crate::par;
-use crate::simd::{self, LANES, load, store};
+use crate::simd::{avx2_dispatch, sigmoid};
 
-/// Elements per rayon task (a multiple of the lanes).
+/// Elements per rayon task.
 const CHUNK: usize = 16 * 1024;
 
 /// `silu(gate) ⊙ up`.
@@ -16,12 +15,17 @@ pub(crate) fn forward(gate: &[f32], up: &[f32]) -> Vec<f32> {
         .zip(gate.chunks(CHUNK).zip(up.chunks(CHUNK)))
         .collect();
     par::for_each(par::worth_parallel(gate.len()), tasks, |(out, (gate, up))| {
-        for at in (0..out.len()).step_by(LANES) {
-            let g = load(gate, at);
-            store(g * simd::sigmoid(g) * load(up, at), out, at);
-        }
+        forward_chunk(gate, up, out)
     });
     out
+}
+
+avx2_dispatch! {
+    fn forward_chunk(gate: &[f32], up: &[f32], out: &mut [f32]) -> () {
+        for ((out, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *out = g * sigmoid(g) * u;
+        }
+    }
 }
 
 /// `(dgate, dup)`.
@@ -40,13 +44,21 @@ pub(crate) fn backward(gate: &[f32], up: &[f32], grad_out: &[f32]) -> (Vec<f32>,
         par::worth_parallel(gate.len()),
         tasks,
         |((grad_gate, grad_up), ((gate, up), grad_out))| {
-            for at in (0..grad_gate.len()).step_by(LANES) {
-                let (g, u, go) = (load(gate, at), load(up, at), load(grad_out, at));
-                let s = simd::sigmoid(g);
-                store(go * g * s, grad_up, at);
-                store(go * u * s * (f32x8::ONE + g * (f32x8::ONE - s)), grad_gate, at);
-            }
+            backward_chunk([gate, up, grad_out], grad_gate, grad_up)
         },
     );
     (grad_gate, grad_up)
+}
+
+avx2_dispatch! {
+    /// `[gate, up, grad_out]` → `grad_gate`, `grad_up`.
+    fn backward_chunk(inputs: [&[f32]; 3], grad_gate: &mut [f32], grad_up: &mut [f32]) -> () {
+        let [gate, up, grad_out] = inputs;
+        let grads = grad_gate.iter_mut().zip(grad_up.iter_mut());
+        for ((grad_gate, grad_up), ((&g, &u), &go)) in grads.zip(gate.iter().zip(up).zip(grad_out)) {
+            let s = sigmoid(g);
+            *grad_up = go * g * s;
+            *grad_gate = go * u * s * (1.0 + g * (1.0 - s));
+        }
+    }
 }
