@@ -9,8 +9,10 @@
 //!
 //! Ops:
 //! - [`attention`]: causal and packed (block-diagonal per sample) attention with grouped K/V
-//!   heads read in place and sliding windows. Training keeps q, k, v, the output and a
-//!   log-sum-exp per query: O(seq) memory instead of the `[heads, seq, seq]` probabilities.
+//!   heads read in place and sliding windows; on the CPU, tiles of keys no query of a tile can
+//!   see (earlier packed samples, outside the window) are skipped. Training keeps q, k, v, the
+//!   output and a log-sum-exp per query: O(seq) memory instead of the `[heads, seq, seq]`
+//!   probabilities, and the backward recomputes each tile's probabilities.
 //! - [`rms_norm`]: RMSNorm with f32 statistics; training keeps the input and one f32 per row.
 //! - [`swiglu`]: `silu(gate) ⊙ up`; training keeps the two inputs.
 //! - [`rope()`]: rotate-half RoPE on every head in the projections' layout; training keeps only

@@ -6,6 +6,7 @@
 //! `q - k < window` (itself and the `window - 1` keys before it), where `q` and `k` are indices in
 //! the key sequence (cache included), not position ids.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Large negative bias of a hidden key in [`AttentionMask::bias`] (finite, so that adding it to a
@@ -138,6 +139,29 @@ impl AttentionMask {
         }
     }
 
+    /// Where each packed sample starts and ends in its row, for skipping whole tiles of other
+    /// samples; `None` without segments or with cached keys (which every segment sees).
+    pub(crate) fn segment_spans(&self) -> Option<SegmentSpans> {
+        let segments = self.segment_ids.as_ref().filter(|_| self.past == 0)?;
+        let mut first = Vec::with_capacity(segments.len());
+        let mut last = vec![0usize; segments.len()];
+        for (row, ids) in segments.chunks(self.seq.max(1)).enumerate() {
+            let mut spans: HashMap<i32, (usize, usize)> = HashMap::new();
+            for (i, &id) in ids.iter().enumerate() {
+                spans.entry(id).or_insert((i, i)).1 = i;
+            }
+            first.extend(ids.iter().map(|id| spans[id].0));
+            for (i, id) in ids.iter().enumerate() {
+                last[row * self.seq + i] = spans[id].1;
+            }
+        }
+        Some(SegmentSpans {
+            first,
+            last,
+            seq: self.seq,
+        })
+    }
+
     /// The additive bias `[batch, 1, seq, past + seq]` (row-major): 0 where the key is visible,
     /// [`MASKED`] where it is not.
     pub fn bias(&self) -> Vec<f32> {
@@ -195,6 +219,32 @@ impl AttentionMask {
                 );
             }
         }
+    }
+}
+
+/// For each new token, the first and last position of its packed sample's id in its row (the
+/// ids need not be contiguous runs). A query sees no key before its sample's first position, and
+/// no query after a key's sample's last position sees that key.
+pub(crate) struct SegmentSpans {
+    first: Vec<usize>,
+    last: Vec<usize>,
+    seq: usize,
+}
+
+impl SegmentSpans {
+    /// The earliest key that any of queries `first..first + rows` of `row` may see.
+    pub(crate) fn earliest_key(&self, row: usize, first: usize, rows: usize) -> usize {
+        let at = row * self.seq + first;
+        self.first[at..at + rows].iter().copied().min().unwrap_or(first)
+    }
+
+    /// One past the last query of `row` that may see one of keys `first_key..first_key + cols`.
+    pub(crate) fn queries_end(&self, row: usize, first_key: usize, cols: usize) -> usize {
+        let at = row * self.seq + first_key;
+        self.last[at..at + cols]
+            .iter()
+            .max()
+            .map_or(first_key, |&last| last + 1)
     }
 }
 

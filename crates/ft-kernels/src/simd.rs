@@ -61,7 +61,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let mantissa = p * r * r + r + 1.0;
     // 2ⁿ from its exponent bits. n (in −126..=126 here) is the low bits of `rounded`, read as
     // an integer without a float-to-int conversion (which the compiler does not vectorise).

@@ -138,6 +138,21 @@ fn packed_segments_and_right_padding() {
 }
 
 #[test]
+fn packed_samples_skip_tiles_of_other_samples_even_when_an_id_returns() {
+    // Samples of 150, 40 and 170 tokens, then the first sample's id again: the kernel skips the
+    // key tiles of earlier samples, except that the returning id still sees its first run.
+    let mut case = Case::new(2, 400, 0, 2, 1, 8);
+    let sample = |i: usize| match i {
+        0..150 => 0,
+        150..190 => 1,
+        190..360 => 2,
+        _ => 0,
+    };
+    case.mask.segment_ids = Some(Arc::new((0..800).map(|i| sample(i % 400)).collect()));
+    check(&case);
+}
+
+#[test]
 fn new_tokens_after_a_cache_with_a_window() {
     let mut case = Case::new(2, 5, 270, 4, 4, 8);
     case.mask.window = Some(140);

@@ -16,7 +16,7 @@ use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 
 use crate::flex::{HostF32, host_tensor};
-use crate::mask::AttentionMask;
+use crate::mask::{AttentionMask, SegmentSpans};
 use crate::tile::{MatRef, matmul, zeroed};
 use crate::{par, simd};
 use rayon::prelude::*;
@@ -60,6 +60,7 @@ pub(crate) fn flex_backward(
     let (q_dtype, k_dtype, v_dtype) = (q.dtype(), k.dtype(), v.dtype());
     let shape = Shapes::of(&q, &k);
     let [q, k, v, out, lse, grad_out] = [q, k, v, out, lse, grad_out].map(HostF32::new);
+    let spans = mask.segment_spans();
     let inputs = BackwardInputs {
         shape: &shape,
         q: q.data(),
@@ -69,6 +70,7 @@ pub(crate) fn flex_backward(
         grad_out: grad_out.data(),
         row_dot: &shape.row_dots(grad_out.data(), out.data()),
         mask,
+        spans: spans.as_ref(),
         scale,
     };
     let [dq, dk, dv] = inputs.grads();
@@ -198,12 +200,14 @@ fn forward(
     let (hd, seq) = (shape.head_dim, shape.seq);
     let mut out = zeroed(shape.batch * shape.heads * seq * hd);
     let mut lse = vec![0.0f32; shape.batch * shape.heads * seq];
+    let spans = mask.segment_spans();
     let inputs = Inputs {
         shape,
         q,
         k,
         v,
         mask,
+        spans: spans.as_ref(),
         scale,
     };
     let tile = |head_index: usize, tile: usize, out: &mut [f32], lse: &mut [f32]| {
@@ -246,6 +250,7 @@ struct Inputs<'a> {
     k: &'a [f32],
     v: &'a [f32],
     mask: &'a AttentionMask,
+    spans: Option<&'a SegmentSpans>,
     scale: f32,
 }
 
@@ -265,6 +270,7 @@ impl Inputs<'_> {
             key_stride: s.key_stride(),
             head_dim: s.head_dim,
             mask: self.mask,
+            spans: self.spans,
             scale: self.scale,
         }
     }
@@ -282,6 +288,7 @@ struct QueryTile<'a> {
     key_stride: usize,
     head_dim: usize,
     mask: &'a AttentionMask,
+    spans: Option<&'a SegmentSpans>,
     scale: f32,
 }
 
@@ -300,9 +307,13 @@ impl QueryTile<'_> {
         )
     }
 
-    /// Key tiles that may hold a visible key for some row of this tile.
+    /// Key tiles that may hold a visible key for some row of this tile (none before the
+    /// earliest packed sample of its rows).
     fn key_tiles(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
-        let (start, _) = self.mask.key_range(self.first);
+        let (mut start, _) = self.mask.key_range(self.first);
+        if let Some(spans) = self.spans {
+            start = start.max(spans.earliest_key(self.row, self.first, self.rows));
+        }
         let (_, last) = self.mask.key_range(self.first + self.rows - 1);
         (start..=last)
             .step_by(KEY_TILE)
@@ -385,6 +396,7 @@ struct BackwardInputs<'a> {
     grad_out: &'a [f32],
     row_dot: &'a [f32],
     mask: &'a AttentionMask,
+    spans: Option<&'a SegmentSpans>,
     scale: f32,
 }
 
@@ -396,6 +408,7 @@ impl BackwardInputs<'_> {
             k: self.k,
             v: self.v,
             mask: self.mask,
+            spans: self.spans,
             scale: self.scale,
         }
     }
@@ -525,7 +538,7 @@ impl BackwardInputs<'_> {
             let tile_key = first_key + tile_start;
             let dk = &mut dk[tile_start * hd..][..cols * hd];
             let dv = &mut dv[tile_start * hd..][..cols * hd];
-            let queries = self.queries_seeing(tile_key, cols);
+            let queries = self.queries_seeing(row, tile_key, cols);
             for first in queries.clone().step_by(QUERY_TILE) {
                 let rows = QUERY_TILE.min(queries.end - first);
                 let tile = inputs.query_tile(row, head, first, rows);
@@ -545,17 +558,21 @@ impl BackwardInputs<'_> {
         }
     }
 
-    /// The new queries that may see a key of `first_key..first_key + cols` (causal order and
-    /// the window; padding and segments are applied per element).
-    fn queries_seeing(&self, first_key: usize, cols: usize) -> std::ops::Range<usize> {
+    /// The new queries of `row` that may see a key of `first_key..first_key + cols` (causal
+    /// order, the window and the keys' packed samples; padding and segments are then applied
+    /// per element).
+    fn queries_seeing(&self, row: usize, first_key: usize, cols: usize) -> std::ops::Range<usize> {
         let past = self.mask.past;
         let start = first_key.saturating_sub(past);
-        let end = match self.mask.window {
+        let mut end = match self.mask.window {
             Some(w) => (first_key + cols - 1 + w)
                 .saturating_sub(past)
                 .min(self.shape.seq),
             None => self.shape.seq,
         };
+        if let Some(spans) = self.spans {
+            end = end.min(spans.queries_end(row, first_key, cols));
+        }
         start.min(end)..end
     }
 }
