@@ -144,15 +144,15 @@ impl AttentionMask {
     pub(crate) fn segment_spans(&self) -> Option<SegmentSpans> {
         let segments = self.segment_ids.as_ref().filter(|_| self.past == 0)?;
         let mut first = Vec::with_capacity(segments.len());
-        let mut last = vec![0usize; segments.len()];
-        for (row, ids) in segments.chunks(self.seq.max(1)).enumerate() {
+        let mut last = Vec::with_capacity(segments.len());
+        for ids in segments.chunks(self.seq.max(1)) {
             let mut spans: HashMap<i32, (usize, usize)> = HashMap::new();
             for (i, &id) in ids.iter().enumerate() {
                 spans.entry(id).or_insert((i, i)).1 = i;
             }
-            first.extend(ids.iter().map(|id| spans[id].0));
-            for (i, id) in ids.iter().enumerate() {
-                last[row * self.seq + i] = spans[id].1;
+            for id in ids {
+                first.push(spans[id].0);
+                last.push(spans[id].1);
             }
         }
         Some(SegmentSpans {

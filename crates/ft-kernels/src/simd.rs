@@ -12,11 +12,10 @@
 /// Lanes the loops below accumulate in (one AVX2 register).
 const LANES: usize = 8;
 
-/// Whether this CPU has AVX2 and FMA (checked once).
+/// Whether this CPU has AVX2 and FMA (std detects once and caches the answer).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// Defines `fn name(args) -> ret { body }` compiled twice: once for the baseline and once with
