@@ -81,9 +81,13 @@ pub fn dispatch_peers<T: BackendPeersTask>(
                 .map(|&i| burn::backend::cuda::CudaDevice { index: i })
                 .collect();
             match dtype {
-                DType::F32 => task.run::<burn::backend::Cuda<f32>>(devices, "cuda f32"),
-                DType::Bf16 => task.run::<burn::backend::Cuda<burn::tensor::bf16>>(devices, "cuda bf16"),
-                DType::F16 => task.run::<burn::backend::Cuda<burn::tensor::f16>>(devices, "cuda f16"),
+                DType::F32 => task.run::<burn::backend::Cuda<f32>>(devices, &gpu_label("cuda f32")),
+                DType::Bf16 => {
+                    task.run::<burn::backend::Cuda<burn::tensor::bf16>>(devices, &gpu_label("cuda bf16"))
+                }
+                DType::F16 => {
+                    task.run::<burn::backend::Cuda<burn::tensor::f16>>(devices, &gpu_label("cuda f16"))
+                }
             }
         }
         #[cfg(feature = "wgpu")]
@@ -98,7 +102,7 @@ pub fn dispatch_peers<T: BackendPeersTask>(
                     .map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i))
                     .collect(),
             };
-            task.run::<burn::backend::Wgpu>(devices, "wgpu f32")
+            task.run::<burn::backend::Wgpu>(devices, &gpu_label("wgpu f32"))
         }
         _ => {
             if dtype != DType::F32 {
@@ -159,4 +163,14 @@ pub fn device_memory_reserved<D: 'static>(device: &D) -> Option<u64> {
 /// Whether an NVIDIA GPU is visible (driver device nodes present).
 fn gpu_answers() -> bool {
     std::path::Path::new("/dev/nvidiactl").exists() || std::path::Path::new("/dev/nvidia0").exists()
+}
+
+/// A GPU backend's name in logs and bench output, marked `+fusion` when built with Burn's kernel
+/// fusion (the `fusion` feature).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn gpu_label(backend_and_dtype: &str) -> String {
+    match cfg!(feature = "fusion") {
+        true => format!("{backend_and_dtype} +fusion"),
+        false => backend_and_dtype.to_owned(),
+    }
 }

@@ -39,6 +39,10 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         attention::autodiff::attention::<B, C>(q, k, v, mask, scale)
     }
 
+    fn linear_cross_entropy_keeps_softmax(rows: usize, vocab: usize) -> bool {
+        B::linear_cross_entropy_keeps_softmax(rows, vocab)
+    }
+
     fn fused_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         rms_norm::autodiff::rms_norm::<B, C>(x, weight, eps)
     }

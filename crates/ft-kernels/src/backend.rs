@@ -201,6 +201,14 @@ pub trait KernelBackend: Backend {
         (loss.into_primitive().tensor(), lse.into_primitive().tensor())
     }
 
+    /// Whether [`KernelBackend::fused_linear_cross_entropy_forward`] keeps the softmax
+    /// `[rows, vocab]` (true) or each row's log-sum-exp `[rows]` (false) for these sizes: what a
+    /// wrapper that declares outputs before running them (Burn's `Fusion`) needs to know.
+    fn linear_cross_entropy_keeps_softmax(rows: usize, vocab: usize) -> bool {
+        let _ = (rows, vocab); // the composite always keeps the log-sum-exp
+        false
+    }
+
     /// Gradients of `grad · loss` with respect to the hidden rows and, when `weight_grad`, the
     /// weight (a frozen head skips that product).
     ///

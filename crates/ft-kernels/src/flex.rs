@@ -99,6 +99,10 @@ impl KernelBackend for Flex {
         ]
     }
 
+    fn linear_cross_entropy_keeps_softmax(rows: usize, vocab: usize) -> bool {
+        cross_entropy::fits_one_chunk(rows, vocab)
+    }
+
     fn fused_linear_cross_entropy_forward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,

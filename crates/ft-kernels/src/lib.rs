@@ -4,8 +4,9 @@
 //! [`KernelBackend`] is a trait over `Backend` whose methods have composite defaults (plain Burn
 //! tensor ops, the reference every kernel is tested against); `Autodiff<B>` implements each op as
 //! one graph node whose backward is written by hand; burn-flex implements them with
-//! multi-threaded CPU kernels, and (behind `cuda` / `wgpu`) Burn's `CubeBackend` with CubeCL
-//! kernels.
+//! multi-threaded CPU kernels, (behind `cuda` / `wgpu`) Burn's `CubeBackend` with CubeCL
+//! kernels, and (behind `fusion`) Burn's `Fusion` wrapper of a backend with kernels, each op a
+//! custom operation of the fusion stream that runs the wrapped backend's kernel.
 //!
 //! Ops:
 //! - [`attention`]: causal and packed (block-diagonal per sample) attention with grouped K/V
@@ -34,6 +35,8 @@ pub mod cross_entropy;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod cube;
 mod flex;
+#[cfg(feature = "fusion")]
+mod fusion;
 pub mod lora;
 pub mod mask;
 pub mod nf4;

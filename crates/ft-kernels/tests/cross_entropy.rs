@@ -5,10 +5,10 @@
 use burn::backend::Autodiff;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData, TensorMetadata};
 use burn_flex::Flex;
 use ft_kernels::cross_entropy::{composite, rows_per_chunk};
-use ft_kernels::linear_cross_entropy;
+use ft_kernels::{KernelBackend, linear_cross_entropy};
 use proptest::prelude::*;
 
 use crate::common;
@@ -94,6 +94,50 @@ fn several_chunks_with_a_frozen_head() {
 fn several_chunks_with_a_trained_head() {
     let vocab = 70_000;
     check(rows_per_chunk(vocab) + 3, 4, vocab, 3, true);
+}
+
+/// What the forward keeps (the softmax or each row's log-sum-exp) is what
+/// `linear_cross_entropy_keeps_softmax` says, on the CPU kernels and through autodiff: a wrapper that declares outputs before running them relies on it.
+#[test]
+fn the_kept_tensor_is_the_one_announced() {
+    fn kept_dims<B: KernelBackend>(rows: usize, vocab: usize) -> Vec<usize> {
+        let (hidden, weight) = (
+            random::<B, 2>([rows, 3], 4, 1.0),
+            random::<B, 2>([vocab, 3], 5, 1.0),
+        );
+        let (_, kept) = B::fused_linear_cross_entropy_forward(
+            hidden.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+            &targets(rows, vocab, 6),
+        );
+        kept.shape().to_vec()
+    }
+    fn announced<B: KernelBackend>(rows: usize, vocab: usize) -> Vec<usize> {
+        match B::linear_cross_entropy_keeps_softmax(rows, vocab) {
+            true => vec![rows, vocab],
+            false => vec![rows],
+        }
+    }
+    let vocab = 70_000;
+    let mut kept_softmax = Vec::new();
+    for rows in [5, rows_per_chunk(vocab), rows_per_chunk(vocab) + 1] {
+        assert_eq!(
+            kept_dims::<Flex>(rows, vocab),
+            announced::<Flex>(rows, vocab),
+            "flex, {rows} rows"
+        );
+        assert_eq!(
+            announced::<A>(rows, vocab),
+            announced::<Flex>(rows, vocab),
+            "autodiff, {rows} rows"
+        );
+        kept_softmax.push(Flex::linear_cross_entropy_keeps_softmax(rows, vocab));
+    }
+    assert_eq!(
+        kept_softmax,
+        [true, true, false],
+        "the CPU kernels keep the softmax of one chunk"
+    );
 }
 
 proptest! {

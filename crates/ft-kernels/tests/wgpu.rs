@@ -3,7 +3,8 @@
 //! inputs. The GPU runs ft's CubeCL kernels (attention, NF4, RMSNorm, SwiGLU, RoPE, the LoRA
 //! forward's low-rank term, the cross-entropy's rows and gradient) around Burn's matmul, the CPU
 //! its own kernels; the CubeCL kernels are also checked against the composite reference on the
-//! same device. Build with `--features wgpu`.
+//! same device. Build with `--features wgpu`; with `--features wgpu,fusion` the ops also run on
+//! Burn's `Fusion` wrapper of the wgpu backend.
 
 use std::sync::Arc;
 
@@ -149,8 +150,26 @@ fn all_ops<B: KernelBackend>(device: &B::Device) -> Vec<(&'static str, Vec<Vec<f
 #[test]
 fn every_op_and_its_gradients_on_wgpu_equal_the_cpu_kernels() {
     let cpu = all_ops::<Flex>(&Default::default());
-    let gpu = all_ops::<Wgpu>(&Default::default());
-    for ((name, want), (_, got)) in cpu.iter().zip(&gpu) {
+    assert_same_results(&all_ops::<Wgpu>(&Default::default()), &cpu);
+}
+
+/// Burn's `Fusion` wrapper of the wgpu backend, which `Wgpu` is when Burn's `fusion` feature is on.
+#[cfg(feature = "fusion")]
+type Fused =
+    burn_fusion::Fusion<burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>>;
+
+/// On the fusion wrapper every op is a custom operation of the stream that runs the wgpu
+/// backend's kernel, between fused tensor ops: the same results as the CPU kernels.
+#[cfg(feature = "fusion")]
+#[test]
+fn every_op_and_its_gradients_on_wgpu_with_fusion_equal_the_cpu_kernels() {
+    let cpu = all_ops::<Flex>(&Default::default());
+    assert_same_results(&all_ops::<Fused>(&Default::default()), &cpu);
+}
+
+/// Each op's output and gradients in `gpu` equal those in `cpu`.
+fn assert_same_results(gpu: &[(&str, Vec<Vec<f32>>)], cpu: &[(&str, Vec<Vec<f32>>)]) {
+    for ((name, want), (_, got)) in cpu.iter().zip(gpu) {
         for (part, (got, want)) in got.iter().zip(want).enumerate() {
             let what = if part == 0 {
                 format!("{name}: output")
@@ -438,9 +457,24 @@ fn cross_entropy_over_a_vocabulary_of_a_million_equals_the_cpu_kernels() {
         })
     }
     let cpu = loss_and_gradients::<Flex>(&Default::default());
-    let gpu = loss_and_gradients::<Wgpu>(&Default::default());
-    for (part, what) in ["loss", "dhidden", "dweight"].iter().enumerate() {
-        // Products summed over 2^20 terms in different orders: the cross-backend tolerance.
-        assert_close(&format!("vocab 2^20: {what}"), &gpu[part], &cpu[part], 1e-4);
+    let gpus = [
+        ("wgpu", loss_and_gradients::<Wgpu>(&Default::default())),
+        // Too many rows to keep the softmax: the forward's other output shape.
+        #[cfg(feature = "fusion")]
+        (
+            "wgpu with fusion",
+            loss_and_gradients::<Fused>(&Default::default()),
+        ),
+    ];
+    for (backend, gpu) in gpus {
+        for (part, what) in ["loss", "dhidden", "dweight"].iter().enumerate() {
+            // Products summed over 2^20 terms in different orders: the cross-backend tolerance.
+            assert_close(
+                &format!("{backend}, vocab 2^20: {what}"),
+                &gpu[part],
+                &cpu[part],
+                1e-4,
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::rows_per_chunk;
+use super::{fits_one_chunk, rows_per_chunk};
 use crate::simd;
 use crate::tile::{MatRef, matmul_parallel, zeroed};
 
@@ -66,7 +66,7 @@ impl Head<'_> {
 
     /// Whether the whole batch's logits fit in one chunk (then the softmax is kept).
     pub(crate) fn fits_one_chunk(&self) -> bool {
-        self.targets.len() <= rows_per_chunk(self.vocab())
+        fits_one_chunk(self.targets.len(), self.vocab())
     }
 
     /// Summed loss and the softmax `[rows, vocab]` of the logits (one chunk).

@@ -15,6 +15,12 @@ pub fn rows_per_chunk(vocab: usize) -> usize {
     (16 * 1024 * 1024 / vocab.max(1)).max(1)
 }
 
+/// Whether a batch's logits fit in one chunk, so that the kernels' forward keeps their softmax
+/// for the backward instead of each row's log-sum-exp.
+pub fn fits_one_chunk(rows: usize, vocab: usize) -> bool {
+    rows <= rows_per_chunk(vocab)
+}
+
 /// Σ over rows of the cross-entropy of `hidden · weightᵀ` against `targets`, log-sum-exp in f32
 /// whatever the dtype; the result is f32 (as transformers upcasts).
 ///

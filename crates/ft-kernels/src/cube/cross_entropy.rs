@@ -16,7 +16,7 @@ use super::reduce::{cube_max, cube_sum};
 use super::{elementwise, empty, spread};
 use crate::backend::float;
 use crate::cross_entropy::composite::{chunk_logits, chunks};
-use crate::cross_entropy::rows_per_chunk;
+use crate::cross_entropy::fits_one_chunk;
 
 /// Units per row of the loss kernel (a power of two, for the reduction).
 const ROW_UNITS: usize = 256;
@@ -145,7 +145,7 @@ where
     BT: BoolElement,
 {
     let (rows, vocab) = (targets.len(), weight.meta.shape()[0]);
-    let keep_probs = keep_probs && rows <= rows_per_chunk(vocab);
+    let keep_probs = keep_probs && fits_one_chunk(rows, vocab);
     let table = target_table::<R, F, I, BT>(targets, &hidden.device);
     let lse = empty(&hidden, &[rows], DType::F32);
     let losses = empty(&hidden, &[rows], DType::F32);

@@ -1,6 +1,6 @@
 //! CubeCL kernels for the GPU backends: one implementation of [`KernelBackend`] for Burn's
-//! `CubeBackend`, which is what `Cuda<F>` and `Wgpu` are (ft builds Burn without its fusion
-//! wrapper). Attention with O(seq) memory (no stored scores; backward recomputes the
+//! `CubeBackend`, which is what `Cuda<F>` and `Wgpu` are (without Burn's `fusion` feature; with
+//! it they wrap this backend, see `crate::fusion`). Attention with O(seq) memory (no stored scores; backward recomputes the
 //! probabilities), NF4 dequantisation, RMSNorm, SwiGLU and RoPE, forward and backward, each run
 //! as kernels of their own instead of chains of Burn ops; arithmetic is f32 whatever each
 //! tensor's storage dtype, which is read at launch. The LoRA product and the cross-entropy run
@@ -107,6 +107,10 @@ where
         targets: &[u32],
     ) -> FloatTensor<Self> {
         cross_entropy::forward::<R, F, I, BT>(hidden, weight, targets, false).0
+    }
+
+    fn linear_cross_entropy_keeps_softmax(rows: usize, vocab: usize) -> bool {
+        crate::cross_entropy::fits_one_chunk(rows, vocab)
     }
 
     fn fused_linear_cross_entropy_forward(
